@@ -1,0 +1,5 @@
+"""Allow `python -m emdx`."""
+
+from emdx.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""The `emdx` command: a thin Typer shell over `emdx.service`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from emdx import __version__
+from emdx.cli import claude, documents, executions
+from emdx.cli.render import error
+from emdx.errors import EmdxError
+
+app = typer.Typer(
+    name="emdx",
+    help="Knowledge base of prompt documents, run through Claude Code as supervised executions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emdx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """emdx: keep prompt documents, run them through Claude Code, watch every run."""
+
+
+documents.register(app)
+app.add_typer(claude.app, name="claude")
+app.add_typer(executions.app, name="exec")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: emdx errors → one line on stderr and exit 1, usage errors → exit 2."""
+    try:
+        # Standalone mode: typer itself turns usage errors into exit 2 and `--help` into exit 0.
+        app(args=argv, prog_name="emdx")
+    except EmdxError as exc:
+        error(str(exc))
+        for fix in getattr(exc, "fixes", []):
+            print(f"  fix: {fix}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        # `emdx list | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -1,0 +1,199 @@
+"""Document commands: save, list, view, find, tag, untag, tags, delete, restore."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from emdx import tags as tagvocab
+from emdx.cli.render import console, print_json, short_time
+from emdx.errors import InvalidInputError
+from emdx.models import Document
+from emdx.service import Service, decode_document
+
+
+def _read_source(file: Path | None) -> tuple[bytes, str]:
+    if file is None or str(file) == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InvalidInputError("give a FILE to save, or pipe the content on stdin")
+        return sys.stdin.buffer.read(), "stdin"
+    try:
+        return file.read_bytes(), str(file)
+    except IsADirectoryError as exc:
+        raise InvalidInputError(f"{file} is a directory, not a file") from exc
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{file}: no such file") from exc
+    except PermissionError as exc:
+        raise InvalidInputError(f"{file}: permission denied") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"{file}: cannot read ({exc.strerror})") from exc
+
+
+def save(
+    file: Path | None = typer.Argument(None, help="File to save; stdin when omitted or '-'."),
+    title: str | None = typer.Option(None, "--title", "-t", help="Title (default: first line)."),
+    tags: str | None = typer.Option(None, "--tags", help="Comma-separated tags or aliases."),
+    project: str | None = typer.Option(
+        None, "--project", "-p", help="Project (default: the current git repository's name)."
+    ),
+) -> None:
+    """Save a document from FILE or stdin."""
+    data, source = _read_source(file)
+    content = decode_document(data, source)
+    with Service() as service:
+        saved = service.save_document(content, title or None, tags, project, source=source)
+    tag_text = f"  tags: {' '.join(saved.tags)}" if saved.tags else ""
+    print(f"saved #{saved.id}: {saved.title}{tag_text}")
+
+
+def _tag_text(doc: Document) -> str:
+    return " ".join(doc.tags)
+
+
+def list_documents(
+    project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
+    tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    deleted: bool = typer.Option(False, "--deleted", help="List the trash instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List documents, newest first."""
+    with Service() as service:
+        docs = service.list_documents(project, limit, deleted, tags)
+    if as_json:
+        print_json([d.to_dict(with_content=False) for d in docs])
+        return
+    if not docs:
+        print("no documents" + (" in the trash" if deleted else ""))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "title", "tags", "project", "created"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for doc in docs:
+        table.add_row(
+            str(doc.id), doc.title, _tag_text(doc), doc.project or "", short_time(doc.created_at)
+        )
+    console().print(table)
+
+
+def view(
+    doc_id: int = typer.Argument(..., metavar="ID", help="Document id."),
+    raw: bool = typer.Option(False, "--raw", "-r", help="Print the content only, unrendered."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a document."""
+    with Service() as service:
+        doc = service.get_document(doc_id, touch=True)
+    if as_json:
+        print_json(doc.to_dict())
+        return
+    if raw or not sys.stdout.isatty():
+        sys.stdout.write(doc.content if doc.content.endswith("\n") else doc.content + "\n")
+        return
+    from rich.markdown import Markdown
+    from rich.rule import Rule
+
+    out = console()
+    meta = f"#{doc.id} · {doc.project or 'no project'} · {short_time(doc.created_at)}"
+    if doc.tags:
+        meta += f" · {' '.join(tagvocab.label(t) for t in doc.tags)}"
+    out.print(Rule(doc.title))
+    out.print(meta, style="dim")
+    out.print(Markdown(doc.content))
+
+
+def find(
+    query: str = typer.Argument("", help="Full-text query (FTS5 syntax; plain words work)."),
+    tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
+    project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Search documents, best match first."""
+    with Service() as service:
+        hits = service.find_documents(query, tags, project, limit)
+    if as_json:
+        print_json(
+            [
+                {**h.document.to_dict(with_content=False), "rank": h.rank, "snippet": h.snippet}
+                for h in hits
+            ]
+        )
+        return
+    if not hits:
+        print("no matches")
+        return
+    for hit in hits:
+        doc = hit.document
+        tag_text = f"  {_tag_text(doc)}" if doc.tags else ""
+        print(f"#{doc.id}  {doc.title}{tag_text}")
+        if hit.snippet:
+            print(f"    {' '.join(hit.snippet.split())}")
+
+
+def tag(
+    doc_id: int = typer.Argument(..., metavar="ID"),
+    tags: list[str] = typer.Argument(..., metavar="TAG...", help="Tags or aliases (note, done…)."),
+) -> None:
+    """Add tags to a document."""
+    with Service() as service:
+        added = service.tag_document(doc_id, tags)
+        doc = service.get_document(doc_id)
+    state = f"added {' '.join(added)}" if added else "no new tags"
+    print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
+
+
+def untag(
+    doc_id: int = typer.Argument(..., metavar="ID"),
+    tags: list[str] = typer.Argument(..., metavar="TAG..."),
+) -> None:
+    """Remove tags from a document."""
+    with Service() as service:
+        removed = service.untag_document(doc_id, tags)
+        doc = service.get_document(doc_id)
+    state = f"removed {' '.join(removed)}" if removed else "none of those tags were set"
+    print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
+
+
+def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List tags with how many documents carry each."""
+    with Service() as service:
+        counts = service.tag_counts()
+    if as_json:
+        print_json([{"name": c.name, "count": c.count} for c in counts])
+        return
+    if not counts:
+        print("no tags")
+        return
+    for count in counts:
+        print(f"{count.count:6d}  {tagvocab.label(count.name)}")
+
+
+def delete(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Move a document to the trash (`emdx restore` brings it back)."""
+    with Service() as service:
+        doc = service.delete_document(doc_id)
+    print(f"moved #{doc.id} to the trash: {doc.title}")
+
+
+def restore(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Bring a document back from the trash."""
+    with Service() as service:
+        doc = service.restore_document(doc_id)
+    print(f"restored #{doc.id}: {doc.title}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("save")(save)
+    app.command("list")(list_documents)
+    app.command("view")(view)
+    app.command("find")(find)
+    app.command("tag")(tag)
+    app.command("untag")(untag)
+    app.command("tags")(tags_command)
+    app.command("delete")(delete)
+    app.command("restore")(restore)

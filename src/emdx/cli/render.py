@@ -1,0 +1,86 @@
+"""Output helpers shared by the command modules: JSON, errors, durations, money."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def error(message: str) -> None:
+    print(f"emdx: error: {message}", file=sys.stderr)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def short_time(iso: str | None) -> str:
+    from emdx.models import parse_time
+
+    moment = parse_time(iso)
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """`90`, `30s`, `5m`, `1h30m`, `7d` → seconds; None stays None; nonsense is a usage error."""
+    import re
+
+    import typer
+
+    if text is None or text == "":
+        return None
+    cleaned = text.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        value = float(cleaned)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", cleaned)
+        if not parts or "".join(n + u for n, u in parts) != cleaned:
+            raise typer.BadParameter(f"{text!r} is not a duration (examples: 90, 30s, 5m, 1h30m)")
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    if value <= 0:
+        raise typer.BadParameter(f"{text!r}: a duration must be positive")
+    return value
+
+
+STATUS_STYLES = {
+    "queued": "cyan",
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "killed": "magenta",
+}

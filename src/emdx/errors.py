@@ -1,0 +1,48 @@
+"""The emdx exception tree: every expected failure is an EmdxError with a one-line message.
+
+EmdxError
+├── NotFoundError          an id or document that does not exist
+├── InvalidInputError      input the user gave that cannot be used (empty, unreadable, too big)
+├── InvalidStateError      an operation that does not fit the object's state
+├── EnvironmentProblem     the machine is not ready (no agent, data dir not writable, no git)
+└── StoreError             the database cannot be opened, is corrupt, locked or full
+"""
+
+from __future__ import annotations
+
+
+class EmdxError(Exception):
+    """Base of every error emdx expects; the CLI prints `str(err)` and exits with `exit_code`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(EmdxError):
+    """A document, execution or file that does not exist."""
+
+
+class InvalidInputError(EmdxError):
+    """Input that cannot be used as given."""
+
+
+class InvalidStateError(EmdxError):
+    """The object is not in a state that allows the operation."""
+
+
+class EnvironmentProblem(EmdxError):
+    """The environment is not ready; `fixes` lists what to do about it."""
+
+    def __init__(self, message: str, fixes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.fixes = fixes or []
+
+
+class StoreError(EmdxError):
+    """The knowledge base cannot be read or written."""

@@ -1,0 +1,228 @@
+"""Dataclasses and enums shared by every layer: documents, executions, their states, times."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_iso(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds, the one format emdx writes (sorts lexically)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def now_iso() -> str:
+    return to_iso(utc_now())
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Read a stored time: ISO-8601, or SQLite's `YYYY-MM-DD HH:MM:SS` (UTC) from old releases."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso_or_none(value: str | None) -> str | None:
+    moment = parse_time(value)
+    return to_iso(moment) if moment else None
+
+
+class ExecutionStatus(enum.StrEnum):
+    """Lifecycle of an execution: queued → running → completed | failed | killed."""
+
+    QUEUED = "queued"
+    """Waiting for a free slot (EMDX_MAX_PARALLEL) or for the run it depends on."""
+    RUNNING = "running"
+    """A supervisor owns the run and the agent is (or is about to be) working."""
+    COMPLETED = "completed"
+    """The agent exited 0 and its final `result` event said `is_error: false`."""
+    FAILED = "failed"
+    """Anything else: an error result, no result, a non-zero exit, a timeout, a lost runner."""
+    KILLED = "killed"
+    """Stopped on purpose by the user."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+
+
+FINAL_STATUSES = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.KILLED}
+)
+
+
+class ExecType(enum.StrEnum):
+    """What kind of run smart execution picked from the document's tags."""
+
+    NOTE = "note"
+    ANALYSIS = "analysis"
+    GAMEPLAN = "gameplan"
+    GENERIC = "generic"
+    RESUME = "resume"
+
+
+class Reason(enum.StrEnum):
+    """Why a run ended the way it did (stored in `executions.reason`)."""
+
+    SUCCESS = "success"
+    AGENT_ERROR = "agent_error"
+    MAX_TURNS = "error_max_turns"
+    NO_RESULT = "no_result"
+    EXIT_CODE = "nonzero_exit"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    AGENT_NOT_FOUND = "agent_not_found"
+    KILLED = "killed_by_user"
+    RUNNER_LOST = "runner_lost"
+    STUCK = "stuck"
+    DEPENDENCY_FAILED = "dependency_failed"
+    SPAWN_FAILED = "spawn_failed"
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    title: str
+    content: str
+    project: str | None
+    created_at: str | None
+    updated_at: str | None
+    accessed_at: str | None
+    access_count: int
+    parent_id: int | None
+    is_deleted: bool
+    deleted_at: str | None
+    tags: tuple[str, ...] = ()
+
+    def to_dict(self, with_content: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        for key in ("created_at", "updated_at", "accessed_at", "deleted_at"):
+            data[key] = iso_or_none(data[key])
+        if not with_content:
+            data.pop("content")
+        return data
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    document: Document
+    rank: float
+    snippet: str
+
+
+@dataclass(frozen=True)
+class TagCount:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """What the user asked for when starting a run; stored as JSON so `retry` can repeat it."""
+
+    tools: tuple[str, ...] | None = None
+    smart: bool = True
+    worktree: bool | None = None
+    timeout_s: float | None = None
+    stall_timeout_s: float | None = None
+    model: str | None = None
+    max_turns: int | None = None
+    after_id: int | None = None
+    resume_session: str | None = None
+    resume_prompt: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tools"] = list(self.tools) if self.tools is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ExecOptions:
+        if not data:
+            return cls()
+        known = {f for f in cls.__dataclass_fields__}
+        clean = {k: v for k, v in data.items() if k in known}
+        if clean.get("tools") is not None:
+            clean["tools"] = tuple(clean["tools"])
+        return cls(**clean)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One run of a document, as stored. Times are ISO-8601 UTC strings."""
+
+    id: int
+    old_id: str | None
+    run_key: str | None
+    doc_id: int | None
+    doc_title: str
+    exec_type: str
+    status: ExecutionStatus
+    reason: str | None
+    exit_code: int | None
+    created_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    heartbeat_at: str | None
+    pid: int | None
+    pid_started_at: float | None
+    agent_pid: int | None
+    agent_started_at: float | None
+    working_dir: str | None
+    branch: str | None
+    log_file: str | None
+    session_id: str | None
+    model: str | None
+    num_turns: int | None
+    cost_usd: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    last_event_at: str | None
+    event_count: int
+    malformed_count: int
+    output_doc_id: int | None
+    parent_execution_id: int | None
+    options: ExecOptions = field(default_factory=ExecOptions)
+
+    @property
+    def duration_s(self) -> float | None:
+        start = parse_time(self.started_at)
+        if start is None:
+            return None
+        end = parse_time(self.completed_at) or (utc_now() if self.status.is_active else None)
+        if end is None:
+            return None
+        return max(0.0, (end - start).total_seconds())
+
+    @property
+    def heartbeat_age_s(self) -> float | None:
+        beat = parse_time(self.heartbeat_at)
+        return None if beat is None else max(0.0, (utc_now() - beat).total_seconds())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of DESIGN.md §4 (plus a few extra fields)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["options"] = self.options.to_dict()
+        for key in ("created_at", "started_at", "completed_at", "heartbeat_at", "last_event_at"):
+            data[key] = iso_or_none(data[key])
+        duration = self.duration_s
+        data["duration_s"] = round(duration, 3) if duration is not None else None
+        return data

@@ -1,0 +1,487 @@
+"""The one API both shells call: documents, executions, health and cleanup.
+
+Returns dataclasses from `emdx.models`, raises `EmdxError` subclasses; never prints, never imports
+typer, rich or textual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from emdx import paths, preflight, runlog, smart, system
+from emdx import tags as tagvocab
+from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
+from emdx.errors import EmdxError, InvalidInputError, StoreError
+from emdx.models import (
+    Document,
+    ExecOptions,
+    ExecType,
+    Execution,
+    ExecutionStatus,
+    Reason,
+    SearchHit,
+    TagCount,
+    parse_time,
+    utc_now,
+)
+from emdx.runner import launch
+from emdx.runner.supervisor import DEFAULT_KILL_GRACE_S, log_path, prompt_path
+from emdx.store import Store, open_store
+
+# Documents are prompts; beyond this they are surely a mistake (a log file, a binary) and would
+# make every list and search slow.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+TITLE_MAX = 200
+
+
+def title_from_content(content: str, fallback: str) -> str:
+    """The first non-empty line (a markdown heading without its `#`s), else `fallback`."""
+    for line in content.splitlines():
+        stripped = line.strip().lstrip("#").strip()
+        if stripped:
+            return stripped[:TITLE_MAX]
+    return fallback[:TITLE_MAX]
+
+
+def decode_document(data: bytes, source: str) -> str:
+    """Bytes from a file or stdin as document text, or a clear error for what cannot be one."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InvalidInputError(
+            f"{source} is {len(data) / 1048576:.1f} MiB; documents are limited to "
+            f"{MAX_DOCUMENT_BYTES // 1048576} MiB"
+        )
+    if b"\x00" in data:
+        raise InvalidInputError(f"{source} looks binary (contains NUL bytes); emdx stores text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{source} is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from exc
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise InvalidInputError(f"{source} is empty; nothing to save")
+    return text
+
+
+def detect_project(cwd: Path | None = None) -> str | None:
+    top = system.git_toplevel(cwd or Path.cwd())
+    return top.name if top else None
+
+
+def make_run_key(doc_id: int | None) -> str:
+    """Document id, microsecond timestamp, pid and a random suffix: unique across processes."""
+    return f"{doc_id or 0}-{time.time_ns() // 1000}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+# A row may say running for a moment before its supervisor records itself.
+RUNNER_STARTUP_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class KillResult:
+    execution: Execution
+    already_final: bool
+    needed_sigkill: bool = False
+
+
+class ExecutionService:
+    """Mixin of `Service`: starting, following and stopping executions."""
+
+    @property
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    def start_execution(
+        self,
+        doc_id: int,
+        options: ExecOptions | None = None,
+        *,
+        parent_execution_id: int | None = None,
+        working_dir: Path | None = None,
+        exec_type: ExecType | None = None,
+        prompt: str | None = None,
+    ) -> Execution:
+        """The one start path (CLI foreground/background, TUI, retry, resume)."""
+        options = options or ExecOptions()
+        preflight.ensure_ready(worktree=bool(options.worktree))
+        doc = self.store.documents.get(doc_id)
+        plan = smart.plan_for(doc, options.smart, options.tools)
+        if exec_type is not None:
+            plan = replace(plan, exec_type=exec_type)
+        if prompt is not None:
+            plan = replace(plan, prompt=prompt)
+        dependency = None
+        if options.after_id is not None:
+            dependency = self.store.executions.get(options.after_id)
+        options = replace(options, tools=plan.tools)
+
+        execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
+        try:
+            workdir = working_dir or self._make_run_dir(run_key)
+            _write_private(prompt_path(execution_id), plan.prompt.encode("utf-8", "surrogatepass"))
+            self.store.executions.update(
+                execution_id, working_dir=str(workdir), log_file=str(log_path(execution_id))
+            )
+        except (OSError, EmdxError) as exc:
+            self._discard(execution_id, run_key)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"could not prepare execution: {detail}") from exc
+
+        if dependency is None or dependency.status is ExecutionStatus.COMPLETED:
+            self._launch(execution_id)
+        elif dependency.status.is_final:
+            self.store.executions.finish(
+                execution_id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED
+            )
+        # otherwise it stays queued; the dependency's supervisor starts it when it ends
+        return self.store.executions.get(execution_id)
+
+    def _create_row(
+        self,
+        doc: Document,
+        exec_type: ExecType,
+        options: ExecOptions,
+        parent_execution_id: int | None,
+    ) -> tuple[int, str]:
+        for _ in range(5):
+            run_key = make_run_key(doc.id)
+            try:
+                execution_id = self.store.executions.create(
+                    run_key=run_key,
+                    doc_id=doc.id,
+                    doc_title=doc.title,
+                    exec_type=exec_type.value,
+                    options=options,
+                    parent_execution_id=parent_execution_id,
+                )
+            except StoreError as exc:
+                if "UNIQUE" in str(exc.__cause__):
+                    continue
+                raise
+            return execution_id, run_key
+        raise StoreError("could not allocate a unique run key; try again")
+
+    def _make_run_dir(self, run_key: str) -> Path:
+        run_dir = paths.runs_dir() / run_key
+        # exist_ok=False: two runs must never share a directory, even on a key collision.
+        run_dir.mkdir(mode=paths.DIR_MODE, parents=False, exist_ok=False)
+        return run_dir
+
+    def _discard(self, execution_id: int, run_key: str) -> None:
+        """Undo a start that failed half way: no row, no directory, no prompt file."""
+        with contextlib.suppress(EmdxError):
+            self.store.executions.delete(execution_id)
+        shutil.rmtree(paths.runs_dir() / run_key, ignore_errors=True)
+        prompt_path(execution_id).unlink(missing_ok=True)
+
+    def _launch(self, execution_id: int) -> None:
+        if not self.store.executions.claim_slot(execution_id, launch.max_parallel()):
+            return  # stays queued: a finishing supervisor starts it
+        try:
+            pid, started = launch.spawn_runner(execution_id)
+        except OSError as exc:
+            self.store.executions.finish(
+                execution_id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED
+            )
+            raise StoreError(f"could not start the supervisor: {exc.strerror or exc}") from exc
+        self.store.executions.update(execution_id, pid=pid, pid_started_at=started)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get_execution(self, ref: str | int) -> Execution:
+        return self.store.executions.resolve(ref)
+
+    def list_executions(
+        self, statuses: Sequence[str] | None = None, limit: int | None = 50
+    ) -> list[Execution]:
+        return self.store.executions.list_executions(statuses, limit)
+
+    def follow_execution(
+        self, execution_id: int, poll_s: float = 0.2, last: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Log entries of a run (the `last` ones, then new ones) until it has a final state."""
+        execution = self.store.executions.get(execution_id)
+        path = Path(execution.log_file) if execution.log_file else log_path(execution_id)
+        if last is not None:
+            yield from runlog.read_entries(path, last)
+
+        def finished() -> bool:
+            current = self.reconcile(self.store.executions.get(execution_id))
+            return current.status.is_final
+
+        yield from runlog.follow(path, finished, poll_s, start_at_end=last is not None)
+
+    def wait_for_final(self, execution_id: int, timeout_s: float) -> Execution:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.reconcile(self.store.executions.get(execution_id))
+            if current.status.is_final or time.monotonic() >= deadline:
+                return current
+            time.sleep(0.1)
+
+    def execution_stats(self) -> ExecStats:
+        since = utc_now() - timedelta(hours=24)
+        rows = self.store.executions.stats_rows(since.isoformat(timespec="microseconds"))
+        by_status: dict[str, int] = rows["by_status"]
+        finished_ok = by_status.get("completed", 0)
+        finished = finished_ok + by_status.get("failed", 0) + by_status.get("killed", 0)
+        durations = sorted(rows["durations"])
+        running = self.store.executions.list_executions(["running"], None)
+        zombies = [e.id for e in running if not self.runner_alive(e) and e.pid is not None]
+        return ExecStats(
+            total=sum(by_status.values()),
+            by_status=by_status,
+            last_24h=rows["recent"],
+            success_rate=(finished_ok / finished) if finished else None,
+            median_duration_s=_percentile(durations, 50),
+            p95_duration_s=_percentile(durations, 95),
+            total_cost_usd=sum(t["cost_usd"] for t in rows["per_type"]),
+            total_input_tokens=sum(t["input_tokens"] for t in rows["per_type"]),
+            total_output_tokens=sum(t["output_tokens"] for t in rows["per_type"]),
+            per_type=rows["per_type"],
+            running=len(running),
+            queued=by_status.get("queued", 0),
+            zombies=zombies,
+        )
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def runner_alive(self, execution: Execution) -> bool:
+        return system.same_process(execution.pid, execution.pid_started_at)
+
+    def reconcile(self, execution: Execution) -> Execution:
+        """A running row whose supervisor is gone is a zombie execution: fail it, kill leftovers.
+
+        The compare-and-set means a supervisor that finishes at the same moment wins cleanly.
+        """
+        if execution.status is not ExecutionStatus.RUNNING or self.runner_alive(execution):
+            return execution
+        if execution.pid is None or execution.pid_started_at is None:
+            started = parse_time(execution.started_at or execution.created_at)
+            age = (utc_now() - started).total_seconds() if started else RUNNER_STARTUP_GRACE_S
+            if age < RUNNER_STARTUP_GRACE_S:
+                return execution
+        self._kill_run_processes(execution, grace_s=2.0)
+        if self.store.executions.finish(
+            execution.id, ExecutionStatus.FAILED, EXIT_SIGKILL, Reason.RUNNER_LOST
+        ):
+            launch.start_queued(self.store)
+        return self.store.executions.get(execution.id)
+
+    def _kill_run_processes(
+        self, execution: Execution, grace_s: float, force: bool = False
+    ) -> bool:
+        """Every process of the run: agent (by recorded identity), marked processes, runner."""
+        targets: list[tuple[int, float]] = []
+        if execution.agent_pid and execution.agent_started_at is not None:
+            targets.append((execution.agent_pid, execution.agent_started_at))
+        known = {pid for pid, _ in targets}
+        if execution.pid:
+            known.add(execution.pid)
+        targets += system.marked_processes(execution.id, exclude=known)
+        if execution.pid and execution.pid_started_at is not None:
+            targets.append((execution.pid, execution.pid_started_at))
+        return system.kill_identified(targets, grace_s, force=force)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def kill_execution(self, ref: str | int, force: bool = False) -> KillResult:
+        """The one kill path: ask the supervisor (it forwards SIGTERM, waits, SIGKILLs and records
+        `killed`); if it is gone or does not finish in time, kill every process of the run here."""
+        execution = self.store.executions.resolve(ref)
+        if execution.status.is_final:
+            return KillResult(execution, already_final=True)
+        if execution.status is ExecutionStatus.QUEUED:
+            self.store.executions.transition(
+                execution.id,
+                (ExecutionStatus.QUEUED,),
+                ExecutionStatus.KILLED,
+                exit_code=EXIT_SIGTERM,
+                reason=Reason.KILLED,
+            )
+            current = self.store.executions.get(execution.id)
+            if current.status is ExecutionStatus.KILLED or current.status.is_final:
+                return KillResult(current, already_final=False)
+            execution = current  # it started meanwhile: kill it as a running one
+        grace = _kill_grace()
+        if not force and self.runner_alive(execution):
+            system.signal_pid(execution.pid or 0, signal.SIGTERM)
+            current = self.wait_for_final(execution.id, grace + 10.0)
+            if current.status.is_final:
+                return KillResult(
+                    current, already_final=False, needed_sigkill=current.exit_code == EXIT_SIGKILL
+                )
+        needed = self._kill_run_processes(execution, grace_s=0 if force else grace, force=force)
+        code = EXIT_SIGKILL if (force or needed) else EXIT_SIGTERM
+        self.store.executions.finish(execution.id, ExecutionStatus.KILLED, code, Reason.KILLED)
+        launch.start_queued(self.store)
+        return KillResult(self.store.executions.get(execution.id), False, needed or force)
+
+
+@dataclass(frozen=True)
+class ExecStats:
+    total: int
+    by_status: dict[str, int]
+    last_24h: dict[str, int]
+    success_rate: float | None
+    median_duration_s: float | None
+    p95_duration_s: float | None
+    total_cost_usd: float
+    total_input_tokens: int
+    total_output_tokens: int
+    per_type: list[dict[str, Any]]
+    running: int
+    queued: int
+    zombies: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return round(ordered[rank - 1], 3)
+
+
+def _kill_grace() -> float:
+    try:
+        return float(os.environ.get("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S))
+    except ValueError:
+        return DEFAULT_KILL_GRACE_S
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+@dataclass(frozen=True)
+class SavedDocument:
+    id: int
+    title: str
+    project: str | None
+    tags: tuple[str, ...]
+
+
+class Service(ExecutionService):
+    """Holds the open store; one per CLI invocation or TUI session."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store()
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- documents -------------------------------------------------------------------------
+
+    def save_document(
+        self,
+        content: str,
+        title: str | None = None,
+        tags: Sequence[str] | str | None = None,
+        project: str | None = None,
+        detect: bool = True,
+        parent_id: int | None = None,
+        source: str = "input",
+    ) -> SavedDocument:
+        if not content.strip():
+            raise InvalidInputError(f"{source} is empty; nothing to save")
+        if len(content.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
+            raise InvalidInputError(
+                f"{source} is larger than {MAX_DOCUMENT_BYTES // 1048576} MiB; not saved"
+            )
+        clean_title = (title or "").strip() or title_from_content(content, source)
+        clean_title = re.sub(r"\s+", " ", clean_title)[:TITLE_MAX]
+        tag_list = tagvocab.parse_list(tags)
+        if project is None and detect:
+            project = detect_project()
+        doc_id = self.store.documents.save(clean_title, content, project, tag_list, parent_id)
+        return SavedDocument(doc_id, clean_title, project, tuple(tag_list))
+
+    def get_document(self, doc_id: int, touch: bool = False) -> Document:
+        doc = self.store.documents.get(doc_id)
+        if touch:
+            self.store.documents.touch(doc_id)
+        return doc
+
+    def list_documents(
+        self,
+        project: str | None = None,
+        limit: int | None = 50,
+        deleted: bool = False,
+        tags: Sequence[str] | str | None = None,
+    ) -> list[Document]:
+        return self.store.documents.list_documents(
+            project=project, limit=limit, deleted=deleted, tags=tagvocab.parse_list(tags)
+        )
+
+    def find_documents(
+        self,
+        query: str,
+        tags: Sequence[str] | str | None = None,
+        project: str | None = None,
+        limit: int = 20,
+    ) -> list[SearchHit]:
+        tag_list = tagvocab.parse_list(tags)
+        if not query.strip():
+            if not tag_list:
+                raise InvalidInputError("give a search query or --tags")
+            docs = self.store.documents.list_documents(project=project, limit=limit, tags=tag_list)
+            return [SearchHit(doc, 0.0, "") for doc in docs]
+        return self.store.documents.search(query, tag_list, project, limit)
+
+    def tag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
+        tag_list = tagvocab.parse_list(list(tags))
+        if not tag_list:
+            raise InvalidInputError("give at least one tag")
+        return self.store.documents.add_tags(doc_id, tag_list)
+
+    def untag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
+        tag_list = tagvocab.parse_list(list(tags))
+        if not tag_list:
+            raise InvalidInputError("give at least one tag")
+        return self.store.documents.remove_tags(doc_id, tag_list)
+
+    def tag_counts(self) -> list[TagCount]:
+        return self.store.documents.tag_counts()
+
+    def delete_document(self, doc_id: int) -> Document:
+        doc = self.store.documents.get(doc_id)
+        self.store.documents.set_deleted(doc_id, True)
+        return doc
+
+    def restore_document(self, doc_id: int) -> Document:
+        self.store.documents.set_deleted(doc_id, False)
+        return self.store.documents.get(doc_id)

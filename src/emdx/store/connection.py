@@ -1,0 +1,101 @@
+"""SQLite connections with the PRAGMAs emdx relies on, and the helpers every write uses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from emdx.errors import StoreError
+
+# Long enough that a heartbeat or a final write waits out another writer's transaction; the
+# runner's final write retries past this (see retry_locked) because a lost final state is worse.
+BUSY_TIMEOUT_MS = 30_000
+
+T = TypeVar("T")
+
+
+def describe(exc: sqlite3.Error, path: Path | str) -> str:
+    """One line a user can act on, for an sqlite3 error met on `path`."""
+    text = str(exc)
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        return f"{path} is not a usable emdx database ({text}); move it aside to start fresh"
+    if "disk is full" in lowered or "disk i/o" in lowered:
+        return f"cannot write to {path}: {text} (free some disk space and try again)"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"cannot write to {path}: the database or its directory is read-only"
+    if "unable to open" in lowered:
+        return f"cannot open database {path}: check that its directory exists and is writable"
+    if "locked" in lowered or "busy" in lowered:
+        return f"database {path} is locked by another process; try again"
+    return f"database error on {path}: {text}"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open `path` in autocommit mode (transactions are explicit), WAL, foreign keys on."""
+    new_file = not path.exists()
+    try:
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(describe(exc, path)) from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            # Another connection holds the file in rollback mode; emdx still works, only slower.
+            pass
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(describe(exc, path)) from exc
+    if new_file:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(
+    conn: sqlite3.Connection, path: Path | str = ""
+) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error; sqlite errors become StoreError."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(describe(exc, path)) from exc
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(describe(exc, path)) from exc
+        raise
+
+
+def is_locked(exc: BaseException) -> bool:
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    text = str(cause).lower()
+    return isinstance(cause, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def retry_locked(action: Callable[[], T], deadline_s: float, pause_s: float = 0.25) -> T:
+    """Run `action`, retrying while the database stays locked, until `deadline_s` has passed."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            return action()
+        except StoreError as exc:
+            if not is_locked(exc) or time.monotonic() >= give_up:
+                raise
+            time.sleep(pause_s)

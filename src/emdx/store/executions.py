@@ -1,0 +1,320 @@
+"""Execution rows: creation, lookup, progress, heartbeats and compare-and-set final states."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emdx.errors import NotFoundError
+from emdx.models import ExecOptions, Execution, ExecutionStatus, now_iso
+from emdx.store.connection import write_transaction
+
+ACTIVE = ("queued", "running")
+
+# Columns the runner and service may set after creation; anything else is a programming error.
+UPDATABLE = frozenset(
+    {
+        "status",
+        "reason",
+        "exit_code",
+        "started_at",
+        "completed_at",
+        "heartbeat_at",
+        "pid",
+        "pid_started_at",
+        "agent_pid",
+        "agent_started_at",
+        "working_dir",
+        "branch",
+        "log_file",
+        "session_id",
+        "model",
+        "num_turns",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "last_event_at",
+        "event_count",
+        "malformed_count",
+        "output_doc_id",
+    }
+)
+
+
+def _execution(row: sqlite3.Row) -> Execution:
+    options: dict[str, Any] | None = None
+    if row["options"]:
+        try:
+            options = json.loads(row["options"])
+        except ValueError:
+            options = None
+    try:
+        status = ExecutionStatus(row["status"])
+    except ValueError:
+        status = ExecutionStatus.FAILED
+    return Execution(
+        id=row["id"],
+        old_id=row["old_id"],
+        run_key=row["run_key"],
+        doc_id=row["doc_id"],
+        doc_title=row["doc_title"],
+        exec_type=row["exec_type"] or "generic",
+        status=status,
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        heartbeat_at=row["heartbeat_at"],
+        pid=row["pid"],
+        pid_started_at=row["pid_started_at"],
+        agent_pid=row["agent_pid"],
+        agent_started_at=row["agent_started_at"],
+        working_dir=row["working_dir"],
+        branch=row["branch"],
+        log_file=row["log_file"],
+        session_id=row["session_id"],
+        model=row["model"],
+        num_turns=row["num_turns"],
+        cost_usd=row["cost_usd"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        last_event_at=row["last_event_at"],
+        event_count=row["event_count"] or 0,
+        malformed_count=row["malformed_count"] or 0,
+        output_doc_id=row["output_doc_id"],
+        parent_execution_id=row["parent_execution_id"],
+        options=ExecOptions.from_dict(options),
+    )
+
+
+class ExecutionStore:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+
+    def create(
+        self,
+        *,
+        run_key: str,
+        doc_id: int | None,
+        doc_title: str,
+        exec_type: str,
+        options: ExecOptions,
+        status: ExecutionStatus = ExecutionStatus.QUEUED,
+        parent_execution_id: int | None = None,
+    ) -> int:
+        with write_transaction(self._conn, self._path) as conn:
+            cur = conn.execute(
+                """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
+                       created_at, options, parent_execution_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_key,
+                    doc_id,
+                    doc_title,
+                    exec_type,
+                    status.value,
+                    now_iso(),
+                    json.dumps(options.to_dict()),
+                    parent_execution_id,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def get(self, execution_id: int) -> Execution:
+        row = self._conn.execute(
+            "SELECT * FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"execution {execution_id} not found")
+        return _execution(row)
+
+    def resolve(self, ref: str | int) -> Execution:
+        """An execution by numeric id or, for migrated rows, by its old text id."""
+        text = str(ref).strip()
+        if text.isdigit():
+            return self.get(int(text))
+        row = self._conn.execute("SELECT * FROM executions WHERE old_id = ?", (text,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"execution {text!r} not found")
+        return _execution(row)
+
+    def list_executions(
+        self,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = 50,
+        doc_id: int | None = None,
+    ) -> list[Execution]:
+        where: list[str] = []
+        params: list[object] = []
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if doc_id is not None:
+            where.append("doc_id = ?")
+            params.append(doc_id)
+        sql = "SELECT * FROM executions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_execution(r) for r in self._conn.execute(sql, params)]
+
+    def update(self, execution_id: int, **fields: Any) -> None:
+        """Set progress fields. Never changes a final row's status: use `finish` for that."""
+        if not fields:
+            return
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with write_transaction(self._conn, self._path) as conn:
+            conn.execute(
+                f"UPDATE executions SET {assignments} WHERE id = ?",
+                (*fields.values(), execution_id),
+            )
+
+    def transition(
+        self,
+        execution_id: int,
+        from_statuses: Sequence[ExecutionStatus],
+        to_status: ExecutionStatus,
+        **fields: Any,
+    ) -> bool:
+        """Compare-and-set: move to `to_status` only if the row is in one of `from_statuses`.
+
+        This is the one guarded transition every state change goes through, so that a runner and a
+        reaper (health, cleanup, kill) can never both finish the same row.
+        """
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if to_status.is_final:
+            fields.setdefault("completed_at", now_iso())
+        columns = ["status = ?", *(f"{name} = ?" for name in fields)]
+        marks = ",".join("?" * len(from_statuses))
+        with write_transaction(self._conn, self._path) as conn:
+            cur = conn.execute(
+                f"UPDATE executions SET {', '.join(columns)} WHERE id = ? AND status IN ({marks})",
+                (
+                    to_status.value,
+                    *fields.values(),
+                    execution_id,
+                    *(s.value for s in from_statuses),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def finish(
+        self,
+        execution_id: int,
+        status: ExecutionStatus,
+        exit_code: int | None,
+        reason: str,
+        **fields: Any,
+    ) -> bool:
+        """Write a final state unless the row already has one (compare-and-set)."""
+        return self.transition(
+            execution_id,
+            (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
+            status,
+            exit_code=exit_code,
+            reason=reason,
+            **fields,
+        )
+
+    def delete(self, execution_id: int) -> None:
+        """Remove a row that never started (a start that failed half way)."""
+        with write_transaction(self._conn, self._path) as conn:
+            conn.execute(
+                "DELETE FROM executions WHERE id = ? AND status = 'queued'", (execution_id,)
+            )
+
+    def beat(self, execution_id: int, at: str) -> bool:
+        """Record a heartbeat; only a running row takes one."""
+        with write_transaction(self._conn, self._path) as conn:
+            cur = conn.execute(
+                "UPDATE executions SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+                (at, execution_id),
+            )
+            return cur.rowcount == 1
+
+    def count_by_status(self, statuses: Sequence[str]) -> int:
+        marks = ",".join("?" * len(statuses))
+        row = self._conn.execute(
+            f"SELECT COUNT(*) FROM executions WHERE status IN ({marks})", tuple(statuses)
+        ).fetchone()
+        return int(row[0])
+
+    def queued(self) -> list[Execution]:
+        """Queued runs, oldest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM executions WHERE status = 'queued' ORDER BY id"
+        ).fetchall()
+        return [_execution(r) for r in rows]
+
+    def claim_slot(self, execution_id: int, max_parallel: int) -> bool:
+        """Atomically move a queued run to running if fewer than `max_parallel` are running."""
+        with write_transaction(self._conn, self._path) as conn:
+            running = conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE status = 'running'"
+            ).fetchone()[0]
+            if running >= max_parallel:
+                return False
+            cur = conn.execute(
+                "UPDATE executions SET status = 'running', started_at = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (now_iso(), execution_id),
+            )
+            return cur.rowcount == 1
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM executions GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]:
+        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations."""
+        conn = self._conn
+        by_status = {
+            r[0]: int(r[1])
+            for r in conn.execute("SELECT status, COUNT(*) FROM executions GROUP BY status")
+        }
+        recent = {
+            r[0]: int(r[1])
+            for r in conn.execute(
+                "SELECT status, COUNT(*) FROM executions WHERE created_at >= ? GROUP BY status",
+                (since_iso,),
+            )
+        }
+        per_type = [
+            dict(r)
+            for r in conn.execute(
+                """SELECT exec_type, COUNT(*) AS runs, COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                      COALESCE(SUM(input_tokens), 0) AS input_tokens,
+                      COALESCE(SUM(output_tokens), 0) AS output_tokens
+               FROM executions GROUP BY exec_type ORDER BY runs DESC"""
+            )
+        ]
+        durations = [
+            float(r[0])
+            for r in conn.execute(
+                """SELECT (julianday(completed_at) - julianday(started_at)) * 86400.0
+               FROM executions
+               WHERE status IN ('completed', 'failed', 'killed') AND completed_at IS NOT NULL
+                 AND started_at IS NOT NULL ORDER BY id DESC LIMIT ?""",
+                (sample,),
+            )
+            if r[0] is not None and r[0] >= 0
+        ]
+        return {
+            "by_status": by_status,
+            "recent": recent,
+            "per_type": per_type,
+            "durations": durations,
+        }

@@ -1,0 +1,257 @@
+"""The OS seam: git, process identity (pid + start time), signals, spawning, the clock.
+
+Everything that asks the operating system about processes goes through here, so that there is one
+liveness check and one way to signal, and tests can reason about a single place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Start times are compared with this slack: /proc gives jiffies (10 ms), psutil floats.
+START_TIME_TOLERANCE_S = 0.05
+
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+def run_git(args: list[str], cwd: Path | str | None = None, timeout: float = 30) -> str | None:
+    """stdout of `git ARGS` (stripped), or None when git is missing or the command fails."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        done = subprocess.run(
+            [git, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_toplevel(cwd: Path | str | None = None) -> Path | None:
+    out = run_git(["rev-parse", "--show-toplevel"], cwd=cwd)
+    return Path(out) if out else None
+
+
+def process_start_time(pid: int) -> float | None:
+    """The process's start time (epoch seconds), or None if there is no such live process.
+
+    A zombie counts as dead: it can do no more work, and its pid may be reused once reaped.
+    """
+    if pid <= 0:
+        return None
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def same_process(pid: int | None, started_at: float | None) -> bool:
+    """True when `pid` is alive and is the very process that started at `started_at`."""
+    if not pid:
+        return False
+    actual = process_start_time(pid)
+    if actual is None:
+        return False
+    if started_at is None:
+        # No recorded start time (old rows): we cannot prove identity, so never claim it.
+        return False
+    return abs(actual - started_at) <= START_TIME_TOLERANCE_S
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    started_at: float
+    name: str
+    cmdline: tuple[str, ...]
+    cpu_percent: float | None
+    rss_bytes: int | None
+    num_children: int
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send `sig` to the process group `pgid`; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def reap_children() -> None:
+    """Collect every exited child so none lingers as a zombie (we are a subreaper)."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    if os.uname().sysname != "Linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (tools that setsid away) get reparented to us, so we can kill them."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent() -> None:
+    """preexec_fn for the agent: SIGKILL it if the supervisor dies (Linux parent-death signal)."""
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendants of `pid`, deepest first."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    alive = []
+    for child in reversed(children):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return alive
+
+
+def marked_processes(execution_id: int, exclude: set[int] | None = None) -> list[tuple[int, float]]:
+    """(pid, start time) of every live process carrying EMDX_EXECUTION_ID=<id> in its environment.
+
+    The marker survives setsid and reparenting, so this finds a run's processes even after its
+    supervisor died. Processes whose environment we may not read are skipped.
+    """
+    import psutil
+
+    wanted = str(execution_id)
+    found = []
+    skip = exclude or set()
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid in skip or proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get("EMDX_EXECUTION_ID") != wanted:
+                continue
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            found.append((proc.pid, float(proc.create_time())))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def wait_gone(identities: list[tuple[int, float]], timeout: float, poll_s: float = 0.05) -> bool:
+    """Wait until none of the (pid, start time) processes is alive; True if they all went."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not any(same_process(pid, started) for pid, started in identities):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        reap_children()
+        time.sleep(poll_s)
+
+
+def identify(pids: list[int]) -> list[tuple[int, float]]:
+    """(pid, start time) for each live pid, so later signals can never hit a reused pid."""
+    result = []
+    for pid in pids:
+        started = process_start_time(pid)
+        if started is not None:
+            result.append((pid, started))
+    return result
+
+
+def kill_identified(
+    identities: list[tuple[int, float]], grace_s: float, force: bool = False
+) -> bool:
+    """SIGTERM every process (checked by pid and start time), wait `grace_s`, SIGKILL the rest.
+
+    Returns True when SIGKILL was needed. A pid whose start time no longer matches is never
+    signalled: it is not our process any more.
+    """
+    targets = [(pid, st) for pid, st in identities if same_process(pid, st)]
+    if not targets:
+        return False
+    if not force:
+        for pid, started in targets:
+            if same_process(pid, started):
+                signal_pid(pid, signal.SIGTERM)
+        if wait_gone(targets, grace_s):
+            return False
+    needed = False
+    for pid, started in targets:
+        if same_process(pid, started):
+            signal_pid(pid, signal.SIGKILL)
+            needed = True
+    wait_gone(targets, 5.0)
+    return needed
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """CPU, memory and children of a live process, or None when it is gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return ProcessInfo(
+                pid=pid,
+                started_at=float(proc.create_time()),
+                name=proc.name(),
+                cmdline=tuple(proc.cmdline()),
+                cpu_percent=proc.cpu_percent(interval=None),
+                rss_bytes=int(proc.memory_info().rss),
+                num_children=len(proc.children(recursive=True)),
+            )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
