@@ -1,0 +1,90 @@
+"""The Claude Code adapter: finding the binary, building argv and environment, the tool lists."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+DEFAULT_BINARY = "claude"
+
+# Variables that must not leak from a parent Claude Code session into the agent we start:
+# CLAUDECODE makes the CLI believe it is nested and changes its behaviour.
+DROPPED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
+
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+READ_ONLY_TOOLS = ("Read", "Glob", "Grep", "LS", "WebFetch", "WebSearch")
+ANALYSIS_TOOLS = (*READ_ONLY_TOOLS, "Write")
+FULL_TOOLS = (
+    "Bash",
+    "Read",
+    "Write",
+    "Edit",
+    "MultiEdit",
+    "Glob",
+    "Grep",
+    "LS",
+    "TodoWrite",
+    "WebFetch",
+    "WebSearch",
+)
+
+
+def configured_binary() -> str:
+    return os.environ.get("EMDX_CLAUDE_BIN") or DEFAULT_BINARY
+
+
+def resolve_binary(name: str | None = None) -> Path | None:
+    """Absolute path of the agent binary (EMDX_CLAUDE_BIN or `claude` on PATH), None if absent."""
+    name = name or configured_binary()
+    if os.sep in name:
+        path = Path(name).expanduser()
+        return path.resolve() if path.is_file() and os.access(path, os.X_OK) else None
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def build_argv(
+    binary: str | Path,
+    tools: Sequence[str],
+    model: str | None = None,
+    max_turns: int | None = None,
+    resume_session: str | None = None,
+) -> list[str]:
+    """argv for a headless run; the prompt itself goes on stdin, never here (E2BIG at 128 KiB)."""
+    argv = [
+        str(binary),
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "dontAsk",
+    ]
+    if tools:
+        argv += ["--allowedTools", ",".join(tools)]
+    if model:
+        argv += ["--model", model]
+    if max_turns:
+        argv += ["--max-turns", str(max_turns)]
+    if resume_session:
+        argv += ["--resume", resume_session]
+    return argv
+
+
+def agent_env(base: Mapping[str, str], execution_id: int) -> dict[str, str]:
+    """The agent's environment: the caller's, minus nesting markers, plus the emdx marker."""
+    env = {k: v for k, v in base.items() if k not in DROPPED_ENV}
+    env["EMDX_EXECUTION_ID"] = str(execution_id)
+    return env
+
+
+def secret_values(env: Mapping[str, str]) -> list[bytes]:
+    """Values of secret-looking variables, to be masked wherever emdx writes agent output."""
+    values = []
+    for key, value in env.items():
+        if len(value) >= 8 and any(marker in key.upper() for marker in SECRET_MARKERS):
+            values.append(value.encode())
+    return sorted(set(values), key=len, reverse=True)

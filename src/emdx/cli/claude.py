@@ -1,0 +1,120 @@
+"""`emdx claude`: execute a document through Claude Code, and check the environment for it."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emdx import runlog
+from emdx.cli.render import error, parse_duration, print_json
+from emdx.errors import InvalidInputError
+from emdx.models import ExecOptions, Execution
+from emdx.service import Service
+
+app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
+
+
+def describe_start(execution: Execution) -> str:
+    where = execution.working_dir or "-"
+    if execution.status.value == "queued":
+        waiting = (
+            f"after execution #{execution.options.after_id}"
+            if execution.options.after_id
+            else "for a free slot (EMDX_MAX_PARALLEL)"
+        )
+        return f"queued execution #{execution.id} ({execution.exec_type}) — waiting {waiting}"
+    return (
+        f"{execution.status.value} execution #{execution.id} ({execution.exec_type}) "
+        f"for document #{execution.doc_id}: {execution.doc_title}\n  working dir: {where}"
+    )
+
+
+def summary_line(execution: Execution) -> str:
+    cost = f", ${execution.cost_usd:.4f}" if execution.cost_usd is not None else ""
+    turns = f", {execution.num_turns} turns" if execution.num_turns is not None else ""
+    duration = execution.duration_s
+    took = f" in {duration:.1f}s" if duration is not None else ""
+    return (
+        f"execution #{execution.id} {execution.status.value}{took} "
+        f"(exit {execution.exit_code}, {execution.reason}{turns}{cost})"
+    )
+
+
+@app.command("execute")
+def execute(
+    doc_id: int = typer.Argument(..., metavar="DOC", help="Document id."),
+    background: bool = typer.Option(False, "--background", "-b", help="Start and return."),
+    tools: str | None = typer.Option(None, "--tools", help="Comma-separated allowed tools."),
+    smart: bool = typer.Option(True, "--smart/--no-smart", help="Pick the run type from tags."),
+    worktree: bool = typer.Option(False, "--worktree", help="Run in a git worktree."),
+    timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock limit (e.g. 30m)."),
+    stall_timeout: str | None = typer.Option(
+        "30m", "--stall-timeout", help="Stop when the agent says nothing this long."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Model name passed to Claude Code."),
+    max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Turn limit."),
+    after: int | None = typer.Option(None, "--after", help="Start after this run completes."),
+) -> None:
+    """Execute a document with Claude Code, supervised; foreground unless --background."""
+    tool_list = None
+    if tools is not None:
+        tool_list = tuple(t.strip() for t in tools.split(",") if t.strip())
+        if not tool_list:
+            raise InvalidInputError("--tools needs at least one tool name")
+    options = ExecOptions(
+        tools=tool_list,
+        smart=smart,
+        worktree=worktree or None,
+        timeout_s=parse_duration(timeout),
+        stall_timeout_s=parse_duration(stall_timeout),
+        model=model,
+        max_turns=max_turns,
+        after_id=after,
+    )
+    with Service() as service:
+        execution = service.start_execution(doc_id, options)
+        print(describe_start(execution), file=sys.stderr if not background else sys.stdout)
+        if background:
+            if execution.status.is_active:
+                print(f"  follow it: emdx exec show {execution.id} --follow")
+            return
+        final = follow_to_end(service, execution.id)
+    print(summary_line(final), file=sys.stderr)
+    raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
+
+
+def follow_to_end(service: Service, execution_id: int) -> Execution:
+    """Print the run's log until it ends; Ctrl-C kills the run (and still waits for its end)."""
+    try:
+        for entry in service.follow_execution(execution_id):
+            print(runlog.render(entry), flush=True)
+    except KeyboardInterrupt:
+        error(f"interrupted: killing execution #{execution_id}")
+        service.kill_execution(execution_id)
+    return service.wait_for_final(execution_id, 60.0)
+
+
+@app.command("check-env")
+def check_env(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show passing checks' details."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check that Claude Code, Node, git, Python and the data directory are ready."""
+    from emdx import preflight
+
+    checks = preflight.full_report()
+    ready = all(c.ok for c in checks if c.required)
+    if as_json:
+        print_json({"ready": ready, "checks": [c.to_dict() for c in checks]})
+    else:
+        for check in checks:
+            mark = "✅" if check.ok else ("❌" if check.required else "⚠️")
+            line = f"{mark} {check.name}"
+            if verbose or not check.ok:
+                line += f": {check.detail}"
+            print(line)
+            if check.fix and not check.ok:
+                print(f"   fix: {check.fix}")
+        print("ready" if ready else "not ready")
+    raise typer.Exit(0 if ready else 1)

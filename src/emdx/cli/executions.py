@@ -1,0 +1,205 @@
+"""`emdx exec`: list, show, follow, stats and stop executions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from emdx import runlog
+from emdx.cli.render import (
+    STATUS_STYLES,
+    console,
+    duration,
+    money,
+    print_json,
+    short_time,
+)
+from emdx.errors import InvalidInputError
+from emdx.models import Execution, ExecutionStatus
+from emdx.service import Service
+
+app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
+
+STATUSES = [s.value for s in ExecutionStatus]
+
+
+def _statuses(status: str | None) -> list[str] | None:
+    if status is None:
+        return None
+    wanted = [s.strip().lower() for s in status.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in STATUSES]
+    if unknown:
+        raise InvalidInputError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}")
+    return wanted
+
+
+def _table(executions: list[Execution]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for name, justify in (
+        ("id", "right"), ("document", "left"), ("type", "left"), ("status", "left"),
+        ("started", "left"), ("duration", "right"), ("exit", "right"), ("cost", "right"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for ex in executions:
+        style = STATUS_STYLES.get(ex.status.value, "")
+        doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
+        table.add_row(
+            str(ex.id),
+            doc[:48],
+            ex.exec_type,
+            f"[{style}]{ex.status.value}[/]" if style else ex.status.value,
+            short_time(ex.started_at or ex.created_at),
+            duration(ex.duration_s),
+            "-" if ex.exit_code is None else str(ex.exit_code),
+            money(ex.cost_usd),
+        )
+    console().print(table)
+
+
+@app.command("list")
+def exec_list(
+    status: str | None = typer.Option(None, "--status", "-s", help="Only these statuses (a,b)."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List executions, newest first."""
+    with Service() as service:
+        executions = service.list_executions(_statuses(status), limit)
+    if as_json:
+        print_json([e.to_dict() for e in executions])
+    elif executions:
+        _table(executions)
+    else:
+        print("no executions")
+
+
+@app.command("show")
+def exec_show(
+    ref: str = typer.Argument(..., metavar="ID", help="Execution id (or a migrated text id)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until the run ends."),
+    lines: int = typer.Option(20, "--lines", "-n", min=0, help="Log lines to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show an execution: its metadata and the tail of its log."""
+    with Service() as service:
+        execution = service.reconcile(service.get_execution(ref))
+        if as_json:
+            print_json(execution.to_dict())
+            return
+        _panel(execution)
+        if follow:
+            for entry in service.follow_execution(execution.id, last=lines):
+                print(runlog.render(entry), flush=True)
+            final = service.get_execution(execution.id)
+            raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
+    path = execution.log_file
+    entries = runlog.read_entries(_log_path(path), lines) if path and lines else []
+    for entry in entries:
+        print(runlog.render(entry))
+
+
+def _log_path(path: str) -> Path:
+    return Path(path)
+
+
+def _panel(ex: Execution) -> None:
+    from rich.panel import Panel
+
+    style = STATUS_STYLES.get(ex.status.value, "")
+    rows = [
+        ("status", f"[{style}]{ex.status.value}[/]" + (f" ({ex.reason})" if ex.reason else "")),
+        ("document", f"#{ex.doc_id} {ex.doc_title}"),
+        ("type", ex.exec_type),
+        ("exit code", "-" if ex.exit_code is None else str(ex.exit_code)),
+        ("started", short_time(ex.started_at)),
+        ("completed", short_time(ex.completed_at)),
+        ("duration", duration(ex.duration_s)),
+        ("heartbeat", f"{duration(ex.heartbeat_age_s)} ago" if ex.heartbeat_at else "-"),
+        ("runner pid", str(ex.pid or "-")),
+        ("agent pid", str(ex.agent_pid or "-")),
+        ("session", ex.session_id or "-"),
+        ("model", ex.model or "-"),
+        ("turns", "-" if ex.num_turns is None else str(ex.num_turns)),
+        ("cost", money(ex.cost_usd)),
+        ("tokens", f"{ex.input_tokens or 0} in / {ex.output_tokens or 0} out"),
+        ("working dir", ex.working_dir or "-"),
+        ("branch", ex.branch or "-"),
+        ("log", ex.log_file or "-"),
+    ]
+    if ex.old_id:
+        rows.insert(0, ("old id", ex.old_id))
+    if ex.output_doc_id:
+        rows.append(("output doc", f"#{ex.output_doc_id}"))
+    body = "\n".join(f"[bold]{k:>11}[/] {v}" for k, v in rows)
+    console().print(Panel(body, title=f"execution #{ex.id}", expand=False))
+
+
+@app.command("logs")
+def exec_logs(
+    ref: str = typer.Argument(..., metavar="ID"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the end."),
+    raw: bool = typer.Option(False, "--raw", help="Print the JSONL entries as stored."),
+) -> None:
+    """Print an execution's whole log."""
+    import json
+
+    with Service() as service:
+        execution = service.get_execution(ref)
+        if follow:
+            entries = service.follow_execution(execution.id)
+        else:
+            path = execution.log_file
+            entries = iter(runlog.read_entries(_log_path(path)) if path else [])
+        for entry in entries:
+            print(
+                json.dumps(entry, ensure_ascii=False) if raw else runlog.render(entry), flush=True
+            )
+
+
+@app.command("tail")
+def exec_tail(ref: str = typer.Argument(..., metavar="ID")) -> None:
+    """Follow an execution's log until it ends (= show --follow)."""
+    exec_show(ref, follow=True, lines=20, as_json=False)
+
+
+@app.command("stats")
+def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Totals, success rate, durations, cost and tokens."""
+    with Service() as service:
+        stats = service.execution_stats()
+    if as_json:
+        print_json(stats.to_dict())
+        return
+    rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f}%"
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_status.items())) or "none"
+    recent = ", ".join(f"{k} {v}" for k, v in sorted(stats.last_24h.items())) or "none"
+    print(f"executions: {stats.total} ({by_status})")
+    print(f"last 24 h:  {recent}")
+    print(f"success:    {rate}")
+    print(f"duration:   median {duration(stats.median_duration_s)}, "
+          f"p95 {duration(stats.p95_duration_s)}")  # fmt: skip
+    print(f"cost:       {money(stats.total_cost_usd)} "
+          f"({stats.total_input_tokens} tokens in, {stats.total_output_tokens} out)")  # fmt: skip
+    for row in stats.per_type:
+        print(f"  {row['exec_type']:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
+    print(f"now:        {stats.running} running, {stats.queued} queued, "
+          f"{len(stats.zombies)} zombie")  # fmt: skip
+
+
+@app.command("kill")
+def exec_kill(
+    ref: str = typer.Argument(..., metavar="ID"),
+    force: bool = typer.Option(False, "--force", help="SIGKILL at once, no grace period."),
+) -> None:
+    """Stop a run: SIGTERM to all its processes, grace period, SIGKILL."""
+    with Service() as service:
+        result = service.kill_execution(ref, force=force)
+    ex = result.execution
+    if result.already_final:
+        print(f"execution #{ex.id} already {ex.status.value}; nothing to kill")
+        return
+    how = " (SIGKILL was needed)" if result.needed_sigkill else ""
+    print(f"execution #{ex.id} {ex.status.value}, exit {ex.exit_code}{how}")

@@ -1,0 +1,215 @@
+"""The run log: one JSON object a line in EMDX_HOME/logs/<id>.jsonl, size-capped; and its reader.
+
+Entry fields: `ts` (ISO UTC), `level`, `source` (runner | agent | agent-stderr), `pid`, `type`,
+`icon`, `message`, and `raw` (the agent's event as parsed). One renderer, `render`, turns entries
+into the readable lines that `exec show`, foreground runs and the TUI print.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from emdx.models import now_iso, parse_time
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Past the cap we still record what decides the outcome and what the runner says.
+ALWAYS_KEPT = frozenset({"result", "runner", "malformed-summary"})
+
+
+def max_log_bytes() -> int:
+    try:
+        return int(os.environ.get("EMDX_LOG_MAX_BYTES", DEFAULT_MAX_BYTES))
+    except ValueError:
+        return DEFAULT_MAX_BYTES
+
+
+class LogWriter:
+    """Appends entries; never raises (a full disk must not kill a run): failures are counted."""
+
+    def __init__(
+        self, path: Path, max_bytes: int | None = None, secrets: list[bytes] | None = None
+    ):
+        self.path = path
+        self.max_bytes = max_bytes if max_bytes is not None else max_log_bytes()
+        self.secrets = secrets or []
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self.capped = False
+        self._file: IO[bytes] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._file = os.fdopen(fd, "ab", buffering=256 * 1024)
+            self.written = os.fstat(fd).st_size
+        except OSError:
+            self._file = None
+            self.write_errors += 1
+
+    def mask(self, data: bytes) -> bytes:
+        for secret in self.secrets:
+            if secret in data:
+                data = data.replace(secret, b"***")
+        return data
+
+    def write(
+        self,
+        type_: str,
+        message: str,
+        *,
+        level: str = "info",
+        source: str = "agent",
+        pid: int | None = None,
+        icon: str = "",
+        raw: Any = None,
+    ) -> None:
+        if self.capped and type_ not in ALWAYS_KEPT:
+            self.dropped += 1
+            return
+        entry: dict[str, Any] = {
+            "ts": now_iso(),
+            "level": level,
+            "source": source,
+            "pid": pid,
+            "type": type_,
+            "icon": icon,
+            "message": message,
+        }
+        if raw is not None and not self.capped:
+            entry["raw"] = raw
+        line = self.mask(json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
+        if not self.capped and self.written + len(line) > self.max_bytes:
+            self.capped = True
+            note = {
+                "ts": now_iso(),
+                "level": "warning",
+                "source": "runner",
+                "pid": os.getpid(),
+                "type": "runner",
+                "icon": "✂️",
+                "message": f"log reached {self.max_bytes} bytes; further events are counted, "
+                "not written (results and runner messages still are)",
+            }
+            self._append(json.dumps(note, ensure_ascii=False).encode() + b"\n")
+            if type_ not in ALWAYS_KEPT:
+                self.dropped += 1
+                return
+            entry.pop("raw", None)
+            line = self.mask(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+        self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        if self._file is None:
+            # The file may have been deleted or the disk was full: try to (re)open each time.
+            self._open()
+            if self._file is None:
+                return
+        try:
+            self._file.write(line)
+            self.written += len(line)
+        except OSError:
+            self.write_errors += 1
+            self._reset()
+
+    def flush(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+        except OSError:
+            self.write_errors += 1
+            self._reset()
+            return
+        if not self.path.exists():
+            # Deleted under us (a cleanup, a user): recreate it so the rest of the run is visible.
+            self._reset()
+            self.write(
+                "runner",
+                "log file was deleted during the run; recreated",
+                level="warning",
+                source="runner",
+                pid=os.getpid(),
+                icon="⚠️",
+            )
+
+    def _reset(self) -> None:
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError:
+            pass
+        self._file = None
+
+    def close(self) -> None:
+        self.flush()
+        self._reset()
+
+
+def parse_entry(line: bytes | str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_entries(path: Path, last: int | None = None) -> list[dict[str, Any]]:
+    """Entries of a log (the last `last` of them); a missing file is an empty log."""
+    try:
+        with path.open("rb") as handle:
+            lines: Any = deque(handle, maxlen=last) if last else handle.readlines()
+    except OSError:
+        return []
+    return [e for e in (parse_entry(line) for line in lines) if e is not None]
+
+
+def follow(
+    path: Path,
+    until: Callable[[], bool],
+    poll_s: float = 0.2,
+    start_at_end: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Yield entries as they are appended, until `until()` is true and the file is drained."""
+    position = 0
+    if start_at_end:
+        try:
+            position = path.stat().st_size
+        except OSError:
+            position = 0
+    pending = b""
+    while True:
+        finished = until()
+        try:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+        except OSError:
+            chunk = b""
+        if chunk:
+            position += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                entry = parse_entry(line)
+                if entry is not None:
+                    yield entry
+            continue
+        if finished:
+            return
+        time.sleep(poll_s)
+
+
+def render(entry: dict[str, Any]) -> str:
+    """`HH:MM:SS icon message`, the one readable form of a log entry."""
+    moment = parse_time(entry.get("ts"))
+    stamp = moment.astimezone().strftime("%H:%M:%S") if moment else "--:--:--"
+    icon = entry.get("icon") or {"warning": "⚠️", "error": "❌"}.get(str(entry.get("level")), "•")
+    return f"{stamp} {icon} {entry.get('message', '')}"

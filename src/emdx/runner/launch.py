@@ -1,0 +1,78 @@
+"""Starting supervisors: spawn one detached, and fill free slots from the queue (no daemon)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from emdx import paths, system
+from emdx.errors import NotFoundError
+from emdx.models import Execution, ExecutionStatus, Reason
+from emdx.store import Store
+
+DEFAULT_MAX_PARALLEL = 4
+
+
+def max_parallel() -> int:
+    try:
+        return max(1, int(os.environ.get("EMDX_MAX_PARALLEL", DEFAULT_MAX_PARALLEL)))
+    except ValueError:
+        return DEFAULT_MAX_PARALLEL
+
+
+def spawn_runner(execution_id: int) -> tuple[int, float | None]:
+    """Start `python -m emdx.runner ID` in its own session; returns its pid and start time."""
+    err_path = paths.logs_dir() / f"{execution_id}.runner.err"
+    fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        env = dict(os.environ)
+        env["EMDX_EXECUTION_ID"] = str(execution_id)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emdx.runner", str(execution_id)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=fd,
+            cwd=str(paths.emdx_home()),
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    return proc.pid, system.process_start_time(proc.pid)
+
+
+def start_queued(store: Store) -> list[int]:
+    """Start queued runs, oldest first, while slots are free; fail those whose dependency failed.
+
+    Called by every finishing supervisor and by the commands that repair state, so the queue
+    moves without a daemon. Slots are claimed with a compare-and-set, so concurrent callers never
+    start the same run twice or exceed the cap.
+    """
+    started: list[int] = []
+    cap = max_parallel()
+    for queued in store.executions.queued():
+        after = queued.options.after_id
+        if after is not None:
+            try:
+                dependency: Execution | None = store.executions.get(after)
+            except NotFoundError:
+                dependency = None
+            if dependency is not None and dependency.status.is_active:
+                continue
+            if dependency is None or dependency.status is not ExecutionStatus.COMPLETED:
+                store.executions.finish(
+                    queued.id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED
+                )
+                continue
+        if not store.executions.claim_slot(queued.id, cap):
+            break
+        try:
+            pid, started_at = spawn_runner(queued.id)
+        except OSError:
+            store.executions.finish(queued.id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+            continue
+        store.executions.update(queued.id, pid=pid, pid_started_at=started_at)
+        started.append(queued.id)
+    return started

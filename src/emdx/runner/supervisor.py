@@ -1,0 +1,461 @@
+"""The supervisor of one execution: spawn the agent, stream its output, watch it, finish the row.
+
+Timeline: record our identity → become child subreaper → spawn the agent (own process group,
+parent-death signal, prompt on stdin, no shell) → pump stdout into the log and the row while the
+heartbeat thread beats and the watchdogs watch → decide the outcome → compare-and-set the final
+state → post-actions → kill whatever the agent left behind → start the next queued run.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from emdx import agent, paths, smart, system
+from emdx import tags as T
+from emdx.agent.outcome import EXIT_NOT_FOUND, Outcome, decide
+from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
+from emdx.agent.summary import summarize
+from emdx.errors import EmdxError, StoreError
+from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso
+from emdx.runlog import LogWriter
+from emdx.runner.launch import start_queued
+from emdx.store import Store, open_store
+from emdx.store.connection import retry_locked
+
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_KILL_GRACE_S = 10.0
+DEFAULT_RESULT_EXIT_GRACE_S = 30.0
+PROGRESS_EVERY_S = 0.5
+# After the agent exits, how long a grandchild that kept our stdout open may delay the end.
+PIPE_DRAIN_S = 2.0
+FINAL_WRITE_DEADLINE_S = 600.0
+MAX_STDERR_LINES = 2000
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def heartbeat_interval() -> float:
+    return _env_float("EMDX_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_S)
+
+
+def prompt_path(execution_id: int) -> Path:
+    return paths.logs_dir() / f"{execution_id}.prompt.md"
+
+
+def log_path(execution_id: int) -> Path:
+    return paths.logs_dir() / f"{execution_id}.jsonl"
+
+
+@dataclass
+class Watch:
+    """Why the supervisor stopped the agent, if it did."""
+
+    stop_signal: int | None = None
+    timed_out: bool = False
+    stalled: bool = False
+    hung_after_result: bool = False
+    needed_sigkill: bool = False
+
+
+class Supervisor:
+    def __init__(self, store: Store, execution: Execution) -> None:
+        self.store = store
+        self.execution = execution
+        self.id = execution.id
+        self.options = execution.options
+        self.kill_grace = _env_float("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S)
+        self.result_grace = _env_float(
+            "EMDX_RESULT_EXIT_GRACE_SECONDS", DEFAULT_RESULT_EXIT_GRACE_S
+        )
+        self.log = LogWriter(log_path(self.id), secrets=agent.secret_values(os.environ))
+        self.progress = Progress()
+        self.framer = LineFramer()
+        self.watch = Watch()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.agent_identity: tuple[int, float] | None = None
+        self._stop = threading.Event()
+        self._log_lock = threading.Lock()
+
+    # -- logging --------------------------------------------------------------------------
+
+    def note(self, message: str, level: str = "info", icon: str = "🛡️") -> None:
+        with self._log_lock:
+            self.log.write(
+                "runner", message, level=level, source="runner", pid=os.getpid(), icon=icon
+            )
+            self.log.flush()
+
+    # -- main -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        me = os.getpid()
+        self._update(
+            pid=me,
+            pid_started_at=system.process_start_time(me),
+            heartbeat_at=now_iso(),
+            log_file=str(self.log.path),
+        )
+        subreaper = system.become_subreaper()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        self.note(f"supervisor {me} started ({'subreaper' if subreaper else 'no subreaper'})")
+
+        outcome = self._spawn_and_pump()
+        self._cleanup_descendants()
+        final = self._finish(outcome)
+        if final and outcome.status is ExecutionStatus.COMPLETED:
+            self._post_actions()
+        self.log.close()
+        try:
+            start_queued(self.store)
+        except EmdxError as exc:
+            print(f"emdx runner: could not start queued runs: {exc}", file=sys.stderr)
+        system.reap_children()
+        return outcome.exit_code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.watch.stop_signal is None:
+            self.watch.stop_signal = signum
+        self._stop.set()
+
+    # -- agent ----------------------------------------------------------------------------
+
+    def _spawn_and_pump(self) -> Outcome:
+        binary = agent.resolve_binary()
+        if binary is None:
+            self.note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
+        try:
+            prompt = prompt_path(self.id).read_bytes()
+        except OSError as exc:
+            self.note(f"cannot read the prompt: {exc}", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        tools = self.options.tools if self.options.tools is not None else agent.FULL_TOOLS
+        argv = agent.build_argv(
+            binary, tools, self.options.model, self.options.max_turns, self.options.resume_session
+        )
+        workdir = self.execution.working_dir or str(paths.runs_dir())
+        if self.watch.stop_signal is not None:
+            return decide(None, None, killed=True)
+        try:
+            # Single-threaded here on purpose: preexec_fn is only safe before threads start.
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=agent.agent_env(os.environ, self.id),
+                start_new_session=True,
+                preexec_fn=system.die_with_parent,
+                close_fds=True,
+            )
+        except FileNotFoundError:
+            self.note(f"agent binary {binary} not found", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
+        except PermissionError as exc:
+            self.note(f"agent binary {binary} cannot be executed: {exc}", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
+        except OSError as exc:
+            self.note(f"cannot start the agent: {exc}", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        started = system.process_start_time(self.proc.pid)
+        self.agent_identity = (self.proc.pid, started) if started is not None else None
+        self._update(agent_pid=self.proc.pid, agent_started_at=started)
+        self.note(f"agent {self.proc.pid} started: {' '.join(argv[1:])}", icon="🤖")
+
+        threading.Thread(target=self._feed_prompt, args=(prompt,), daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        self._pump()
+        returncode = self.proc.wait()
+        self._stop.set()
+        if self.watch.hung_after_result:
+            return Outcome(ExecutionStatus.FAILED, 124, "hung_after_result")
+        return decide(
+            returncode,
+            self.progress.result,
+            timed_out=self.watch.timed_out,
+            stalled=self.watch.stalled,
+            killed=self.watch.stop_signal is not None,
+            needed_sigkill=self.watch.needed_sigkill,
+        )
+
+    def _feed_prompt(self, prompt: bytes) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(prompt)
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            # The agent died before reading it all; its exit is reported on its own.
+            pass
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        lines = 0
+        for raw in self.proc.stderr:
+            lines += 1
+            if lines > MAX_STDERR_LINES:
+                continue
+            text = raw.decode("utf-8", "replace").rstrip()
+            if text:
+                with self._log_lock:
+                    self.log.write(
+                        "stderr",
+                        text[:4000],
+                        level="warning",
+                        source="agent-stderr",
+                        pid=self.proc.pid,
+                        icon="🟧",
+                    )
+
+    def _heartbeat(self) -> None:
+        interval = heartbeat_interval()
+        try:
+            store = open_store(self.store.path)
+        except EmdxError as exc:
+            self.note(f"heartbeat thread cannot open the database: {exc}", "error")
+            return
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    store.executions.beat(self.id, now_iso())
+                except EmdxError as exc:
+                    # Never fatal: a missed beat only makes the run look unresponsive for a while.
+                    self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+        finally:
+            store.close()
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        framer = self.framer
+        began = last_event = time.monotonic()
+        last_flush = 0.0
+        result_at: float | None = None
+        exited_at: float | None = None
+        timeout = self.options.timeout_s
+        stall = self.options.stall_timeout_s
+        while True:
+            events = poller.poll(200)
+            now = time.monotonic()
+            eof = False
+            for _, mask in events:
+                chunk = os.read(fd, 1 << 16) if mask & (select.POLLIN | select.POLLHUP) else b""
+                if not chunk:
+                    eof = True
+                    break
+                for line in framer.feed(chunk):
+                    if self._on_line(line):
+                        last_event = now
+                if result_at is None and self.progress.result is not None:
+                    result_at = now
+            if eof:
+                for line in framer.flush():
+                    self._on_line(line)
+                break
+            if now - last_flush >= PROGRESS_EVERY_S:
+                self._flush_progress()
+                last_flush = now
+            if self.proc.poll() is not None:
+                # A grandchild may hold our stdout open forever; the agent's exit ends the run.
+                exited_at = exited_at or now
+                if now - exited_at >= PIPE_DRAIN_S:
+                    break
+                continue
+            if self._stop.is_set() and self.watch.stop_signal is not None:
+                self.note(
+                    f"received {signal.Signals(self.watch.stop_signal).name}: stopping the agent",
+                    "warning",
+                    "🛑",
+                )
+                self._terminate_agent()
+            elif timeout is not None and now - began >= timeout:
+                self.watch.timed_out = True
+                self.note(f"wall-clock timeout of {timeout:g}s reached", "error", "⏰")
+                self._terminate_agent()
+            elif stall is not None and now - last_event >= stall:
+                self.watch.stalled = True
+                self.note(f"no agent event for {stall:g}s: stalled", "error", "🧊")
+                self._terminate_agent()
+            elif result_at is not None and now - result_at >= self.result_grace:
+                self.watch.hung_after_result = True
+                self.note(
+                    f"agent did not exit {self.result_grace:g}s after its result", "error", "🧊"
+                )
+                self._terminate_agent()
+        if framer.truncated:
+            self.note(f"{framer.truncated} over-long output line(s) were cut", "warning", "✂️")
+        self._flush_progress()
+
+    def _on_line(self, line: bytes) -> bool:
+        event = parse_line(line)
+        if event is None:
+            return False
+        self.progress.update(event)
+        self._log_event(event)
+        return True
+
+    def _log_event(self, event: StreamEvent) -> None:
+        icon, message = summarize(event)
+        level = "warning" if event.kind == "malformed" else "info"
+        if event.is_result and (event.data or {}).get("is_error") is not False:
+            level = "error"
+        type_ = event.kind if event.subtype is None else f"{event.kind}/{event.subtype}"
+        if event.is_result:
+            type_ = "result"
+        raw = event.data if event.data is not None else event.text
+        with self._log_lock:
+            self.log.write(
+                type_,
+                message,
+                level=level,
+                source="agent",
+                pid=self.proc.pid if self.proc else None,
+                icon=icon,
+                raw=raw,
+            )
+
+    def _flush_progress(self) -> None:
+        with self._log_lock:
+            self.log.flush()
+        fields = self.progress.row_fields()
+        if self.progress.event_count:
+            fields["last_event_at"] = now_iso()
+        try:
+            self.store.executions.update(self.id, **fields)
+        except StoreError as exc:
+            self.note(f"progress write failed (will retry): {exc}", "warning", "💾")
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def _terminate_agent(self) -> None:
+        """SIGTERM the agent's process group, drain its output during the grace, then SIGKILL."""
+        assert self.proc is not None
+        pgid = self.proc.pid  # start_new_session: the agent leads its own group
+        system.signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return
+            self._drain(0.1)
+        self.watch.needed_sigkill = True
+        self.note(f"agent ignored SIGTERM for {self.kill_grace:g}s: SIGKILL", "warning", "🔪")
+        system.signal_group(pgid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            system.signal_pid(self.proc.pid, signal.SIGKILL)
+
+    def _drain(self, wait_s: float) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], wait_s)
+        if ready:
+            # Output written while the agent shuts down still belongs in the log.
+            for line in self.framer.feed(os.read(self.proc.stdout.fileno(), 1 << 16)):
+                self._on_line(line)
+
+    def _cleanup_descendants(self) -> None:
+        """Kill what the agent left: our descendants (we are subreaper) and marked processes."""
+        leftovers = system.identify(system.descendants(os.getpid()))
+        marked = system.marked_processes(self.id, exclude={pid for pid, _ in leftovers})
+        targets = leftovers + marked
+        if targets:
+            pids = ", ".join(str(pid) for pid, _ in targets)
+            self.note(
+                f"stopping {len(targets)} process(es) the agent left behind: {pids}",
+                "warning",
+                "🧹",
+            )
+            system.kill_identified(targets, min(self.kill_grace, 5.0))
+        system.reap_children()
+
+    # -- finishing ------------------------------------------------------------------------
+
+    def _finish(self, outcome: Outcome) -> bool:
+        fields = self.progress.row_fields()
+
+        def write() -> bool:
+            return self.store.executions.finish(
+                self.id, outcome.status, outcome.exit_code, str(outcome.reason), **fields
+            )
+
+        try:
+            won = retry_locked(write, FINAL_WRITE_DEADLINE_S)
+        except StoreError as exc:
+            self.note(f"could not record the final state: {exc}", "error", "❌")
+            return False
+        if won:
+            self.note(
+                f"finished: {outcome.status.value}, exit {outcome.exit_code}, "
+                f"reason {outcome.reason}",
+                icon="🏁",
+            )
+        else:
+            current = self.store.executions.get(self.id)
+            self.note(f"final state was already recorded ({current.status.value}); keeping it")
+        return won
+
+    def _post_actions(self) -> None:
+        """Smart execution on success: save the output document, or mark the gameplan done."""
+        execution = self.store.executions.get(self.id)
+        if execution.doc_id is None or execution.exec_type == ExecType.GENERIC.value:
+            return
+        try:
+            doc = self.store.documents.get(execution.doc_id, include_deleted=True)
+            plan = smart.plan_for_type(doc, ExecType(execution.exec_type))
+            result_text = str((self.progress.result or {}).get("result") or "").strip()
+            if plan.output_title and result_text:
+                output_id = self.store.documents.save(
+                    plan.output_title, result_text, doc.project, list(plan.output_tags), doc.id
+                )
+                self.store.executions.update(self.id, output_doc_id=output_id)
+                self.note(
+                    f"saved the result as document #{output_id}: {plan.output_title}", icon="💾"
+                )
+            if plan.source_tags_on_success:
+                self.store.documents.add_tags(doc.id, list(plan.source_tags_on_success))
+                self.store.documents.remove_tags(doc.id, [T.ACTIVE])
+                self.note(
+                    f"tagged document #{doc.id} {' '.join(plan.source_tags_on_success)}", icon="🏷️"
+                )
+        except EmdxError as exc:
+            self.note(f"post-action failed: {exc}", "error", "❌")
+
+    def _update(self, **fields: object) -> None:
+        try:
+            self.store.executions.update(self.id, **fields)
+        except StoreError as exc:
+            self.note(f"row update failed: {exc}", "warning", "💾")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m emdx.runner EXECUTION_ID", file=sys.stderr)
+        return 2
+    try:
+        store = open_store()
+        execution = store.executions.get(int(argv[0]))
+    except EmdxError as exc:
+        print(f"emdx runner: {exc}", file=sys.stderr)
+        return 1
+    if execution.status is not ExecutionStatus.RUNNING:
+        # Killed while queued, or already finished: nothing to supervise.
+        print(f"emdx runner: execution {execution.id} is {execution.status.value}", file=sys.stderr)
+        return 0
+    return Supervisor(store, execution).run()

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""A small stand-in for the Claude Code CLI, for fast unit tests of the supervisor.
+
+It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per line):
+  FAKE:events=N        N assistant events before the result (FAKE:interval=S between them)
+  FAKE:sleep=S         sleep S seconds silently before the result
+  FAKE:garbage         garbage, blank lines, a 5 MB line and invalid UTF-8 among the events
+  FAKE:no-result       exit 0 without a result event
+  FAKE:error-result    result with is_error true (subtype success), exit 1
+  FAKE:max-turns       result subtype error_max_turns, exit 1
+  FAKE:exit=N          exit with N (after the result, if any)
+  FAKE:ignore-term     ignore SIGTERM
+  FAKE:setsid-child    start a `sleep 600` in a new session (like Claude's Bash tool)
+  FAKE:hang-after-result  print the result, then never exit
+  FAKE:pidfile=PATH    write "agent_pid [child_pid]" to PATH
+The result text reports the prompt's size and sha256 and the argv, so tests can check both.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    prompt = sys.stdin.buffer.read()
+    directives = {}
+    for line in prompt.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line.startswith("FAKE:"):
+            key, _, value = line[5:].partition("=")
+            directives[key.strip()] = value.strip()
+    if "ignore-term" in directives:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    session = "fake-" + hashlib.sha1(prompt).hexdigest()[:12]
+    model = "fake-model"
+    if "--model" in sys.argv:
+        model = sys.argv[sys.argv.index("--model") + 1]
+    emit({"type": "system", "subtype": "init", "session_id": session, "model": model,
+          "tools": ["Bash", "Read"], "cwd": os.getcwd(), "claude_code_version": "fake"})
+    child_pid = None
+    if "setsid-child" in directives:
+        child = subprocess.Popen(["sleep", "600"], start_new_session=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        child_pid = child.pid
+    if "pidfile" in directives:
+        with open(directives["pidfile"], "w") as handle:
+            handle.write(f"{os.getpid()} {child_pid or ''}".strip())
+    if "garbage" in directives:
+        sys.stdout.buffer.write(b"this is not json\n\n   \n{\"unterminated\": \n")
+        sys.stdout.buffer.write(b"\xff\xfe invalid utf-8 \xc3\x28\n")
+        sys.stdout.buffer.write(b"x" * (5 * 1024 * 1024) + b"\n")
+        sys.stdout.buffer.write(b"[1, 2, 3]\n")
+        emit({"type": "brand_new_event", "payload": {"x": 1}})
+        sys.stdout.flush()
+    interval = float(directives.get("interval", "0") or 0)
+    for i in range(int(directives.get("events", "1") or 1)):
+        emit({"type": "assistant", "session_id": session, "message": {
+            "model": model, "content": [{"type": "text", "text": f"step {i}"}],
+            "usage": {"input_tokens": 10, "output_tokens": 5}}})
+        if interval:
+            time.sleep(interval)
+    if "sleep" in directives:
+        time.sleep(float(directives["sleep"]))
+    exit_code = int(directives.get("exit", "0") or 0)
+    if "no-result" not in directives:
+        result = {"type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
+                  "session_id": session, "total_cost_usd": 0.0123,
+                  "usage": {"input_tokens": 100, "output_tokens": 50},
+                  "result": json.dumps({"prompt_bytes": len(prompt),
+                                        "sha256": hashlib.sha256(prompt).hexdigest(),
+                                        "argv": sys.argv[1:]})}
+        if "error-result" in directives:
+            result.update(is_error=True, result="API Error: 400 bad request")
+            exit_code = exit_code or 1
+        if "max-turns" in directives:
+            result.update(subtype="error_max_turns", is_error=True)
+            exit_code = exit_code or 1
+        emit(result)
+    if "hang-after-result" in directives:
+        while True:
+            time.sleep(1)
+    sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()
