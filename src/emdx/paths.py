@@ -31,6 +31,14 @@ def runs_dir() -> Path:
     return emdx_home() / "runs"
 
 
+def run_log_path(execution_id: int) -> Path:
+    return logs_dir() / f"{execution_id}.jsonl"
+
+
+def prompt_path(execution_id: int) -> Path:
+    return logs_dir() / f"{execution_id}.prompt.md"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700; tighten it if it already exists."""
     try:

@@ -43,6 +43,8 @@ class LogWriter:
         self.write_errors = 0
         self.capped = False
         self._file: IO[bytes] | None = None
+        self._stamp_ms = -1
+        self._stamp_text = ""
         self._open()
 
     def _open(self) -> None:
@@ -53,6 +55,14 @@ class LogWriter:
         except OSError:
             self._file = None
             self.write_errors += 1
+
+    def _stamp(self) -> str:
+        # Formatting a datetime per line is a measurable share of the stream's hot path; lines
+        # within the same millisecond share one timestamp.
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms != self._stamp_ms:
+            self._stamp_ms, self._stamp_text = now_ms, now_iso()
+        return self._stamp_text
 
     def mask(self, data: bytes) -> bytes:
         for secret in self.secrets:
@@ -70,12 +80,15 @@ class LogWriter:
         pid: int | None = None,
         icon: str = "",
         raw: Any = None,
+        raw_json: bytes | None = None,
     ) -> None:
+        """Append one entry. `raw_json` is an event's original JSON text, spliced in as `raw`
+        without decoding and re-encoding it (the stream's hot path)."""
         if self.capped and type_ not in ALWAYS_KEPT:
             self.dropped += 1
             return
         entry: dict[str, Any] = {
-            "ts": now_iso(),
+            "ts": self._stamp(),
             "level": level,
             "source": source,
             "pid": pid,
@@ -85,7 +98,10 @@ class LogWriter:
         }
         if raw is not None and not self.capped:
             entry["raw"] = raw
-        line = self.mask(json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
+        line = json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+        if raw_json is not None and not self.capped:
+            line = line[:-1] + b', "raw": ' + raw_json.strip() + b"}"
+        line = self.mask(line + b"\n")
         if not self.capped and self.written + len(line) > self.max_bytes:
             self.capped = True
             note = {

@@ -37,7 +37,6 @@ from emdx.models import (
     utc_now,
 )
 from emdx.runner import launch
-from emdx.runner.supervisor import DEFAULT_KILL_GRACE_S, log_path, prompt_path
 from emdx.store import Store, open_store
 
 # Documents are prompts; beyond this they are surely a mistake (a log file, a binary) and would
@@ -132,9 +131,13 @@ class ExecutionService:
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
         try:
             workdir = working_dir or self._make_run_dir(run_key)
-            _write_private(prompt_path(execution_id), plan.prompt.encode("utf-8", "surrogatepass"))
+            _write_private(
+                paths.prompt_path(execution_id), plan.prompt.encode("utf-8", "surrogatepass")
+            )
             self.store.executions.update(
-                execution_id, working_dir=str(workdir), log_file=str(log_path(execution_id))
+                execution_id,
+                working_dir=str(workdir),
+                log_file=str(paths.run_log_path(execution_id)),
             )
         except (OSError, EmdxError) as exc:
             self._discard(execution_id, run_key)
@@ -186,7 +189,7 @@ class ExecutionService:
         with contextlib.suppress(EmdxError):
             self.store.executions.delete(execution_id)
         shutil.rmtree(paths.runs_dir() / run_key, ignore_errors=True)
-        prompt_path(execution_id).unlink(missing_ok=True)
+        paths.prompt_path(execution_id).unlink(missing_ok=True)
 
     def _launch(self, execution_id: int) -> None:
         if not self.store.executions.claim_slot(execution_id, launch.max_parallel()):
@@ -215,7 +218,7 @@ class ExecutionService:
     ) -> Iterator[dict[str, Any]]:
         """Log entries of a run (the `last` ones, then new ones) until it has a final state."""
         execution = self.store.executions.get(execution_id)
-        path = Path(execution.log_file) if execution.log_file else log_path(execution_id)
+        path = Path(execution.log_file) if execution.log_file else paths.run_log_path(execution_id)
         if last is not None:
             yield from runlog.read_entries(path, last)
 
@@ -317,7 +320,7 @@ class ExecutionService:
             if current.status is ExecutionStatus.KILLED or current.status.is_final:
                 return KillResult(current, already_final=False)
             execution = current  # it started meanwhile: kill it as a running one
-        grace = _kill_grace()
+        grace = launch.kill_grace()
         if not force and self.runner_alive(execution):
             system.signal_pid(execution.pid or 0, signal.SIGTERM)
             current = self.wait_for_final(execution.id, grace + 10.0)
@@ -358,13 +361,6 @@ def _percentile(ordered: list[float], pct: float) -> float | None:
         return None
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return round(ordered[rank - 1], 3)
-
-
-def _kill_grace() -> float:
-    try:
-        return float(os.environ.get("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S))
-    except ValueError:
-        return DEFAULT_KILL_GRACE_S
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -48,6 +48,38 @@ def git_toplevel(cwd: Path | str | None = None) -> Path | None:
     return Path(out) if out else None
 
 
+_BOOT_TIME: float | None = None
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _boot_time() -> float:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        with open("/proc/stat", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"btime "):
+                    _BOOT_TIME = float(line.split()[1])
+                    break
+            else:
+                raise OSError("no btime in /proc/stat")
+    return _BOOT_TIME
+
+
+def _proc_start_time(pid: int) -> float | None:
+    """Start time from /proc/<pid>/stat: what psutil computes, without importing psutil (the
+    start path is latency-sensitive). None for a missing or zombie process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return _boot_time() + int(fields[19]) / _TICKS
+
+
 def process_start_time(pid: int) -> float | None:
     """The process's start time (epoch seconds), or None if there is no such live process.
 
@@ -55,6 +87,11 @@ def process_start_time(pid: int) -> float | None:
     """
     if pid <= 0:
         return None
+    if os.path.isdir("/proc/self"):
+        try:
+            return _proc_start_time(pid)
+        except (OSError, ValueError, IndexError):
+            pass
     import psutil
 
     try:

@@ -12,6 +12,16 @@ from emdx.models import Execution, ExecutionStatus, Reason
 from emdx.store import Store
 
 DEFAULT_MAX_PARALLEL = 4
+DEFAULT_KILL_GRACE_S = 10.0
+
+
+def kill_grace() -> float:
+    """Seconds between SIGTERM and SIGKILL (EMDX_KILL_GRACE_SECONDS)."""
+    try:
+        value = float(os.environ.get("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S))
+    except ValueError:
+        return DEFAULT_KILL_GRACE_S
+    return value if value >= 0 else DEFAULT_KILL_GRACE_S
 
 
 def max_parallel() -> int:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 from emdx import agent, paths, smart, system
@@ -27,12 +26,11 @@ from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
 from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso
 from emdx.runlog import LogWriter
-from emdx.runner.launch import start_queued
+from emdx.runner.launch import kill_grace, start_queued
 from emdx.store import Store, open_store
 from emdx.store.connection import retry_locked
 
 DEFAULT_HEARTBEAT_S = 10.0
-DEFAULT_KILL_GRACE_S = 10.0
 DEFAULT_RESULT_EXIT_GRACE_S = 30.0
 PROGRESS_EVERY_S = 0.5
 # After the agent exits, how long a grandchild that kept our stdout open may delay the end.
@@ -53,14 +51,6 @@ def heartbeat_interval() -> float:
     return _env_float("EMDX_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_S)
 
 
-def prompt_path(execution_id: int) -> Path:
-    return paths.logs_dir() / f"{execution_id}.prompt.md"
-
-
-def log_path(execution_id: int) -> Path:
-    return paths.logs_dir() / f"{execution_id}.jsonl"
-
-
 @dataclass
 class Watch:
     """Why the supervisor stopped the agent, if it did."""
@@ -78,17 +68,19 @@ class Supervisor:
         self.execution = execution
         self.id = execution.id
         self.options = execution.options
-        self.kill_grace = _env_float("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S)
+        self.kill_grace = kill_grace()
         self.result_grace = _env_float(
             "EMDX_RESULT_EXIT_GRACE_SECONDS", DEFAULT_RESULT_EXIT_GRACE_S
         )
-        self.log = LogWriter(log_path(self.id), secrets=agent.secret_values(os.environ))
+        self.log = LogWriter(paths.run_log_path(self.id), secrets=agent.secret_values(os.environ))
         self.progress = Progress()
         self.framer = LineFramer()
         self.watch = Watch()
         self.proc: subprocess.Popen[bytes] | None = None
         self.agent_identity: tuple[int, float] | None = None
         self._stop = threading.Event()
+        self.beat_ms: list[float] = []
+        self.beat_failures = 0
         self._log_lock = threading.Lock()
 
     # -- logging --------------------------------------------------------------------------
@@ -117,6 +109,7 @@ class Supervisor:
 
         outcome = self._spawn_and_pump()
         self._cleanup_descendants()
+        self._report_heartbeats()
         final = self._finish(outcome)
         if final and outcome.status is ExecutionStatus.COMPLETED:
             self._post_actions()
@@ -141,7 +134,7 @@ class Supervisor:
             self.note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
             return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
         try:
-            prompt = prompt_path(self.id).read_bytes()
+            prompt = paths.prompt_path(self.id).read_bytes()
         except OSError as exc:
             self.note(f"cannot read the prompt: {exc}", "error", "❌")
             return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
@@ -233,10 +226,13 @@ class Supervisor:
             return
         try:
             while not self._stop.wait(interval):
+                began = time.perf_counter()
                 try:
                     store.executions.beat(self.id, now_iso())
+                    self.beat_ms.append((time.perf_counter() - began) * 1000)
                 except EmdxError as exc:
                     # Never fatal: a missed beat only makes the run look unresponsive for a while.
+                    self.beat_failures += 1
                     self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
         finally:
             store.close()
@@ -310,10 +306,10 @@ class Supervisor:
         if event is None:
             return False
         self.progress.update(event)
-        self._log_event(event)
+        self._log_event(event, line)
         return True
 
-    def _log_event(self, event: StreamEvent) -> None:
+    def _log_event(self, event: StreamEvent, line: bytes) -> None:
         icon, message = summarize(event)
         level = "warning" if event.kind == "malformed" else "info"
         if event.is_result and (event.data or {}).get("is_error") is not False:
@@ -321,7 +317,9 @@ class Supervisor:
         type_ = event.kind if event.subtype is None else f"{event.kind}/{event.subtype}"
         if event.is_result:
             type_ = "result"
-        raw = event.data if event.data is not None else event.text
+        # A parsed event is valid JSON as printed: log its own text rather than re-encoding it.
+        raw_json = line if event.data is not None else None
+        raw = None if event.data is not None else event.text
         with self._log_lock:
             self.log.write(
                 type_,
@@ -331,6 +329,7 @@ class Supervisor:
                 pid=self.proc.pid if self.proc else None,
                 icon=icon,
                 raw=raw,
+                raw_json=raw_json,
             )
 
     def _flush_progress(self) -> None:
@@ -384,6 +383,32 @@ class Supervisor:
             )
             system.kill_identified(targets, min(self.kill_grace, 5.0))
         system.reap_children()
+
+    def _report_heartbeats(self) -> None:
+        beats = sorted(self.beat_ms)
+        if not beats and not self.beat_failures:
+            return
+
+        def pct(p: float) -> float:
+            return round(beats[min(len(beats) - 1, int(p / 100 * len(beats)))], 2) if beats else 0
+
+        stats = {
+            "beats": len(beats),
+            "failures": self.beat_failures,
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "max_ms": round(beats[-1], 2) if beats else 0,
+        }
+        with self._log_lock:
+            self.log.write(
+                "runner",
+                f"heartbeats: {stats['beats']} written, "
+                f"{stats['failures']} failed, p99 {stats['p99_ms']} ms",
+                source="runner",
+                pid=os.getpid(),
+                icon="💓",
+                raw=stats,
+            )
 
     # -- finishing ------------------------------------------------------------------------
 

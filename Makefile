@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make demo` (install, then run a document end to end with the
+# real Claude Code CLI, offline) and `make test` (install, then the whole test suite).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLAUDE := node_modules/.bin/claude
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(VENV)/.installed $(CLAUDE)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(CLAUDE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	$(CLAUDE) --version
+	touch $@
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not integration and not slow"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,245 @@
+"""emdx benchmarks: print each figure (median of repeated runs) with a baseline from the same run.
+
+Usage: python bench/run.py [--quick] [--only NAME,...]
+Figures are printed, never asserted; targets come from the issues and are shown beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = REPO / "tests" / "support" / "fake_claude.py"
+FIXTURE = REPO / "tests" / "fixtures" / "stream" / "success_multitool.jsonl"
+EMDX = [sys.executable, "-m", "emdx"]
+
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def report(name: str, value: str, baseline: str = "", target: str = "") -> None:
+    ROWS.append((name, value, baseline, target))
+    print(f"  {name:<52} {value:>16}  {baseline:<28} {target}", flush=True)
+
+
+def timed(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+        times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
+def fresh_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(EMDX_HOME=str(tmp / "emdx"), HOME=str(tmp), EMDX_CLAUDE_BIN=str(FAKE),
+               EMDX_HEARTBEAT_SECONDS="1", EMDX_MAX_PARALLEL="500")
+    env.update(extra)
+    return env
+
+
+def save_doc(env: dict[str, str], content: str) -> str:
+    out = subprocess.run([*EMDX, "save", "--title", "bench"], input=content, text=True, env=env,
+                         capture_output=True, check=True).stdout
+    return out.split("#", 1)[1].split(":", 1)[0]
+
+
+def wait_all_final(env: dict[str, str], timeout: float) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([*EMDX, "exec", "list", "--json", "--limit", "100000"], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        rows = json.loads(out)
+        if all(r["status"] in ("completed", "failed", "killed") for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def baseline_python(runs: int) -> float:
+    return statistics.median(timed([sys.executable, "-c", "pass"], dict(os.environ), runs))
+
+
+# -- benchmarks ---------------------------------------------------------------------------
+
+
+def bench_start(runs: int) -> None:
+    """`emdx claude execute --background` return time (target ≤ 150 ms median)."""
+    base = baseline_python(runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        doc = save_doc(env, "bench start\n")
+        times = timed([*EMDX, "claude", "execute", doc, "--background"], env, runs)
+        wait_all_final(env, 120)
+    med = statistics.median(times)
+    report("execute --background return (median)", f"{med:.0f} ms",
+           f"python -c pass {base:.0f} ms (×{med / base:.1f})", "≤ 150 ms")
+    report("execute --background return (p90)", f"{sorted(times)[int(0.9 * len(times))]:.0f} ms")
+
+
+def bench_supervisor_rss() -> None:
+    """RSS of one supervisor process while its agent runs (target ≤ 30 MB)."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        doc = save_doc(env, "FAKE:events=5\nFAKE:interval=1\n")
+        subprocess.run([*EMDX, "claude", "execute", doc, "-b"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        samples = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = json.loads(subprocess.run([*EMDX, "exec", "list", "--json"], env=env,
+                                             capture_output=True, text=True).stdout)
+            row = rows[0]
+            if row["status"] != "running" and row["status"] != "queued":
+                break
+            if row["pid"]:
+                try:
+                    proc = psutil.Process(int(row["pid"]))
+                    samples.append((proc.memory_info().rss, proc.cpu_times()))
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.5)
+    if samples:
+        peak = max(s[0] for s in samples) / 1024 / 1024
+        cpu = samples[-1][1]
+        report("supervisor RSS (peak while running)", f"{peak:.1f} MB", "", "≤ 30 MB")
+        report("supervisor CPU for a 5 s run", f"{cpu.user + cpu.system:.2f} s")
+
+
+def bench_stream(lines_target: int) -> None:
+    """Stream lines through parser + progress + summary + log (target ≥ 50,000 lines/s)."""
+    from emdx.agent.stream import LineFramer, Progress, parse_line
+    from emdx.agent.summary import summarize
+    from emdx.runlog import LogWriter
+
+    sample = [line for line in FIXTURE.read_bytes().splitlines(keepends=True) if line.strip()]
+    repeat = max(1, lines_target // len(sample))
+    data = b"".join(sample) * repeat
+    n_lines = len(sample) * repeat
+    with tempfile.TemporaryDirectory() as tmp:
+        stream_file = Path(tmp) / "stream.jsonl"
+        stream_file.write_bytes(data)
+        cat_times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            subprocess.run(["cat", str(stream_file)], stdout=subprocess.DEVNULL, check=True)
+            cat_times.append(time.perf_counter() - began)
+        runs = []
+        for attempt in range(3):
+            log = LogWriter(Path(tmp) / f"log{attempt}.jsonl", max_bytes=1 << 40)
+            progress = Progress()
+            framer = LineFramer()
+            began = time.perf_counter()
+            for start in range(0, len(data), 1 << 16):
+                for line in framer.feed(data[start:start + (1 << 16)]):
+                    event = parse_line(line)
+                    if event is None:
+                        continue
+                    progress.update(event)
+                    icon, message = summarize(event)
+                    log.write(event.kind, message, icon=icon, raw_json=line)
+            log.close()
+            runs.append(time.perf_counter() - began)
+    elapsed = statistics.median(runs)
+    cat_s = statistics.median(cat_times)
+    mb = len(data) / 1024 / 1024
+    report("stream parser + log throughput", f"{n_lines / elapsed:,.0f} lines/s",
+           f"cat {n_lines / cat_s:,.0f} lines/s", "≥ 50,000 lines/s")
+    report("stream parser + log throughput (bytes)", f"{mb / elapsed:.1f} MB/s",
+           f"cat {mb / cat_s:.0f} MB/s")
+
+
+def bench_concurrency(n: int, seconds: int) -> None:
+    """N concurrent fake runs, 1 s heartbeats, a reader polling `exec list --json` every 250 ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        doc = save_doc(env, f"FAKE:events={seconds * 2}\nFAKE:interval=0.5\n")
+        began = time.monotonic()
+        for _ in range(n):
+            subprocess.run([*EMDX, "claude", "execute", doc, "-b"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+        start_s = time.monotonic() - began
+        reader_errors = 0
+        reads = 0
+        deadline = time.monotonic() + seconds * 4 + 120
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            done = subprocess.run([*EMDX, "exec", "list", "--json", "--limit", str(n)], env=env,
+                                  capture_output=True, text=True)
+            reads += 1
+            if done.returncode != 0 or "locked" in done.stderr:
+                reader_errors += 1
+                continue
+            rows = json.loads(done.stdout)
+            if rows and all(r["status"] not in ("running", "queued") for r in rows):
+                break
+            time.sleep(0.25)
+        logs = Path(tmp) / "emdx" / "logs"
+        locked = 0
+        beats: list[float] = []
+        p99s: list[float] = []
+        for log in logs.glob("*.jsonl"):
+            text = log.read_text(errors="replace")
+            locked += text.count("database is locked") + text.count("locked by another")
+            for line in text.splitlines():
+                entry = json.loads(line)
+                raw = entry.get("raw")
+                if entry.get("icon") == "💓" and isinstance(raw, dict):
+                    beats.append(raw["p50_ms"])
+                    p99s.append(raw["p99_ms"])
+        statuses: dict[str, int] = {}
+        for row in rows:
+            statuses[str(row["status"])] = statuses.get(str(row["status"]), 0) + 1
+    report(f"{n} concurrent runs: final statuses", json.dumps(statuses))
+    report(f"{n} concurrent runs: 'database is locked' count", str(locked + reader_errors),
+           f"{reads} reader polls", "0")
+    if beats:
+        report(f"{n} concurrent runs: heartbeat write p50 (median)",
+               f"{statistics.median(beats):.1f} ms")
+        report(f"{n} concurrent runs: heartbeat write p99 (worst run)", f"{max(p99s):.1f} ms",
+               "", "≤ 50 ms")
+    report(f"{n} concurrent runs: time to start all", f"{start_s:.1f} s")
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "start": lambda a: bench_start(7 if a.quick else 21),
+    "rss": lambda a: bench_supervisor_rss(),
+    "stream": lambda a: bench_stream(20_000 if a.quick else 200_000),
+    "concurrency": lambda a: bench_concurrency(10 if a.quick else 50, 5 if a.quick else 10),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    args = parser.parse_args()
+    wanted = [b for b in args.only.split(",") if b] or list(BENCHES)
+    print(f"emdx bench · {platform.node()} · {platform.platform()} · "
+          f"{os.cpu_count()} cpus · Python {platform.python_version()} · "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if shutil.which("cat") is None:
+        print("cat not found", file=sys.stderr)
+    for name in wanted:
+        print(f"[{name}]", flush=True)
+        BENCHES[name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
