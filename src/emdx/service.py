@@ -23,7 +23,7 @@ from typing import Any
 from emdx import paths, preflight, runlog, smart, system
 from emdx import tags as tagvocab
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
-from emdx.errors import EmdxError, InvalidInputError, StoreError
+from emdx.errors import EmdxError, InvalidInputError, InvalidStateError, StoreError
 from emdx.models import (
     Document,
     ExecOptions,
@@ -113,11 +113,12 @@ class ExecutionService:
         working_dir: Path | None = None,
         exec_type: ExecType | None = None,
         prompt: str | None = None,
+        include_deleted: bool = False,
     ) -> Execution:
         """The one start path (CLI foreground/background, TUI, retry, resume)."""
         options = options or ExecOptions()
         preflight.ensure_ready(worktree=bool(options.worktree))
-        doc = self.store.documents.get(doc_id)
+        doc = self.store.documents.get(doc_id, include_deleted=include_deleted)
         plan = smart.plan_for(doc, options.smart, options.tools)
         if exec_type is not None:
             plan = replace(plan, exec_type=exec_type)
@@ -300,6 +301,94 @@ class ExecutionService:
             targets.append((execution.pid, execution.pid_started_at))
         return system.kill_identified(targets, grace_s, force=force)
 
+    def health(self, interval_s: float = 0.2) -> list[RunHealth]:
+        """Liveness of every active run, judged by pid AND start time; zombies are repaired.
+
+        Verdicts: healthy; starting (no supervisor recorded yet); queued; unresponsive (alive,
+        heartbeat older than 3 × interval); zombie (the supervisor is gone: the row is failed
+        with reason runner_lost and the run's leftover processes are killed).
+        """
+        from emdx.runner.supervisor import heartbeat_interval
+
+        rows = self.store.executions.list_executions(["running", "queued"], None)
+        identities: list[tuple[int, float]] = []
+        for ex in rows:
+            for pid, started in ((ex.pid, ex.pid_started_at), (ex.agent_pid, ex.agent_started_at)):
+                if pid and started is not None:
+                    identities.append((pid, started))
+        infos = system.sample_processes(identities, interval_s)
+        limit = 3 * heartbeat_interval()
+        report = []
+        for ex in rows:
+            runner = infos.get(ex.pid or -1) if self.runner_alive(ex) else None
+            agent_ok = system.same_process(ex.agent_pid, ex.agent_started_at)
+            agent = infos.get(ex.agent_pid or -1) if agent_ok else None
+            age = ex.heartbeat_age_s
+            repaired = None
+            if ex.status is ExecutionStatus.QUEUED:
+                verdict = "queued"
+            elif runner is not None:
+                verdict = "unresponsive" if age is None or age > limit else "healthy"
+                if age is None and ex.heartbeat_at is None:
+                    verdict = "healthy" if (ex.duration_s or 0) <= limit else "unresponsive"
+            else:
+                fixed = self.reconcile(ex)
+                if fixed.status is ExecutionStatus.RUNNING:
+                    verdict = "starting"
+                else:
+                    verdict = "zombie"
+                    repaired = fixed
+            report.append(
+                RunHealth(ex, verdict, runner is not None, agent_ok, age, runner, agent, repaired)
+            )
+        return report
+
+    def retry_execution(self, ref: str | int) -> Execution:
+        """A new run of the same document with the same options, linked to the old one."""
+        old = self.store.executions.resolve(ref)
+        if old.doc_id is None:
+            raise InvalidStateError(f"execution {old.id} has no document to run again")
+        if old.status.is_active:
+            raise InvalidStateError(f"execution {old.id} is still {old.status.value}")
+        options = replace(old.options, after_id=None)
+        if old.exec_type == ExecType.RESUME.value and old.options.resume_prompt:
+            return self.resume_execution(
+                old.parent_execution_id or old.id, old.options.resume_prompt
+            )
+        return self.start_execution(old.doc_id, options, parent_execution_id=old.id)
+
+    def resume_execution(self, ref: str | int, prompt: str) -> Execution:
+        """Continue the agent session of a finished run, as a new linked run in the same dir."""
+        old = self.store.executions.resolve(ref)
+        if not prompt.strip():
+            raise InvalidInputError("give a prompt to continue the session with")
+        if old.status.is_active:
+            raise InvalidStateError(f"execution {old.id} is still {old.status.value}")
+        if not old.session_id:
+            raise InvalidStateError(f"execution {old.id} has no agent session to resume")
+        if old.doc_id is None:
+            raise InvalidStateError(f"execution {old.id} has no document")
+        if not old.working_dir or not Path(old.working_dir).is_dir():
+            raise InvalidStateError(
+                f"the working directory of execution {old.id} is gone ({old.working_dir})"
+            )
+        options = replace(
+            old.options,
+            smart=False,
+            after_id=None,
+            resume_session=old.session_id,
+            resume_prompt=prompt,
+        )
+        return self.start_execution(
+            old.doc_id,
+            options,
+            parent_execution_id=old.id,
+            working_dir=Path(old.working_dir),
+            exec_type=ExecType.RESUME,
+            prompt=prompt,
+            include_deleted=True,
+        )
+
     # -- stopping ---------------------------------------------------------------------------
 
     def kill_execution(self, ref: str | int, force: bool = False) -> KillResult:
@@ -333,6 +422,49 @@ class ExecutionService:
         self.store.executions.finish(execution.id, ExecutionStatus.KILLED, code, Reason.KILLED)
         launch.start_queued(self.store)
         return KillResult(self.store.executions.get(execution.id), False, needed or force)
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    execution: Execution
+    verdict: str
+    runner_alive: bool
+    agent_alive: bool
+    heartbeat_age_s: float | None
+    runner: system.ProcessInfo | None
+    agent: system.ProcessInfo | None
+    repaired: Execution | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict in ("healthy", "starting", "queued")
+
+    def to_dict(self) -> dict[str, Any]:
+        def proc(info: system.ProcessInfo | None) -> dict[str, Any] | None:
+            if info is None:
+                return None
+            return {
+                "pid": info.pid,
+                "cpu_percent": info.cpu_percent,
+                "rss_bytes": info.rss_bytes,
+                "children": info.num_children,
+            }
+
+        return {
+            "id": self.execution.id,
+            "doc_title": self.execution.doc_title,
+            "status": (self.repaired or self.execution).status.value,
+            "verdict": self.verdict,
+            "healthy": self.healthy,
+            "runner_alive": self.runner_alive,
+            "agent_alive": self.agent_alive,
+            "heartbeat_age_s": None
+            if self.heartbeat_age_s is None
+            else round(self.heartbeat_age_s, 1),
+            "runner": proc(self.runner),
+            "agent": proc(self.agent),
+            "repaired": self.repaired.to_dict() if self.repaired else None,
+        }
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,43 @@ def kill_identified(
     return needed
 
 
+def sample_processes(
+    identities: list[tuple[int, float]], interval_s: float = 0.2
+) -> dict[int, ProcessInfo]:
+    """ProcessInfo for each live process of `identities` (pid + start time checked), with CPU %
+    measured over `interval_s` for all of them at once."""
+    import psutil
+
+    procs: dict[int, psutil.Process] = {}
+    for pid, started in identities:
+        if not same_process(pid, started):
+            continue
+        try:
+            proc = psutil.Process(pid)
+            proc.cpu_percent(interval=None)
+            procs[pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    if procs and interval_s > 0:
+        time.sleep(interval_s)
+    result = {}
+    for pid, proc in procs.items():
+        try:
+            with proc.oneshot():
+                result[pid] = ProcessInfo(
+                    pid=pid,
+                    started_at=float(proc.create_time()),
+                    name=proc.name(),
+                    cmdline=tuple(proc.cmdline()),
+                    cpu_percent=proc.cpu_percent(interval=None),
+                    rss_bytes=int(proc.memory_info().rss),
+                    num_children=len(proc.children(recursive=True)),
+                )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return result
+
+
 def process_info(pid: int) -> ProcessInfo | None:
     """CPU, memory and children of a live process, or None when it is gone."""
     import psutil

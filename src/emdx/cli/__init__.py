@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         # Standalone mode: typer itself turns usage errors into exit 2 and `--help` into exit 0.
         app(args=argv, prog_name="emdx")
     except EmdxError as exc:
-        error(str(exc))
-        for fix in getattr(exc, "fixes", []):
-            print(f"  fix: {fix}", file=sys.stderr)
+        fixes = getattr(exc, "fixes", [])
+        # One line, always: scripts read the first line of stderr.
+        error(f"{exc} (fix: {'; '.join(fixes)})" if fixes else str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         error("interrupted")

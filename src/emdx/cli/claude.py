@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
+if TYPE_CHECKING:
+    from emdx.service import Service
+
 from emdx import runlog
-from emdx.cli.render import error, parse_duration, print_json
+from emdx.cli.render import error, open_service, parse_duration, print_json
 from emdx.errors import InvalidInputError
 from emdx.models import ExecOptions, Execution
-from emdx.service import Service
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
 
@@ -72,7 +75,7 @@ def execute(
         max_turns=max_turns,
         after_id=after,
     )
-    with Service() as service:
+    with open_service() as service:
         execution = service.start_execution(doc_id, options)
         print(describe_start(execution), file=sys.stderr if not background else sys.stdout)
         if background:

@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 
 from emdx import tags as tagvocab
-from emdx.cli.render import console, print_json, short_time
+from emdx.cli.render import console, open_service, print_json, short_time
 from emdx.errors import InvalidInputError
 from emdx.models import Document
-from emdx.service import Service, decode_document
 
 
 def _read_source(file: Path | None) -> tuple[bytes, str]:
@@ -41,8 +40,10 @@ def save(
 ) -> None:
     """Save a document from FILE or stdin."""
     data, source = _read_source(file)
+    from emdx.service import decode_document
+
     content = decode_document(data, source)
-    with Service() as service:
+    with open_service() as service:
         saved = service.save_document(content, title or None, tags, project, source=source)
     tag_text = f"  tags: {' '.join(saved.tags)}" if saved.tags else ""
     print(f"saved #{saved.id}: {saved.title}{tag_text}")
@@ -60,7 +61,7 @@ def list_documents(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List documents, newest first."""
-    with Service() as service:
+    with open_service() as service:
         docs = service.list_documents(project, limit, deleted, tags)
     if as_json:
         print_json([d.to_dict(with_content=False) for d in docs])
@@ -68,14 +69,20 @@ def list_documents(
     if not docs:
         print("no documents" + (" in the trash" if deleted else ""))
         return
+    from rich.markup import escape
     from rich.table import Table
 
+    # Titles, tags and projects are user text: never let them be read as rich markup.
     table = Table(box=None, pad_edge=False)
     for column in ("id", "title", "tags", "project", "created"):
         table.add_column(column, justify="right" if column == "id" else "left")
     for doc in docs:
         table.add_row(
-            str(doc.id), doc.title, _tag_text(doc), doc.project or "", short_time(doc.created_at)
+            str(doc.id),
+            escape(doc.title),
+            escape(_tag_text(doc)),
+            escape(doc.project or ""),
+            short_time(doc.created_at),
         )
     console().print(table)
 
@@ -86,7 +93,7 @@ def view(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a document."""
-    with Service() as service:
+    with open_service() as service:
         doc = service.get_document(doc_id, touch=True)
     if as_json:
         print_json(doc.to_dict())
@@ -95,14 +102,15 @@ def view(
         sys.stdout.write(doc.content if doc.content.endswith("\n") else doc.content + "\n")
         return
     from rich.markdown import Markdown
+    from rich.markup import escape
     from rich.rule import Rule
 
     out = console()
     meta = f"#{doc.id} · {doc.project or 'no project'} · {short_time(doc.created_at)}"
     if doc.tags:
         meta += f" · {' '.join(tagvocab.label(t) for t in doc.tags)}"
-    out.print(Rule(doc.title))
-    out.print(meta, style="dim")
+    out.print(Rule(escape(doc.title)))
+    out.print(escape(meta), style="dim")
     out.print(Markdown(doc.content))
 
 
@@ -114,7 +122,7 @@ def find(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search documents, best match first."""
-    with Service() as service:
+    with open_service() as service:
         hits = service.find_documents(query, tags, project, limit)
     if as_json:
         print_json(
@@ -140,7 +148,7 @@ def tag(
     tags: list[str] = typer.Argument(..., metavar="TAG...", help="Tags or aliases (note, done…)."),
 ) -> None:
     """Add tags to a document."""
-    with Service() as service:
+    with open_service() as service:
         added = service.tag_document(doc_id, tags)
         doc = service.get_document(doc_id)
     state = f"added {' '.join(added)}" if added else "no new tags"
@@ -152,7 +160,7 @@ def untag(
     tags: list[str] = typer.Argument(..., metavar="TAG..."),
 ) -> None:
     """Remove tags from a document."""
-    with Service() as service:
+    with open_service() as service:
         removed = service.untag_document(doc_id, tags)
         doc = service.get_document(doc_id)
     state = f"removed {' '.join(removed)}" if removed else "none of those tags were set"
@@ -161,7 +169,7 @@ def untag(
 
 def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List tags with how many documents carry each."""
-    with Service() as service:
+    with open_service() as service:
         counts = service.tag_counts()
     if as_json:
         print_json([{"name": c.name, "count": c.count} for c in counts])
@@ -175,14 +183,14 @@ def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 
 def delete(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
     """Move a document to the trash (`emdx restore` brings it back)."""
-    with Service() as service:
+    with open_service() as service:
         doc = service.delete_document(doc_id)
     print(f"moved #{doc.id} to the trash: {doc.title}")
 
 
 def restore(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
     """Bring a document back from the trash."""
-    with Service() as service:
+    with open_service() as service:
         doc = service.restore_document(doc_id)
     print(f"restored #{doc.id}: {doc.title}")
 

@@ -12,12 +12,12 @@ from emdx.cli.render import (
     console,
     duration,
     money,
+    open_service,
     print_json,
     short_time,
 )
 from emdx.errors import InvalidInputError
 from emdx.models import Execution, ExecutionStatus
-from emdx.service import Service
 
 app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
 
@@ -35,6 +35,7 @@ def _statuses(status: str | None) -> list[str] | None:
 
 
 def _table(executions: list[Execution]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -48,7 +49,7 @@ def _table(executions: list[Execution]) -> None:
         doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
         table.add_row(
             str(ex.id),
-            doc[:48],
+            escape(doc[:48]),
             ex.exec_type,
             f"[{style}]{ex.status.value}[/]" if style else ex.status.value,
             short_time(ex.started_at or ex.created_at),
@@ -66,7 +67,7 @@ def exec_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List executions, newest first."""
-    with Service() as service:
+    with open_service() as service:
         executions = service.list_executions(_statuses(status), limit)
     if as_json:
         print_json([e.to_dict() for e in executions])
@@ -84,7 +85,7 @@ def exec_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an execution: its metadata and the tail of its log."""
-    with Service() as service:
+    with open_service() as service:
         execution = service.reconcile(service.get_execution(ref))
         if as_json:
             print_json(execution.to_dict())
@@ -106,6 +107,7 @@ def _log_path(path: str) -> Path:
 
 
 def _panel(ex: Execution) -> None:
+    from rich.markup import escape
     from rich.panel import Panel
 
     style = STATUS_STYLES.get(ex.status.value, "")
@@ -133,7 +135,8 @@ def _panel(ex: Execution) -> None:
         rows.insert(0, ("old id", ex.old_id))
     if ex.output_doc_id:
         rows.append(("output doc", f"#{ex.output_doc_id}"))
-    body = "\n".join(f"[bold]{k:>11}[/] {v}" for k, v in rows)
+    # Every value but the status is user or system text: escape it, so `[x]` prints as typed.
+    body = "\n".join(f"[bold]{k:>11}[/] {v if k == 'status' else escape(v)}" for k, v in rows)
     console().print(Panel(body, title=f"execution #{ex.id}", expand=False))
 
 
@@ -146,7 +149,7 @@ def exec_logs(
     """Print an execution's whole log."""
     import json
 
-    with Service() as service:
+    with open_service() as service:
         execution = service.get_execution(ref)
         if follow:
             entries = service.follow_execution(execution.id)
@@ -168,7 +171,7 @@ def exec_tail(ref: str = typer.Argument(..., metavar="ID")) -> None:
 @app.command("stats")
 def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Totals, success rate, durations, cost and tokens."""
-    with Service() as service:
+    with open_service() as service:
         stats = service.execution_stats()
     if as_json:
         print_json(stats.to_dict())
@@ -195,7 +198,7 @@ def exec_kill(
     force: bool = typer.Option(False, "--force", help="SIGKILL at once, no grace period."),
 ) -> None:
     """Stop a run: SIGTERM to all its processes, grace period, SIGKILL."""
-    with Service() as service:
+    with open_service() as service:
         result = service.kill_execution(ref, force=force)
     ex = result.execution
     if result.already_final:

@@ -9,6 +9,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from emdx.service import Service
+
+
+def open_service() -> Service:
+    """The service, imported on first use so that `emdx --help` stays fast."""
+    from emdx.service import Service
+
+    return Service()
+
 
 def error(message: str) -> None:
     print(f"emdx: error: {message}", file=sys.stderr)

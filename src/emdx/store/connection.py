@@ -48,19 +48,32 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            # Another connection holds the file in rollback mode; emdx still works, only slower.
-            pass
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(describe(exc, path)) from exc
-    if new_file:
-        with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):
+        # Also tightens files written by earlier releases with the default umask.
+        if new_file or path.stat().st_mode & 0o777 != 0o600:
             os.chmod(path, 0o600)
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting out other writers: SQLite does not apply the busy timeout to this
+    switch, so a database still in rollback mode (a fresh or legacy file) opened while another
+    process writes it would otherwise fail at once with "database is locked"."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager
