@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from emdx.service import Service
 
 from emdx import runlog
 from emdx.cli.render import (
@@ -40,9 +44,15 @@ def _table(executions: list[Execution]) -> None:
 
     table = Table(box=None, pad_edge=False)
     for name, justify in (
-        ("id", "right"), ("document", "left"), ("type", "left"), ("status", "left"),
-        ("started", "left"), ("duration", "right"), ("exit", "right"), ("cost", "right"),
-    ):  # fmt: skip
+        ("id", "right"),
+        ("document", "left"),
+        ("type", "left"),
+        ("status", "left"),
+        ("started", "left"),
+        ("duration", "right"),
+        ("exit", "right"),
+        ("cost", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for ex in executions:
         style = STATUS_STYLES.get(ex.status.value, "")
@@ -182,14 +192,19 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     print(f"executions: {stats.total} ({by_status})")
     print(f"last 24 h:  {recent}")
     print(f"success:    {rate}")
-    print(f"duration:   median {duration(stats.median_duration_s)}, "
-          f"p95 {duration(stats.p95_duration_s)}")  # fmt: skip
-    print(f"cost:       {money(stats.total_cost_usd)} "
-          f"({stats.total_input_tokens} tokens in, {stats.total_output_tokens} out)")  # fmt: skip
+    print(
+        f"duration:   median {duration(stats.median_duration_s)}, "
+        f"p95 {duration(stats.p95_duration_s)}"
+    )
+    print(
+        f"cost:       {money(stats.total_cost_usd)} "
+        f"({stats.total_input_tokens} tokens in, {stats.total_output_tokens} out)"
+    )
     for row in stats.per_type:
         print(f"  {row['exec_type']:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
-    print(f"now:        {stats.running} running, {stats.queued} queued, "
-          f"{len(stats.zombies)} zombie")  # fmt: skip
+    print(
+        f"now:        {stats.running} running, {stats.queued} queued, {len(stats.zombies)} zombie"
+    )
 
 
 @app.command("kill")
@@ -206,3 +221,195 @@ def exec_kill(
         return
     how = " (SIGKILL was needed)" if result.needed_sigkill else ""
     print(f"execution #{ex.id} {ex.status.value}, exit {ex.exit_code}{how}")
+
+
+@app.command("killall")
+def exec_killall(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    force: bool = typer.Option(False, "--force", help="SIGKILL at once, no grace period."),
+) -> None:
+    """Stop every running and queued execution."""
+    import sys
+
+    with open_service() as service:
+        active = service.list_executions(["running", "queued"], None)
+        if not active:
+            print("nothing is running")
+            return
+        if not yes:
+            if sys.stdin is None or not sys.stdin.isatty():
+                raise InvalidInputError(
+                    f"{len(active)} execution(s) would be killed; confirm with --yes "
+                    "(stdin is not a terminal)"
+                )
+            if not typer.confirm(f"kill {len(active)} execution(s)?", default=False):
+                print("nothing killed")
+                return
+        for ex in active:
+            result = service.kill_execution(ex.id, force=force)
+            print(
+                f"execution #{ex.id} {result.execution.status.value}, "
+                f"exit {result.execution.exit_code}"
+            )
+
+
+@app.command("running")
+def exec_running(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Running and queued executions, with heartbeat age and liveness."""
+    with open_service() as service:
+        rows = [
+            (ex, service.runner_alive(ex))
+            for ex in service.list_executions(["running", "queued"], None)
+        ]
+    if as_json:
+        print_json([{**ex.to_dict(), "runner_alive": alive} for ex, alive in rows])
+        return
+    if not rows:
+        print("nothing is running")
+        return
+    for ex, alive in rows:
+        beat = f"{duration(ex.heartbeat_age_s)} ago" if ex.heartbeat_at else "none yet"
+        state = "alive" if alive else ("waiting" if ex.status.value == "queued" else "DEAD")
+        print(
+            f"#{ex.id:<6} {ex.status.value:<8} {duration(ex.duration_s):>7}  "
+            f"heartbeat {beat:<10} runner {state:<7} {ex.doc_title}"
+        )
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1048576:.0f} MB"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+@app.command("health")
+def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check every active run: supervisor and agent alive (pid + start time), heartbeat fresh.
+
+    Zombie executions (supervisor gone) are marked failed (runner_lost) and their leftover
+    processes killed. Exits 1 when anything was unhealthy.
+    """
+    with open_service() as service:
+        report = service.health()
+    unhealthy = [h for h in report if not h.healthy]
+    if as_json:
+        print_json({"healthy": not unhealthy, "runs": [h.to_dict() for h in report]})
+    elif not report:
+        print("no active executions")
+    else:
+        for h in report:
+            runner = h.runner
+            agent = h.agent
+            mark = "✅" if h.healthy else "❌"
+            beat = "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s"
+            line = (
+                f"{mark} #{h.execution.id} {h.verdict:<12} heartbeat {beat:>5}  "
+                f"runner {'up' if h.runner_alive else 'gone'} "
+                f"{_pct(runner.cpu_percent if runner else None)} "
+                f"{_mb(runner.rss_bytes if runner else None)}  "
+                f"agent {'up' if h.agent_alive else 'gone'} "
+                f"{_pct(agent.cpu_percent if agent else None)} "
+                f"{_mb(agent.rss_bytes if agent else None)} "
+                f"children {agent.num_children if agent else 0}"
+            )
+            print(line)
+            if h.repaired is not None:
+                print(
+                    f"   repaired: now {h.repaired.status.value} "
+                    f"(exit {h.repaired.exit_code}, {h.repaired.reason})"
+                )
+    raise typer.Exit(1 if unhealthy else 0)
+
+
+@app.command("monitor")
+def exec_monitor(
+    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds per refresh."),
+) -> None:
+    """A live table of active runs with CPU and memory, until Ctrl-C."""
+    from rich.live import Live
+    from rich.markup import escape
+    from rich.table import Table
+
+    def render(service: Service) -> Table:
+        report = service.health(interval_s=min(0.5, interval / 2))
+        table = Table(title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit")
+        for column in (
+            "id",
+            "document",
+            "status",
+            "verdict",
+            "runtime",
+            "heartbeat",
+            "runner cpu",
+            "runner mem",
+            "agent cpu",
+            "agent mem",
+        ):
+            table.add_column(column)
+        cpu = 0.0
+        mem = 0
+        for h in report:
+            ex = h.repaired or h.execution
+            procs = [p for p in (h.runner, h.agent) if p is not None]
+            cpu += sum(p.cpu_percent or 0 for p in procs)
+            mem += sum(p.rss_bytes or 0 for p in procs)
+            style = STATUS_STYLES.get(ex.status.value, "")
+            table.add_row(
+                str(ex.id),
+                escape(ex.doc_title[:40]),
+                f"[{style}]{ex.status.value}[/]",
+                h.verdict,
+                duration(ex.duration_s),
+                "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s",
+                _pct(h.runner.cpu_percent if h.runner else None),
+                _mb(h.runner.rss_bytes if h.runner else None),
+                _pct(h.agent.cpu_percent if h.agent else None),
+                _mb(h.agent.rss_bytes if h.agent else None),
+            )
+        if not report:
+            table.add_row("-", "nothing is running", "", "", "", "", "", "", "", "")
+        table.caption = f"{len(report)} active · total CPU {cpu:.0f}% · memory {_mb(mem)}"
+        return table
+
+    import time
+
+    with open_service() as service, Live(render(service), auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(service), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("retry")
+def exec_retry(ref: str = typer.Argument(..., metavar="ID")) -> None:
+    """Run the same document again with the same options (a new, linked execution)."""
+    from emdx.cli.claude import describe_start
+
+    with open_service() as service:
+        execution = service.retry_execution(ref)
+    print(describe_start(execution))
+    print(
+        f"  retry of #{execution.parent_execution_id}; follow: emdx exec show "
+        f"{execution.id} --follow"
+    )
+
+
+@app.command("resume")
+def exec_resume(
+    ref: str = typer.Argument(..., metavar="ID"),
+    prompt: str = typer.Argument(..., help="What to tell the agent next."),
+) -> None:
+    """Continue a finished run's agent session as a new execution in the same directory."""
+    from emdx.cli.claude import describe_start
+
+    with open_service() as service:
+        execution = service.resume_execution(ref, prompt)
+    print(describe_start(execution))
+    print(
+        f"  resumes session {execution.options.resume_session} of "
+        f"#{execution.parent_execution_id}; follow: emdx exec show {execution.id} --follow"
+    )

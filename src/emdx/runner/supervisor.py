@@ -79,9 +79,27 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.agent_identity: tuple[int, float] | None = None
         self._stop = threading.Event()
+        self.cost_offset = self._earlier_session_cost() if self.options.resume_session else 0.0
         self.beat_ms: list[float] = []
         self.beat_failures = 0
         self._log_lock = threading.Lock()
+
+    def _earlier_session_cost(self) -> float:
+        """Cost already recorded by the runs this one resumes (its chain of parents)."""
+        total = 0.0
+        parent_id = self.execution.parent_execution_id
+        seen: set[int] = set()
+        while parent_id is not None and parent_id not in seen:
+            seen.add(parent_id)
+            try:
+                parent = self.store.executions.get(parent_id)
+            except EmdxError:
+                break
+            total += parent.cost_usd or 0.0
+            if parent.exec_type != ExecType.RESUME.value:
+                break
+            parent_id = parent.parent_execution_id
+        return total
 
     # -- logging --------------------------------------------------------------------------
 
@@ -332,10 +350,17 @@ class Supervisor:
                 raw_json=raw_json,
             )
 
+    def _row_progress(self) -> dict[str, object]:
+        fields = self.progress.row_fields()
+        if fields["cost_usd"] is not None and self.cost_offset:
+            # A resumed session reports its whole history's cost; the row keeps this run's share.
+            fields["cost_usd"] = max(0.0, float(fields["cost_usd"]) - self.cost_offset)
+        return fields
+
     def _flush_progress(self) -> None:
         with self._log_lock:
             self.log.flush()
-        fields = self.progress.row_fields()
+        fields = self._row_progress()
         if self.progress.event_count:
             fields["last_event_at"] = now_iso()
         try:
@@ -413,7 +438,7 @@ class Supervisor:
     # -- finishing ------------------------------------------------------------------------
 
     def _finish(self, outcome: Outcome) -> bool:
-        fields = self.progress.row_fields()
+        fields = self._row_progress()
 
         def write() -> bool:
             return self.store.executions.finish(
