@@ -31,25 +31,48 @@ A tiny gameplan for the offline demo.
 """
 
 SCRIPT = [
-    {"text": "Starting with the directory layout.",
-     "tool_use": {"name": "Bash", "input": {"command": "mkdir -p hello && ls -la",
-                                             "description": "Create the hello directory"}}},
-    {"tool_use": {"name": "Write", "input": {
-        "file_path": "{cwd}/hello/greet.py",
-        "content": "print('hello from an emdx execution')\n"}}},
-    {"tool_use": {"name": "Bash", "input": {"command": "python3 hello/greet.py",
-                                             "description": "Run the greeting"}}},
-    {"tool_use": {"name": "Write", "input": {
-        "file_path": "{cwd}/hello/REPORT.md",
-        "content": "# Report\n\nCreated hello/greet.py and ran it.\n"}}},
+    {
+        "text": "Starting with the directory layout.",
+        "tool_use": {
+            "name": "Bash",
+            "input": {
+                "command": "mkdir -p hello && ls -la",
+                "description": "Create the hello directory",
+            },
+        },
+    },
+    {
+        "tool_use": {
+            "name": "Write",
+            "input": {
+                "file_path": "{cwd}/hello/greet.py",
+                "content": "print('hello from an emdx execution')\n",
+            },
+        }
+    },
+    {
+        "tool_use": {
+            "name": "Bash",
+            "input": {"command": "python3 hello/greet.py", "description": "Run the greeting"},
+        }
+    },
+    {
+        "tool_use": {
+            "name": "Write",
+            "input": {
+                "file_path": "{cwd}/hello/REPORT.md",
+                "content": "# Report\n\nCreated hello/greet.py and ran it.\n",
+            },
+        }
+    },
     {"tool_use": {"name": "Read", "input": {"file_path": "{cwd}/hello/REPORT.md"}}},
     {"text": "Done: created hello/greet.py, ran it (it prints the greeting), wrote REPORT.md."},
 ]
 
 
-def emdx(*args: str, env: dict[str, str], check: bool = True) -> int:
+def emdx(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> int:
     print(f"\n$ emdx {' '.join(args)}", flush=True)
-    code = subprocess.run([str(BIN / "emdx"), *args], env=env, check=False).returncode
+    code = subprocess.run([str(BIN / "emdx"), *args], env=env, cwd=cwd, check=False).returncode
     if check and code != 0:
         sys.exit(f"demo: `emdx {' '.join(args)}` exited {code}")
     return code
@@ -62,6 +85,18 @@ def main() -> int:
     home = work / "home"
     home.mkdir()
     emdx_home = work / "emdx"
+    # A small git project to work on: a gameplan run there gets its own worktree and branch.
+    project = work / "project"
+    project.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.email", "demo@emdx.local"],
+        ["config", "user.name", "emdx demo"],
+    ):
+        subprocess.run(["git", *args], cwd=project, check=True)
+    (project / "README.md").write_text("# demo project\n")
+    subprocess.run(["git", "add", "."], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "initial"], cwd=project, check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
     env.update(EMDX_HOME=str(emdx_home), EMDX_CLAUDE_BIN=str(CLAUDE), EMDX_HEARTBEAT_SECONDS="2")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -70,20 +105,28 @@ def main() -> int:
             env.update(offline_claude_env(server.url, str(work / "claude-config"), str(home)))
             print(f"scripted model server: {server.url}")
             print(f"EMDX_HOME: {emdx_home}")
-            emdx("claude", "check-env", env=env)
+            emdx("claude", "check-env", env=env, cwd=project)
             saved = subprocess.run(
                 [str(BIN / "emdx"), "save", "--tags", "gameplan,active", "--project", "demo"],
-                input=GAMEPLAN, text=True, env=env, capture_output=True, check=True,
+                input=GAMEPLAN,
+                text=True,
+                env=env,
+                cwd=project,
+                capture_output=True,
+                check=True,
             )
-            print(f"\n$ emdx save --tags gameplan,active --project demo < gameplan.md\n"
-                  f"{saved.stdout.strip()}")
+            print(
+                f"\n$ emdx save --tags gameplan,active --project demo < gameplan.md\n"
+                f"{saved.stdout.strip()}"
+            )
             doc_id = saved.stdout.split("#", 1)[1].split(":", 1)[0]
-            emdx("find", "greeting", env=env)
-            code = emdx("claude", "execute", doc_id, env=env, check=False)
-            emdx("exec", "show", "1", "--lines", "0", env=env)
-            emdx("exec", "list", env=env)
-            emdx("exec", "stats", env=env)
-            emdx("view", doc_id, env=env)
+            emdx("find", "greeting", env=env, cwd=project)
+            code = emdx("claude", "execute", doc_id, env=env, cwd=project, check=False)
+            emdx("exec", "show", "1", "--lines", "0", env=env, cwd=project)
+            emdx("exec", "list", env=env, cwd=project)
+            emdx("exec", "stats", env=env, cwd=project)
+            emdx("tags", env=env, cwd=project)
+            emdx("cleanup", "all", "--dry-run", env=env, cwd=project)
             workdir = next((emdx_home / "runs").iterdir())
             print(f"\nfiles the agent created in {workdir}:")
             for path in sorted(workdir.rglob("*")):

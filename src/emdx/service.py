@@ -23,7 +23,13 @@ from typing import Any
 from emdx import paths, preflight, runlog, smart, system
 from emdx import tags as tagvocab
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
-from emdx.errors import EmdxError, InvalidInputError, InvalidStateError, StoreError
+from emdx.errors import (
+    EmdxError,
+    EnvironmentProblem,
+    InvalidInputError,
+    InvalidStateError,
+    StoreError,
+)
 from emdx.models import (
     Document,
     ExecOptions,
@@ -117,9 +123,15 @@ class ExecutionService:
     ) -> Execution:
         """The one start path (CLI foreground/background, TUI, retry, resume)."""
         options = options or ExecOptions()
-        preflight.ensure_ready(worktree=bool(options.worktree))
+        preflight.ensure_ready(worktree=options.worktree is True and working_dir is None)
         doc = self.store.documents.get(doc_id, include_deleted=include_deleted)
         plan = smart.plan_for(doc, options.smart, options.tools)
+        repo: Path | None = None
+        # --worktree asks for one; a gameplan gets one by default when run inside a repo.
+        wanted = options.worktree or (options.worktree is None and plan.wants_worktree)
+        if working_dir is None and wanted:
+            repo = system.git_toplevel()
+        options = replace(options, worktree=repo is not None)
         if exec_type is not None:
             plan = replace(plan, exec_type=exec_type)
         if prompt is not None:
@@ -130,18 +142,28 @@ class ExecutionService:
         options = replace(options, tools=plan.tools)
 
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
+        branch = None
         try:
-            workdir = working_dir or self._make_run_dir(run_key)
+            if repo is not None:
+                branch = smart.branch_name(execution_id, doc.title)
+                workdir = self._make_worktree(repo, run_key, branch)
+                if prompt is None:
+                    plan = replace(
+                        plan, prompt=smart.plan_for_type(doc, plan.exec_type, branch).prompt
+                    )
+            else:
+                workdir = working_dir or self._make_run_dir(run_key)
             _write_private(
                 paths.prompt_path(execution_id), plan.prompt.encode("utf-8", "surrogatepass")
             )
             self.store.executions.update(
                 execution_id,
                 working_dir=str(workdir),
+                branch=branch,
                 log_file=str(paths.run_log_path(execution_id)),
             )
         except (OSError, EmdxError) as exc:
-            self._discard(execution_id, run_key)
+            self._discard(execution_id, run_key, repo, branch)
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreError(f"could not prepare execution: {detail}") from exc
 
@@ -185,10 +207,24 @@ class ExecutionService:
         run_dir.mkdir(mode=paths.DIR_MODE, parents=False, exist_ok=False)
         return run_dir
 
-    def _discard(self, execution_id: int, run_key: str) -> None:
-        """Undo a start that failed half way: no row, no directory, no prompt file."""
+    def _make_worktree(self, repo: Path, run_key: str, branch: str) -> Path:
+        path = paths.runs_dir() / run_key
+        result = system.git(["worktree", "add", "-b", branch, str(path), "HEAD"], cwd=repo)
+        if not result.ok:
+            detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
+            raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")
+        path.chmod(paths.DIR_MODE)
+        return path
+
+    def _discard(
+        self, execution_id: int, run_key: str, repo: Path | None = None, branch: str | None = None
+    ) -> None:
+        """Undo a start that failed half way: no row, directory, worktree, branch or prompt."""
         with contextlib.suppress(EmdxError):
             self.store.executions.delete(execution_id)
+        if repo is not None and branch is not None:
+            system.git(["worktree", "remove", "--force", str(paths.runs_dir() / run_key)], repo)
+            system.git(["branch", "-D", branch], repo)
         shutil.rmtree(paths.runs_dir() / run_key, ignore_errors=True)
         paths.prompt_path(execution_id).unlink(missing_ok=True)
 
@@ -274,6 +310,9 @@ class ExecutionService:
         """
         if execution.status is not ExecutionStatus.RUNNING or self.runner_alive(execution):
             return execution
+        if execution.run_key is None:
+            # A row from an earlier release: no identity to judge; `cleanup executions` repairs it.
+            return execution
         if execution.pid is None or execution.pid_started_at is None:
             started = parse_time(execution.started_at or execution.created_at)
             age = (utc_now() - started).total_seconds() if started else RUNNER_STARTUP_GRACE_S
@@ -306,7 +345,8 @@ class ExecutionService:
 
         Verdicts: healthy; starting (no supervisor recorded yet); queued; unresponsive (alive,
         heartbeat older than 3 × interval); zombie (the supervisor is gone: the row is failed
-        with reason runner_lost and the run's leftover processes are killed).
+        with reason runner_lost and the run's leftover processes are killed); stuck (a running
+        row from an earlier release, for `cleanup executions`).
         """
         from emdx.runner.supervisor import heartbeat_interval
 
@@ -331,6 +371,8 @@ class ExecutionService:
                 verdict = "unresponsive" if age is None or age > limit else "healthy"
                 if age is None and ex.heartbeat_at is None:
                     verdict = "healthy" if (ex.duration_s or 0) <= limit else "unresponsive"
+            elif ex.run_key is None:
+                verdict = "stuck"  # an earlier release's row: `emdx cleanup executions`
             else:
                 fixed = self.reconcile(ex)
                 if fixed.status is ExecutionStatus.RUNNING:

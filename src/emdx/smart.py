@@ -83,7 +83,22 @@ def plan_for(
     return plan if tools is None else replace(plan, tools=tuple(tools))
 
 
+def branch_name(execution_id: int, title: str) -> str:
+    """`exec-<id>-<slug>`: the id makes it unique, the slug makes it readable."""
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in title.lower())
+    slug = "-".join(part for part in slug.split("-") if part)[:40].strip("-")
+    return f"exec-{execution_id}-{slug or 'run'}"
+
+
 def plan_for_type(doc: Document, exec_type: ExecType, branch: str | None = None) -> Plan:
+    plan = _plan_for_type(doc, exec_type, branch)
+    if branch and exec_type is not ExecType.GAMEPLAN:
+        note = f"\n\n(You are working in a git worktree on branch `{branch}`.)\n"
+        plan = replace(plan, prompt=plan.prompt + note)
+    return plan
+
+
+def _plan_for_type(doc: Document, exec_type: ExecType, branch: str | None) -> Plan:
     fields = {"doc_id": doc.id, "title": doc.title, "content": doc.content}
     if exec_type is ExecType.NOTE:
         return Plan(

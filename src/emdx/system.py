@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from emdx import paths
+
 # Start times are compared with this slack: /proc gives jiffies (10 ms), psutil floats.
 START_TIME_TOLERANCE_S = 0.05
 
@@ -25,12 +27,25 @@ def monotonic() -> float:
 
 def run_git(args: list[str], cwd: Path | str | None = None, timeout: float = 30) -> str | None:
     """stdout of `git ARGS` (stripped), or None when git is missing or the command fails."""
-    git = shutil.which("git")
-    if git is None:
-        return None
+    result = git(args, cwd, timeout)
+    return result.out if result.ok else None
+
+
+@dataclass(frozen=True)
+class GitResult:
+    ok: bool
+    out: str
+    err: str
+
+
+def git(args: list[str], cwd: Path | str | None = None, timeout: float = 60) -> GitResult:
+    """Run git without a shell; a missing git or a timeout is a failed result, never an raise."""
+    binary = shutil.which("git")
+    if binary is None:
+        return GitResult(False, "", "git is not installed")
     try:
         done = subprocess.run(
-            [git, *args],
+            [binary, *args],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -38,9 +53,9 @@ def run_git(args: list[str], cwd: Path | str | None = None, timeout: float = 30)
             stdin=subprocess.DEVNULL,
             check=False,
         )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return GitResult(False, "", str(exc))
+    return GitResult(done.returncode == 0, done.stdout.strip(), done.stderr.strip())
 
 
 def git_toplevel(cwd: Path | str | None = None) -> Path | None:
@@ -199,29 +214,46 @@ def descendants(pid: int) -> list[int]:
     return alive
 
 
-def marked_processes(execution_id: int, exclude: set[int] | None = None) -> list[tuple[int, float]]:
-    """(pid, start time) of every live process carrying EMDX_EXECUTION_ID=<id> in its environment.
+MARKER = "EMDX_EXECUTION_ID"
+MARKER_DB = "EMDX_DB"
 
-    The marker survives setsid and reparenting, so this finds a run's processes even after its
-    supervisor died. Processes whose environment we may not read are skipped.
-    """
+
+def run_markers(execution_id: int, db: Path) -> dict[str, str]:
+    """Environment variables every process of a run carries: which run, of which database."""
+    return {MARKER: str(execution_id), MARKER_DB: str(db)}
+
+
+def scan_marked_processes(db: Path | None = None) -> dict[int, list[tuple[int, float]]]:
+    """Execution id → (pid, start time) of every live process marked as belonging to a run of
+    database `db` (default: this EMDX_HOME's). The markers survive setsid and reparenting, so
+    this finds a run's processes even after its supervisor died; runs of another EMDX_HOME are
+    not ours. Processes whose environment we may not read are skipped."""
     import psutil
 
-    wanted = str(execution_id)
-    found = []
-    skip = exclude or set()
+    wanted_db = str(db or paths.db_path())
+    found: dict[int, list[tuple[int, float]]] = {}
     for proc in psutil.process_iter(["pid"]):
-        if proc.pid in skip or proc.pid == os.getpid():
+        if proc.pid == os.getpid():
             continue
         try:
-            if proc.environ().get("EMDX_EXECUTION_ID") != wanted:
+            env = proc.environ()
+            marker = env.get(MARKER, "")
+            if not marker.isdigit() or env.get(MARKER_DB) != wanted_db:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            found.append((proc.pid, float(proc.create_time())))
+            found.setdefault(int(marker), []).append((proc.pid, float(proc.create_time())))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
+
+
+def marked_processes(
+    execution_id: int, exclude: set[int] | None = None, db: Path | None = None
+) -> list[tuple[int, float]]:
+    """(pid, start time) of the live processes of one run (see scan_marked_processes)."""
+    skip = exclude or set()
+    return [p for p in scan_marked_processes(db).get(execution_id, []) if p[0] not in skip]
 
 
 def wait_gone(identities: list[tuple[int, float]], timeout: float, poll_s: float = 0.05) -> bool:

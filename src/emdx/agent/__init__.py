@@ -77,7 +77,7 @@ def build_argv(
 def agent_env(base: Mapping[str, str], execution_id: int) -> dict[str, str]:
     """The agent's environment: the caller's, minus nesting markers, plus the emdx marker."""
     env = {k: v for k, v in base.items() if k not in DROPPED_ENV}
-    env["EMDX_EXECUTION_ID"] = str(execution_id)
+    env["EMDX_EXECUTION_ID"] = str(execution_id)  # EMDX_DB comes from the supervisor's env
     return env
 
 

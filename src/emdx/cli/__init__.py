@@ -8,7 +8,7 @@ import sys
 import typer
 
 from emdx import __version__
-from emdx.cli import claude, documents, executions
+from emdx.cli import claude, cleanup, documents, executions
 from emdx.cli.render import error
 from emdx.errors import EmdxError
 
@@ -40,6 +40,7 @@ def _root(
 documents.register(app)
 app.add_typer(claude.app, name="claude")
 app.add_typer(executions.app, name="exec")
+app.add_typer(cleanup.app, name="cleanup")
 
 
 def main(argv: list[str] | None = None) -> None:

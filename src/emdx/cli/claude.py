@@ -50,7 +50,11 @@ def execute(
     background: bool = typer.Option(False, "--background", "-b", help="Start and return."),
     tools: str | None = typer.Option(None, "--tools", help="Comma-separated allowed tools."),
     smart: bool = typer.Option(True, "--smart/--no-smart", help="Pick the run type from tags."),
-    worktree: bool = typer.Option(False, "--worktree", help="Run in a git worktree."),
+    worktree: bool | None = typer.Option(
+        None,
+        "--worktree/--no-worktree",
+        help="Run in a git worktree on branch exec-<id>-<slug> (default: gameplans in a repo).",
+    ),
     timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock limit (e.g. 30m)."),
     stall_timeout: str | None = typer.Option(
         "30m", "--stall-timeout", help="Stop when the agent says nothing this long."
@@ -68,7 +72,7 @@ def execute(
     options = ExecOptions(
         tools=tool_list,
         smart=smart,
-        worktree=worktree or None,
+        worktree=worktree,
         timeout_s=parse_duration(timeout),
         stall_timeout_s=parse_duration(stall_timeout),
         model=model,

@@ -1,0 +1,165 @@
+"""`emdx cleanup`: repair stuck rows, kill orphaned processes, remove old dirs and branches."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+
+from emdx.cli.render import open_service, parse_duration, print_json
+from emdx.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from emdx.cleanup import Action
+
+app = typer.Typer(
+    help="Clean up after executions (every command has --dry-run).", no_args_is_help=True
+)
+
+DRY_RUN = typer.Option(False, "--dry-run", "-n", help="Show what would be done; change nothing.")
+AS_JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def show(actions: list[Action], as_json: bool, dry_run: bool, title: str) -> None:
+    if as_json:
+        print_json({"dry_run": dry_run, "actions": [a.to_dict() for a in actions]})
+        return
+    if not actions:
+        print(f"{title}: nothing to do")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    from emdx.cli.render import console
+
+    table = Table(title=f"{title}{' (dry run: nothing changed)' if dry_run else ''}")
+    for column in ("what", "target", "detail", "result"):
+        table.add_column(column)
+    for action in actions:
+        table.add_row(action.kind, escape(action.target), escape(action.detail), action.result)
+    console().print(table)
+
+
+def _confirmed(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if sys.stdin is None or not sys.stdin.isatty():
+        return False
+    return typer.confirm(question, default=False)
+
+
+@app.command("processes")
+def cleanup_processes(dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
+    """Zombie executions, orphaned agent processes (by their EMDX_EXECUTION_ID marker) and runs
+    past their timeout: kill what must die (whole tree) and fix the rows."""
+    from emdx import cleanup
+
+    with open_service() as service:
+        show(cleanup.processes(service, dry_run), as_json, dry_run, "processes")
+
+
+@app.command("executions")
+def cleanup_executions(
+    timeout: str = typer.Option("30m", "--timeout", help="Only rows running longer than this."),
+    dry_run: bool = DRY_RUN,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Rows still `running` past --timeout with no live process → failed (124, stuck)."""
+    from emdx import cleanup
+
+    seconds = parse_duration(timeout) or 1800.0
+    with open_service() as service:
+        show(cleanup.executions(service, seconds, dry_run), as_json, dry_run, "executions")
+
+
+@app.command("dirs")
+def cleanup_dirs(
+    older_than: str = typer.Option("7d", "--older-than", help="Finished at least this long ago."),
+    dry_run: bool = DRY_RUN,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Remove run directories and worktrees of finished runs, and directories with no row."""
+    from emdx import cleanup
+
+    seconds = parse_duration(older_than) or 7 * 86400.0
+    with open_service() as service:
+        show(cleanup.dirs(service, seconds, dry_run), as_json, dry_run, "dirs")
+
+
+@app.command("branches")
+def cleanup_branches(
+    force: bool = typer.Option(False, "--force", help="Also delete unmerged exec-* branches."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    dry_run: bool = DRY_RUN,
+    as_json: bool = AS_JSON,
+) -> None:
+    """List exec-* branches (merged? in use?) and delete merged ones, worktrees first."""
+    from emdx import cleanup
+
+    with open_service() as service:
+        plan = cleanup.branches(service, force=force, dry_run=True)
+        doomed = [a for a in plan if a.result == "would do"]
+        if dry_run or not doomed:
+            show(plan, as_json, True, "branches")
+            return
+        if not _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+            if sys.stdin is None or not sys.stdin.isatty():
+                raise InvalidInputError(
+                    f"{len(doomed)} branch(es) would be deleted; confirm with --yes "
+                    "(stdin is not a terminal)"
+                )
+            print("nothing deleted")
+            return
+        show(cleanup.branches(service, force=force), as_json, False, "branches")
+
+
+@app.command("all")
+def cleanup_all(
+    dry_run: bool = DRY_RUN,
+    force: bool = typer.Option(False, "--force", help="Also delete unmerged exec-* branches."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete branches without asking."),
+    timeout: str = typer.Option("30m", "--timeout", help="Stuck-row age for `executions`."),
+    older_than: str = typer.Option("7d", "--older-than", help="Directory age for `dirs`."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """processes → executions → dirs → branches, with one summary."""
+    from emdx import cleanup, system
+    from emdx.cleanup import Action
+
+    stuck_s = parse_duration(timeout) or 1800.0
+    dir_s = parse_duration(older_than) or 7 * 86400.0
+    actions: list[Action] = []
+    with open_service() as service:
+        actions += cleanup.processes(service, dry_run)
+        actions += cleanup.executions(service, stuck_s, dry_run)
+        actions += cleanup.dirs(service, dir_s, dry_run)
+        repo = system.git_toplevel()
+        if repo is None:
+            actions.append(Action("branch", "-", "not in a git repository", "kept"))
+        else:
+            plan = cleanup.branches(service, repo, force=force, dry_run=True)
+            doomed = [a for a in plan if a.result == "would do"]
+            if dry_run or not doomed:
+                actions += plan
+            elif _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+                actions += cleanup.branches(service, repo, force=force)
+            else:
+                actions += [a for a in plan if a.result != "would do"]
+                actions.append(
+                    Action(
+                        "branch",
+                        f"{len(doomed)} branch(es)",
+                        "not deleted: confirm with --yes",
+                        "kept",
+                    )
+                )
+    show(actions, as_json, dry_run, "cleanup all")
+    if not as_json:
+        done = sum(1 for a in actions if a.result in ("done", "would do"))
+        failed = sum(1 for a in actions if a.result in ("failed", "no permission"))
+        verb = "would change" if dry_run else "changed"
+        print(
+            f"summary: {verb} {done}, kept {sum(1 for a in actions if a.result == 'kept')}, "
+            f"failed {failed}"
+        )
