@@ -133,6 +133,11 @@ class TagCount:
     count: int
 
 
+# An agent silent this long is stuck: Claude Code emits an event per tool call, and its Bash tool
+# stops a command after 10 minutes.
+DEFAULT_STALL_TIMEOUT_S = 30 * 60.0
+
+
 @dataclass(frozen=True)
 class ExecOptions:
     """What the user asked for when starting a run; stored as JSON so `retry` can repeat it."""
@@ -141,7 +146,7 @@ class ExecOptions:
     smart: bool = True
     worktree: bool | None = None
     timeout_s: float | None = None
-    stall_timeout_s: float | None = None
+    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S
     model: str | None = None
     max_turns: int | None = None
     after_id: int | None = None

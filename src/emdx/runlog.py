@@ -187,6 +187,33 @@ def read_entries(path: Path, last: int | None = None) -> list[dict[str, Any]]:
     return [e for e in (parse_entry(line) for line in lines) if e is not None]
 
 
+class LogTail:
+    """Incremental reader of a growing log: each `poll()` returns the entries appended since."""
+
+    def __init__(self, path: Path, start_at_end: bool = False) -> None:
+        self.path = path
+        self.position = 0
+        self._pending = b""
+        if start_at_end:
+            try:
+                self.position = path.stat().st_size
+            except OSError:
+                self.position = 0
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.position)
+                chunk = handle.read()
+        except OSError:
+            return []
+        if not chunk:
+            return []
+        self.position += len(chunk)
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        return [e for e in (parse_entry(line) for line in lines) if e is not None]
+
+
 def follow(
     path: Path,
     until: Callable[[], bool],
@@ -194,29 +221,12 @@ def follow(
     start_at_end: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield entries as they are appended, until `until()` is true and the file is drained."""
-    position = 0
-    if start_at_end:
-        try:
-            position = path.stat().st_size
-        except OSError:
-            position = 0
-    pending = b""
+    tail = LogTail(path, start_at_end)
     while True:
         finished = until()
-        try:
-            with path.open("rb") as handle:
-                handle.seek(position)
-                chunk = handle.read()
-        except OSError:
-            chunk = b""
-        if chunk:
-            position += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                entry = parse_entry(line)
-                if entry is not None:
-                    yield entry
+        entries = tail.poll()
+        if entries:
+            yield from entries
             continue
         if finished:
             return

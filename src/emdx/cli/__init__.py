@@ -8,7 +8,7 @@ import sys
 import typer
 
 from emdx import __version__
-from emdx.cli import claude, cleanup, documents, executions
+from emdx.cli import claude, cleanup, documents, executions, gui
 from emdx.cli.render import error
 from emdx.errors import EmdxError
 
@@ -41,6 +41,7 @@ documents.register(app)
 app.add_typer(claude.app, name="claude")
 app.add_typer(executions.app, name="exec")
 app.add_typer(cleanup.app, name="cleanup")
+gui.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

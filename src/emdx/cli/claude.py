@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 from emdx import runlog
 from emdx.cli.render import error, open_service, parse_duration, print_json
 from emdx.errors import InvalidInputError
-from emdx.models import ExecOptions, Execution
+from emdx.models import DEFAULT_STALL_TIMEOUT_S, ExecOptions, Execution
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
 
@@ -57,7 +57,7 @@ def execute(
     ),
     timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock limit (e.g. 30m)."),
     stall_timeout: str | None = typer.Option(
-        "30m", "--stall-timeout", help="Stop when the agent says nothing this long."
+        None, "--stall-timeout", help="Stop when the agent says nothing this long [default: 30m]."
     ),
     model: str | None = typer.Option(None, "--model", help="Model name passed to Claude Code."),
     max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Turn limit."),
@@ -74,7 +74,7 @@ def execute(
         smart=smart,
         worktree=worktree,
         timeout_s=parse_duration(timeout),
-        stall_timeout_s=parse_duration(stall_timeout),
+        stall_timeout_s=parse_duration(stall_timeout) or DEFAULT_STALL_TIMEOUT_S,
         model=model,
         max_turns=max_turns,
         after_id=after,

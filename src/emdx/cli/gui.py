@@ -1,0 +1,16 @@
+"""`emdx gui`: the terminal UI (Textual is imported only here, only when asked for)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def gui() -> None:
+    """Open the terminal UI: browse documents, execute them, watch and kill runs."""
+    from emdx.tui.app import run
+
+    run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gui")(gui)

@@ -1,0 +1,380 @@
+"""The Textual app: a documents screen and an executions screen over `emdx.tui.data`.
+
+All database and process work runs in thread workers; results come back to the UI thread with
+`call_from_thread`, so the interface never blocks on SQLite, psutil or a kill's grace period.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, RichLog, Static
+
+from emdx import runlog
+from emdx.cli.render import STATUS_STYLES, duration, money
+from emdx.errors import EmdxError
+from emdx.models import Execution
+from emdx.tui import data
+
+REFRESH_S = 1.0
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes/no question; `y` confirms, `n` or escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question)
+            yield Label("[b]y[/b] yes   [b]n[/b] no")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+HELP = """\
+# emdx — keys
+
+| key | where | what |
+|---|---|---|
+| `d` | anywhere | documents screen |
+| `e` | anywhere | executions screen |
+| `/` | documents | filter (full-text search as you type) |
+| `x` | documents | execute the selected document in the background |
+| `k` | executions | kill the selected run (asks first) |
+| `r` | executions | retry the selected run |
+| `f` | executions | cycle the status filter |
+| `?` | anywhere | this help |
+| `q` | anywhere | quit (running executions keep running) |
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Markdown(HELP)
+            yield Label("escape to close")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class DocumentsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("x", "execute", "Execute"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("escape", "focus_table", "Table", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="filter: full-text search (/)", id="doc-filter")
+        with Horizontal():
+            table: DataTable[str] = DataTable(id="docs", cursor_type="row", zebra_stripes=True)
+            yield table
+            with Vertical(id="doc-side"):
+                yield Markdown("", id="preview")
+                yield Static("", id="doc-runs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#docs", DataTable)
+        table.add_columns("id", "title", "tags", "project")
+        self.load_documents("")
+        table.focus()
+
+    @on(Input.Changed, "#doc-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.load_documents(event.value)
+
+    @work(thread=True, exclusive=True, group="documents")
+    def load_documents(self, query: str) -> None:
+        try:
+            rows = data.documents(query)
+        except EmdxError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self._show_documents, rows)
+
+    def _show_documents(self, rows: list[data.DocumentRow]) -> None:
+        table = self.query_one("#docs", DataTable)
+        table.clear()
+        for row in rows:
+            table.add_row(
+                str(row.id), escape(row.title), row.tags, escape(row.project), key=str(row.id)
+            )
+        if not rows:
+            self.query_one("#preview", Markdown).update("*no documents*")
+            self.query_one("#doc-runs", Static).update("")
+
+    @on(DataTable.RowHighlighted, "#docs")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.load_preview(int(event.row_key.value))
+
+    @work(thread=True, exclusive=True, group="preview")
+    def load_preview(self, doc_id: int) -> None:
+        try:
+            doc, runs = data.document(doc_id)
+        except EmdxError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self._show_preview, doc.content, runs)
+
+    def _show_preview(self, content: str, runs: list[Execution]) -> None:
+        self.query_one("#preview", Markdown).update(content[:20_000])
+        lines = [
+            f"#{r.id} {r.status.value} {duration(r.duration_s)} exit "
+            f"{'-' if r.exit_code is None else r.exit_code}"
+            for r in runs
+        ]
+        self.query_one("#doc-runs", Static).update(
+            "recent executions:\n" + ("\n".join(lines) if lines else "none")
+        )
+
+    def selected_doc(self) -> int | None:
+        table = self.query_one("#docs", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return int(key) if key is not None else None
+
+    def action_execute(self) -> None:
+        doc_id = self.selected_doc()
+        if doc_id is None:
+            self.app.notify("no document selected", severity="warning")
+            return
+        self.start_run(doc_id)
+
+    @work(thread=True, group="start")
+    def start_run(self, doc_id: int) -> None:
+        try:
+            execution = data.start(doc_id)
+        except EmdxError as exc:
+            self.app.call_from_thread(
+                self.app.notify, str(exc), title="cannot execute", severity="error", timeout=8
+            )
+            return
+        message = f"execution #{execution.id} {execution.status.value} for document #{doc_id}"
+        self.app.call_from_thread(self.app.notify, message, title="started")
+        self.app.call_from_thread(self.load_preview, doc_id)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#doc-filter", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one("#docs", DataTable).focus()
+
+
+class ExecutionsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "kill", "Kill"),
+        Binding("r", "retry", "Retry"),
+        Binding("f", "cycle_filter", "Filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_index = 0
+        self.selected: int | None = None
+        self.tail: runlog.LogTail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="exec-filter")
+        table: DataTable[str] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield RichLog(id="run-log", wrap=False, markup=False, max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_columns(
+            "id", "document", "type", "status", "duration", "cost", "heartbeat", "exit"
+        )
+        self._show_filter()
+        self.refresh_runs()
+        self.set_interval(REFRESH_S, self.tick)
+        table.focus()
+
+    def tick(self) -> None:
+        if self.app.screen is self:
+            self.refresh_runs()
+
+    def _show_filter(self) -> None:
+        name = data.STATUS_FILTERS[self.filter_index][0]
+        self.query_one("#exec-filter", Static).update(f"status: [b]{name}[/b]  (f to change)")
+
+    def action_cycle_filter(self) -> None:
+        self.filter_index = (self.filter_index + 1) % len(data.STATUS_FILTERS)
+        self._show_filter()
+        self.refresh_runs()
+
+    @work(thread=True, exclusive=True, group="runs")
+    def refresh_runs(self) -> None:
+        statuses = data.STATUS_FILTERS[self.filter_index][1]
+        try:
+            runs = data.executions(statuses)
+        except EmdxError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            return
+        entries = self.tail.poll() if self.tail is not None else []
+        self.app.call_from_thread(self._show_runs, runs, entries)
+
+    def _show_runs(self, runs: list[Execution], entries: list[dict[str, object]]) -> None:
+        table = self.query_one("#runs", DataTable)
+        keep = self.selected
+        table.clear()
+        for ex in runs:
+            beat = (
+                "-"
+                if ex.heartbeat_age_s is None or ex.status.is_final
+                else (f"{ex.heartbeat_age_s:.0f}s")
+            )
+            table.add_row(
+                str(ex.id),
+                escape(ex.doc_title[:40]),
+                ex.exec_type,
+                status_text(ex.status.value),
+                duration(ex.duration_s),
+                money(ex.cost_usd),
+                beat,
+                "-" if ex.exit_code is None else str(ex.exit_code),
+                key=str(ex.id),
+            )
+        if keep is not None:
+            for index, ex in enumerate(runs):
+                if ex.id == keep:
+                    table.move_cursor(row=index)
+                    break
+        log = self.query_one("#run-log", RichLog)
+        for entry in entries:
+            log.write(runlog.render(entry))
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is None:
+            return
+        execution_id = int(event.row_key.value)
+        if execution_id == self.selected:
+            return
+        self.selected = execution_id
+        self.follow_log(execution_id)
+
+    @work(thread=True, exclusive=True, group="log")
+    def follow_log(self, execution_id: int) -> None:
+        try:
+            ex = data.execution(execution_id)
+        except EmdxError:
+            return
+        tail = runlog.LogTail(Path(ex.log_file)) if ex.log_file else None
+        entries = tail.poll() if tail is not None else []
+        self.app.call_from_thread(self._start_log, execution_id, tail, entries)
+
+    def _start_log(
+        self, execution_id: int, tail: runlog.LogTail | None, entries: list[dict[str, object]]
+    ) -> None:
+        if execution_id != self.selected:
+            return
+        self.tail = tail
+        log = self.query_one("#run-log", RichLog)
+        log.clear()
+        log.write(f"— execution #{execution_id} —")
+        for entry in entries:
+            log.write(runlog.render(entry))
+
+    def action_kill(self) -> None:
+        execution_id = self.selected
+        if execution_id is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.kill_run(execution_id)
+
+        self.app.push_screen(ConfirmScreen(f"Kill execution #{execution_id}?"), answered)
+
+    @work(thread=True, group="kill")
+    def kill_run(self, execution_id: int) -> None:
+        try:
+            result = data.kill(execution_id)
+        except EmdxError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            return
+        ex = result.execution
+        text = (
+            f"execution #{ex.id} already {ex.status.value}"
+            if result.already_final
+            else f"execution #{ex.id} {ex.status.value} (exit {ex.exit_code})"
+        )
+        self.app.call_from_thread(self.app.notify, text, title="kill")
+        self.app.call_from_thread(self.refresh_runs)
+
+    def action_retry(self) -> None:
+        if self.selected is not None:
+            self.retry_run(self.selected)
+
+    @work(thread=True, group="retry")
+    def retry_run(self, execution_id: int) -> None:
+        try:
+            ex = data.retry(execution_id)
+        except EmdxError as exc:
+            self.app.call_from_thread(
+                self.app.notify, str(exc), title="cannot retry", severity="error"
+            )
+            return
+        self.app.call_from_thread(
+            self.app.notify,
+            f"execution #{ex.id} {ex.status.value}",
+            title=f"retry of #{execution_id}",
+        )
+        self.app.call_from_thread(self.refresh_runs)
+
+
+class EmdxApp(App[None]):
+    """emdx: documents and executions."""
+
+    TITLE = "emdx"
+    CSS_PATH = "app.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "switch_mode('documents')", "Documents"),
+        Binding("e", "switch_mode('executions')", "Executions"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+    MODES: ClassVar[dict[str, type[Screen[None]]]] = {  # type: ignore[assignment]
+        "documents": DocumentsScreen,
+        "executions": ExecutionsScreen,
+    }
+
+    def on_mount(self) -> None:
+        self.switch_mode("documents")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def run() -> None:
+    EmdxApp().run()
