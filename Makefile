@@ -6,9 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLAUDE := node_modules/.bin/claude
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install sysdeps demo test test-fast lint bench clean
 
 install: $(VENV)/.installed $(CLAUDE)
+
+# Test-only system tools: tmux (TUI smoke test in a real terminal), faketime (wall-clock jump).
+sysdeps:
+	@command -v tmux >/dev/null && command -v faketime >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tmux faketime >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq tmux faketime >/dev/null; fi; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +30,7 @@ $(CLAUDE): package.json package-lock.json
 demo: install
 	$(PY) scripts/demo.py
 
-test: install
+test: install sysdeps
 	$(PY) -m pytest
 
 test-fast: install
