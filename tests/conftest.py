@@ -18,6 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "home"
     home.mkdir()
+    # Never run inside the emdx checkout: a gameplan started there would add worktrees and
+    # exec-* branches to this repository. Tests that want a repo make one under tmp_path.
+    work = tmp_path / "default-cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     emdx_home = tmp_path / "emdx-home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("EMDX_HOME", str(emdx_home))

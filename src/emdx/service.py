@@ -136,9 +136,8 @@ class ExecutionService:
             plan = replace(plan, exec_type=exec_type)
         if prompt is not None:
             plan = replace(plan, prompt=prompt)
-        dependency = None
         if options.after_id is not None:
-            dependency = self.store.executions.get(options.after_id)
+            self.store.executions.get(options.after_id)  # unknown id: fail before any row exists
         options = replace(options, tools=plan.tools)
 
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
@@ -167,6 +166,11 @@ class ExecutionService:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreError(f"could not prepare execution: {detail}") from exc
 
+        # Read the dependency only now that our row exists: if it finishes after this read, its
+        # supervisor's queue pass sees our row; if before, we see its final state here.
+        dependency = None
+        if options.after_id is not None:
+            dependency = self.store.executions.get(options.after_id)
         if dependency is None or dependency.status is ExecutionStatus.COMPLETED:
             self._launch(execution_id)
         elif dependency.status.is_final:

@@ -1,0 +1,781 @@
+"""`emdx claude execute` end to end: the real emdx CLI, the real supervisor and the real Claude
+Code CLI, with the scripted model server (`emdx.testing.model_server`) playing the model.
+
+Every test starts its own server, points the Claude Code CLI at it through the environment that
+the spawned supervisors inherit, saves documents with `[[script:NAME]]` markers that select a
+script, and drives runs through `python -m emdx`. Nothing is faked below the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from emdx import system
+from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_DEADLINE_S = 90.0
+
+
+def claude_bin() -> str:
+    configured = os.environ.get("EMDX_TEST_CLAUDE_BIN")
+    if configured:
+        if not Path(configured).is_file():
+            pytest.fail(f"EMDX_TEST_CLAUDE_BIN={configured} does not exist")
+        return configured
+    local = REPO / "node_modules" / ".bin" / "claude"
+    if not local.exists():
+        # A failure, not a skip: a skipped integration suite looks green in CI.
+        pytest.fail(
+            f"Claude Code CLI not found at {local}. Run `npm ci` in {REPO} "
+            "(or set EMDX_TEST_CLAUDE_BIN to a claude binary)."
+        )
+    return str(local)
+
+
+# --- scripts -----------------------------------------------------------------------------
+
+
+def bash(command: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "tool_use": {"name": "Bash", "input": {"command": command, "description": "test step"}},
+        **extra,
+    }
+
+
+API_400 = {"status": 400, "type": "invalid_request_error", "message": "scripted bad request"}
+FINAL_TEXT = "All three tools ran: out/a.txt and out/b.txt exist."
+ANALYSIS_TEXT = "# Analysis\n\nThe note asks for X; the facts say Y.\n\nOption A vs option B."
+GAMEPLAN_TEXT = "# Gameplan\n\n1. Do the first step.\n2. Test it.\n3. Ship it."
+
+SCRIPTS: dict[str, list[dict[str, Any]]] = {
+    "multitool": [
+        {"text": "Making the directory.", **bash("mkdir -p out && echo hi > out/a.txt")},
+        {
+            "tool_use": {
+                "name": "Write",
+                "input": {"file_path": "{cwd}/out/b.txt", "content": "written by Write\n"},
+            }
+        },
+        {"tool_use": {"name": "Read", "input": {"file_path": "{cwd}/out/b.txt"}}},
+        {"text": FINAL_TEXT, "usage": {"input_tokens": 1500, "output_tokens": 90}},
+    ],
+    "hello": [{"text": "hello from the scripted model"}],
+    "api400": [{"error": API_400}],
+    # Slow to fail: a tool first. (A delayed 400 makes the CLI retry it for ~10 s.)
+    "api400slow": [bash("sleep 2; echo failing soon"), {"error": API_400}],
+    "twotools": [bash("echo one > one.txt"), bash("echo two > two.txt"), {"text": "unreachable"}],
+    "slow": [{"sleep": 2, **bash("echo slow > slow.txt")}, {"text": "slow run done"}],
+    "analysis": [{"text": ANALYSIS_TEXT}],
+    "gameplan": [{"text": GAMEPLAN_TEXT}],
+    "implement": [bash("echo implemented > impl.txt"), {"text": "Implemented the gameplan."}],
+    "readonly": [
+        bash("echo no > forbidden.txt"),
+        {"tool_use": {"name": "Read", "input": {"file_path": "{cwd}/missing.txt"}}},
+        {"text": "read-only run done"},
+    ],
+    # 2.1.330 refuses a standalone `sleep N` in its Bash tool; inside a list it runs.
+    "sleeptool": [bash("echo waiting; sleep 300; echo woke"), {"text": "unreachable"}],
+    "stall": [{"sleep": 30, "text": "too late"}],
+    "big": [{"text": "big document read"}],
+}
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+CliFn = Callable[..., Any]
+
+
+@dataclass
+class Env:
+    server: ScriptedModelServer
+    emdx_home: Path
+    workdir: Path
+
+
+def _emdx_home_of(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get("EMDX_HOME")
+    except (psutil.Error, OSError):
+        return None
+
+
+def our_marked(execution_id: int, emdx_home: Path) -> list[tuple[int, float]]:
+    """`system.marked_processes`, restricted to this test's EMDX_HOME: other test sessions on
+    the machine number their executions from 1 too."""
+    found = []
+    for pid, started in system.marked_processes(execution_id):
+        try:
+            proc = psutil.Process(pid)
+        except psutil.Error:
+            continue
+        if _emdx_home_of(proc) == str(emdx_home):
+            found.append((pid, started))
+    return found
+
+
+def _all_rows(emdx_home: Path) -> list[dict[str, Any]]:
+    if not (emdx_home / "knowledge.db").exists():
+        return []
+    from emdx.store import open_store
+
+    with contextlib.closing(open_store(emdx_home / "knowledge.db")) as store:
+        return [e.to_dict() for e in store.executions.list_executions(None, None)]
+
+
+def _kill_everything(emdx_home: Path) -> None:
+    rows = _all_rows(emdx_home)
+    # Runners first, so none of them starts a queued run while we clean up.
+    for row in rows:
+        if row["pid"] and system.same_process(row["pid"], row["pid_started_at"]):
+            system.signal_pid(row["pid"], signal.SIGKILL)
+    for _ in range(3):
+        for row in _all_rows(emdx_home):
+            for pid, started in our_marked(row["id"], emdx_home):
+                if system.same_process(pid, started):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> Iterator[Env]:
+    binary = claude_bin()
+    # Short: the CLI puts a unix socket under TMPDIR, and socket paths are limited to 108 bytes.
+    scratch = Path(tempfile.mkdtemp(prefix="emdx-it-"))
+    server = ScriptedModelServer(scripts=SCRIPTS).start()
+    try:
+        for key in list(os.environ):
+            if key.startswith(("ANTHROPIC_", "CLAUDE")):
+                monkeypatch.delenv(key)
+        home = tmp_path / "home"
+        config = tmp_path / "claude-config"
+        config.mkdir()
+        overrides = offline_claude_env(server.url, str(config), str(home), tmp_dir=str(scratch))
+        for key, value in overrides.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("EMDX_CLAUDE_BIN", binary)
+        monkeypatch.setenv("EMDX_HEARTBEAT_SECONDS", "1")
+        monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "3")
+        monkeypatch.delenv("EMDX_MAX_PARALLEL", raising=False)
+        monkeypatch.delenv("EMDX_EXECUTION_ID", raising=False)
+        # Commands run from a directory outside any git repository: a gameplan started inside
+        # a repo gets a worktree and a branch there, and this repository must not get them.
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+        yield Env(server, isolated_env, tmp_path)
+    finally:
+        try:
+            _kill_everything(isolated_env)
+        finally:
+            server.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def save_doc(cli: CliFn, content: str, title: str, tags: str | None = None) -> int:
+    args = ["save", "--title", title, "--project", "it"]
+    if tags:
+        args += ["--tags", tags]
+    result = cli(*args, input=content)
+    assert result.code == 0, result.stderr
+    # "saved #N: title ..."
+    return int(result.stdout.split("#", 1)[1].split(":", 1)[0])
+
+
+def show(cli: CliFn, execution_id: int) -> dict[str, Any]:
+    result = cli("exec", "show", str(execution_id), "--json")
+    assert result.code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def doc_json(cli: CliFn, doc_id: int) -> dict[str, Any]:
+    result = cli("view", str(doc_id), "--json")
+    assert result.code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def list_json(cli: CliFn) -> list[dict[str, Any]]:
+    result = cli("exec", "list", "--json", "--limit", "500")
+    assert result.code == 0, result.stderr
+    data: list[dict[str, Any]] = json.loads(result.stdout)
+    return data
+
+
+def raw_log(cli: CliFn, execution_id: int) -> list[dict[str, Any]]:
+    result = cli("exec", "logs", str(execution_id), "--raw")
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]
+
+
+def start_background(cli: CliFn, doc_id: int, *extra: str) -> int:
+    result = cli("claude", "execute", str(doc_id), "--background", *extra)
+    assert result.code == 0, result.stderr
+    return started_id(result.stdout)
+
+
+def started_id(text: str) -> int:
+    # "running execution #N (...)" / "queued execution #N (...)" / "failed execution #N ..."
+    marker = "execution #"
+    assert marker in text, text
+    return int(text.split(marker, 1)[1].split(" ", 1)[0])
+
+
+def wait_final(cli: CliFn, execution_id: int, deadline_s: float = RUN_DEADLINE_S) -> dict[str, Any]:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        row = show(cli, execution_id)
+        if row["status"] in ("completed", "failed", "killed"):
+            return row
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"execution {execution_id} still {row['status']} after {deadline_s}s\n"
+                + diagnose(row)
+            )
+        time.sleep(0.2)
+
+
+def diagnose(row: dict[str, Any]) -> str:
+    """The row, the supervisor's stderr and the log tail, for assertion messages."""
+    parts = [json.dumps(row, indent=1)]
+    if row.get("log_file"):
+        log = Path(row["log_file"])
+        err = log.with_name(f"{row['id']}.runner.err")
+        for path in (err, log):
+            with contextlib.suppress(OSError):
+                parts.append(f"--- {path.name}\n{path.read_text()[-4000:]}")
+    return "\n".join(parts)
+
+
+def assert_outcome(row: dict[str, Any], status: str, exit_code: int | None, reason: str) -> None:
+    got = (row["status"], row["exit_code"], row["reason"])
+    assert got == (status, exit_code, reason), diagnose(row)
+
+
+def wait_until(
+    predicate: Callable[[], Any], deadline_s: float, what: str, poll_s: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def assert_run_processes_gone(env: Env, row: dict[str, Any], deadline_s: float = 15.0) -> None:
+    identities = []
+    if row["agent_pid"]:
+        identities.append((row["agent_pid"], row["agent_started_at"]))
+    if row["pid"]:
+        identities.append((row["pid"], row["pid_started_at"]))
+
+    def gone() -> bool:
+        alive = [ident for ident in identities if system.same_process(*ident)]
+        return not alive and not our_marked(row["id"], env.emdx_home)
+
+    deadline = time.monotonic() + deadline_s
+    while not gone():
+        if time.monotonic() > deadline:
+            left = [i for i in identities if system.same_process(*i)]
+            marked = our_marked(row["id"], env.emdx_home)
+            pytest.fail(f"processes of run {row['id']} still alive: {left} marked {marked}")
+        time.sleep(0.1)
+
+
+def iso(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp()
+
+
+def tool_uses(entries: list[dict[str, Any]]) -> list[str]:
+    names = []
+    for entry in entries:
+        raw = entry.get("raw")
+        if not isinstance(raw, dict) or raw.get("type") != "assistant":
+            continue
+        for block in raw.get("message", {}).get("content", []):
+            if block.get("type") == "tool_use":
+                names.append(block["name"])
+    return names
+
+
+# --- 1. the multi-tool run ---------------------------------------------------------------
+
+
+def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:multitool]]\nMake out/a.txt and out/b.txt.", "Multi tool")
+
+    result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
+
+    assert result.code == 0, result.stdout + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "completed", 0, "success")
+    assert row["doc_id"] == doc
+    workdir = Path(row["working_dir"])
+    assert workdir.is_dir()
+    assert workdir.parent == env.emdx_home / "runs"
+    assert (workdir / "out" / "a.txt").read_text() == "hi\n"
+    assert (workdir / "out" / "b.txt").read_text() == "written by Write\n"
+
+    assert row["session_id"]
+    assert row["num_turns"] >= 4
+    assert row["cost_usd"] > 0
+    assert row["input_tokens"] > 0
+    assert row["output_tokens"] > 0
+    assert row["model"]
+    # The session the CLI reported is the one that talked to the server.
+    main = [r for r in env.server.requests if "[[script:multitool]]" in json.dumps(r)]
+    assert len(main) == 4
+    # 2.1.330 names its session in the request metadata.
+    assert row["session_id"] in json.dumps(main[0].get("metadata"))
+
+    entries = raw_log(cli, 1)
+    raws = [e["raw"] for e in entries if isinstance(e.get("raw"), dict)]
+    init = [r for r in raws if r.get("type") == "system" and r.get("subtype") == "init"]
+    assert len(init) == 1
+    assert init[0]["session_id"] == row["session_id"]
+    assert init[0]["cwd"] == str(workdir)
+    assert tool_uses(entries) == ["Bash", "Write", "Read"]
+    results = [r for r in raws if r.get("type") == "result"]
+    assert len(results) == 1
+    assert results[0]["is_error"] is False
+    assert results[0]["result"] == FINAL_TEXT
+    assert results[0]["session_id"] == row["session_id"]
+    tool_results = [
+        block
+        for r in raws
+        if r.get("type") == "user"
+        for block in r.get("message", {}).get("content", [])
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert len(tool_results) == 3
+    assert "written by Write" in json.dumps(tool_results[-1])
+
+    # The foreground command printed the rendered log as it went.
+    assert "mkdir -p out && echo hi > out/a.txt" in result.stdout
+    assert f"{workdir}/out/b.txt" in result.stdout
+    assert "Bash" in result.stdout or "💻" in result.stdout
+    assert FINAL_TEXT[:40] in result.stdout
+    assert "completed" in result.stderr
+
+
+# --- 2. API error -----------------------------------------------------------------------
+
+
+def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:api400]] hello", "Bad request")
+
+    result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
+
+    assert result.code == 1, result.stdout + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "failed", 1, "agent_error")
+    assert "scripted bad request" in result.stdout
+
+
+# --- 3. --max-turns ---------------------------------------------------------------------
+
+
+def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:twotools]] two tools", "Two tools")
+
+    result = cli("claude", "execute", str(doc), "--max-turns", "1", timeout=RUN_DEADLINE_S)
+
+    assert result.code == 1, result.stdout + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "failed", 1, "error_max_turns")
+    workdir = Path(row["working_dir"])
+    assert (workdir / "one.txt").exists()
+    assert not (workdir / "two.txt").exists()
+
+
+# --- 4. background ----------------------------------------------------------------------
+
+
+def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
+
+    began = time.monotonic()
+    result = cli("claude", "execute", str(doc), "--background")
+    took = time.monotonic() - began
+
+    assert result.code == 0, result.stderr
+    execution_id = started_id(result.stdout)
+    assert f"emdx exec show {execution_id} --follow" in result.stdout
+    # The run needs at least the 2 s the model "thinks"; the start returned before that.
+    assert took < 2.0, f"--background took {took:.2f}s"
+    first = show(cli, execution_id)
+    assert first["status"] in ("queued", "running"), first
+    wait_until(
+        lambda: show(cli, execution_id)["status"] == "running" and env.server.requests,
+        30,
+        "the run to reach the model",
+    )
+    row = wait_final(cli, execution_id)
+    assert_outcome(row, "completed", 0, "success")
+    assert (Path(row["working_dir"]) / "slow.txt").read_text() == "slow\n"
+    assert_run_processes_gone(env, row)
+
+
+# --- 5. parallel starts -----------------------------------------------------------------
+
+
+def test_parallel_background_starts_get_distinct_runs(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:hello]] say hello", "Hello")
+    outputs: list[Any] = [None] * 4
+
+    def start(index: int) -> None:
+        outputs[index] = cli("claude", "execute", str(doc), "--background")
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    for out in outputs:
+        assert out is not None and out.code == 0, out and out.stderr
+    ids = sorted(started_id(out.stdout) for out in outputs)
+    assert ids == [1, 2, 3, 4]
+    rows = [wait_final(cli, i) for i in ids]
+    for row in rows:
+        assert_outcome(row, "completed", 0, "success")
+    assert len({r["run_key"] for r in rows}) == 4
+    assert len({r["working_dir"] for r in rows}) == 4
+    assert len({r["session_id"] for r in rows}) == 4
+    for row in rows:
+        assert Path(row["working_dir"]).is_dir()
+
+
+# --- 6. the concurrency cap -------------------------------------------------------------
+
+
+def test_queue_cap_runs_one_at_a_time_in_order(
+    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
+    doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
+    ids = [start_background(cli, doc) for _ in range(3)]
+    assert ids == [1, 2, 3]
+
+    max_running = 0
+    deadline = time.monotonic() + 3 * RUN_DEADLINE_S
+    while True:
+        rows = list_json(cli)
+        running = sum(1 for r in rows if r["status"] == "running")
+        max_running = max(max_running, running)
+        if all(r["status"] in ("completed", "failed", "killed") for r in rows):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+
+    assert max_running == 1
+    rows = sorted(list_json(cli), key=lambda r: r["id"])
+    for row in rows:
+        assert_outcome(row, "completed", 0, "success")
+    for before, after in itertools.pairwise(rows):
+        assert iso(after["started_at"]) >= iso(before["completed_at"]), (before, after)
+
+
+# --- 7. --after -------------------------------------------------------------------------
+
+
+def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> None:
+    slow = save_doc(cli, "[[script:slow]] first", "First")
+    hello = save_doc(cli, "[[script:hello]] second", "Second")
+    bad = save_doc(cli, "[[script:api400slow]] fails", "Fails")
+
+    a = start_background(cli, slow)
+    d = start_background(cli, bad)
+    b = start_background(cli, hello, "--after", str(a))
+    c = start_background(cli, hello, "--after", str(d))
+    assert show(cli, b)["status"] == "queued"
+    assert show(cli, c)["status"] == "queued"
+
+    row_a, row_d = wait_final(cli, a), wait_final(cli, d)
+    row_b, row_c = wait_final(cli, b), wait_final(cli, c)
+
+    assert_outcome(row_a, "completed", 0, "success")
+    assert_outcome(row_b, "completed", 0, "success")
+    assert iso(row_b["started_at"]) >= iso(row_a["completed_at"])
+    assert_outcome(row_d, "failed", 1, "agent_error")
+    assert_outcome(row_c, "failed", 1, "dependency_failed")
+    assert row_c["agent_pid"] is None
+    assert row_c["session_id"] is None
+
+    # Asking to wait for a run that already failed fails at once.
+    late = cli("claude", "execute", str(hello), "--background", "--after", str(d))
+    assert late.code == 0, late.stderr
+    e = started_id(late.stdout)
+    row_e = show(cli, e)
+    assert_outcome(row_e, "failed", 1, "dependency_failed")
+    assert row_e["agent_pid"] is None
+
+
+def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
+    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dependency's supervisor finishes, and runs its queue pass, between the moment
+    `start_execution` reads the dependency (still running) and the moment it inserts the new row.
+    Nobody is left to move the new row: it must not stay queued forever."""
+    from emdx.models import ExecOptions
+    from emdx.service import Service
+
+    bad = save_doc(cli, "[[script:api400slow]] fails", "Fails")
+    hello = save_doc(cli, "[[script:hello]] second", "Second")
+    d = start_background(cli, bad)
+    wait_until(lambda: show(cli, d)["status"] == "running", 30, "the dependency to run")
+
+    with Service() as service:
+        real_create = service.store.executions.create
+
+        def create_after_dependency_ended(**kwargs: Any) -> int:
+            row_d = wait_final(cli, d)
+            # ...and its supervisor, which runs the queue pass after the final write, is gone.
+            wait_until(
+                lambda: not system.same_process(row_d["pid"], row_d["pid_started_at"]),
+                30,
+                "the dependency's supervisor to exit",
+            )
+            return real_create(**kwargs)
+
+        monkeypatch.setattr(service.store.executions, "create", create_after_dependency_ended)
+        c = service.start_execution(hello, ExecOptions(after_id=d)).id
+
+    assert_outcome(show(cli, d), "failed", 1, "agent_error")
+    deadline = time.monotonic() + 5
+    row_c = show(cli, c)
+    while row_c["status"] == "queued" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row_c = show(cli, c)
+    assert_outcome(row_c, "failed", 1, "dependency_failed")
+
+
+# --- 8. smart execution -----------------------------------------------------------------
+
+
+def run_foreground(cli: CliFn, doc: int, *extra: str) -> Any:
+    result = cli("claude", "execute", str(doc), *extra, timeout=RUN_DEADLINE_S)
+    assert result.code == 0, result.stdout + result.stderr
+    return result
+
+
+def test_smart_note_saves_an_analysis_document(env: Env, cli: CliFn) -> None:
+    note = save_doc(cli, "[[script:analysis]]\nShould we cache the index?", "Caching", "note")
+
+    run_foreground(cli, note)
+
+    row = show(cli, 1)
+    assert row["exec_type"] == "note"
+    assert row["status"] == "completed"
+    assert row["output_doc_id"] is not None
+    out = doc_json(cli, row["output_doc_id"])
+    assert out["title"] == "Analysis: Caching"
+    assert out["tags"] == ["🔍"]
+    assert out["parent_id"] == note
+    assert out["content"] == ANALYSIS_TEXT
+    assert out["project"] == "it"
+    # The analysis prompt wrapped the note, and the read-only tool set was offered.
+    first = env.server.requests[0]
+    assert "Should we cache the index?" in json.dumps(first)
+    assert "Analysis: Caching" in json.dumps(first)
+    started = [e for e in raw_log(cli, 1) if "started: " in e.get("message", "")]
+    assert (
+        started
+        and "--allowedTools Read,Glob,Grep,LS,WebFetch,WebSearch,Write" in (started[0]["message"])
+    )
+
+
+def test_smart_analysis_saves_a_gameplan_document(env: Env, cli: CliFn) -> None:
+    analysis = save_doc(cli, "[[script:gameplan]]\nThe cache analysis.", "Cache", "analysis")
+
+    run_foreground(cli, analysis)
+
+    row = show(cli, 1)
+    assert row["exec_type"] == "analysis"
+    out = doc_json(cli, row["output_doc_id"])
+    assert out["title"] == "Gameplan: Cache"
+    assert sorted(out["tags"]) == sorted(["🎯", "🚀"])
+    assert out["parent_id"] == analysis
+    assert out["content"] == GAMEPLAN_TEXT
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=emdx test", "-c", "user.email=test@example.com", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.strip()
+
+
+def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, cli: CliFn) -> None:
+    repo = env.workdir / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("a repo\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "init")
+    plan = save_doc(cli, "[[script:implement]]\n1. write impl.txt", "Build it", "gameplan,active")
+
+    result = cli("claude", "execute", str(plan), cwd=repo, timeout=RUN_DEADLINE_S)
+
+    assert result.code == 0, result.stdout + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "completed", 0, "success")
+    assert row["exec_type"] == "gameplan"
+    assert row["output_doc_id"] is None
+    # A gameplan started inside a repository gets a worktree on its own branch.
+    assert row["branch"] == "exec-1-build-it"
+    workdir = Path(row["working_dir"])
+    assert workdir.parent == env.emdx_home / "runs"
+    assert git(workdir, "rev-parse", "--abbrev-ref", "HEAD") == "exec-1-build-it"
+    assert (workdir / "README.md").read_text() == "a repo\n"
+    assert (workdir / "impl.txt").read_text() == "implemented\n"
+    assert not (repo / "impl.txt").exists()
+    assert "exec-1-build-it" in json.dumps(env.server.requests[0])
+    source = doc_json(cli, plan)
+    assert "✅" in source["tags"] and "🎉" in source["tags"], source["tags"]
+    assert "🚀" not in source["tags"]
+    docs = json.loads(cli("list", "--json").stdout)
+    assert [d["id"] for d in docs] == [plan]
+
+
+def test_no_smart_and_tools_override(env: Env, cli: CliFn) -> None:
+    note = save_doc(cli, "[[script:readonly]]\nJust a note.", "Plain", "note")
+
+    run_foreground(cli, note, "--no-smart", "--tools", "Read")
+
+    row = show(cli, 1)
+    assert row["exec_type"] == "generic"
+    assert row["status"] == "completed"
+    assert row["output_doc_id"] is None
+    assert row["options"]["tools"] == ["Read"]
+    docs = json.loads(cli("list", "--json").stdout)
+    assert [d["id"] for d in docs] == [note]
+    # generic: the document itself is the prompt, not the analysis wrapper
+    assert "Analysis:" not in json.dumps(env.server.requests[0]["messages"])
+    entries = raw_log(cli, 1)
+    started = [e for e in entries if e.get("source") == "runner" and "started: " in e["message"]]
+    assert len(started) == 1
+    assert "--allowedTools Read" in started[0]["message"]
+    assert "--allowedTools Read," not in started[0]["message"]
+    # The script asks for Bash first: with only Read allowed the CLI refuses it.
+    assert tool_uses(entries) == ["Bash", "Read"]
+    assert not (Path(row["working_dir"]) / "forbidden.txt").exists()
+    result = next(e["raw"] for e in entries if e.get("type") == "result")
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["Bash"], result
+
+
+# --- 9. kill mid-tool -------------------------------------------------------------------
+
+
+def _sleep_300(env: Env, execution_id: int) -> list[tuple[int, float]]:
+    found = []
+    for pid, started in our_marked(execution_id, env.emdx_home):
+        with contextlib.suppress(psutil.Error):
+            cmd = psutil.Process(pid).cmdline()
+            if cmd[:1] == ["sleep"] and cmd[1:] == ["300"]:
+                found.append((pid, started))
+    return found
+
+
+def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
+    doc = save_doc(cli, "[[script:sleeptool]] sleep a while", "Sleeper")
+    execution_id = start_background(cli, doc)
+
+    sleepers = wait_until(lambda: _sleep_300(env, execution_id), 60, "the `sleep 300` tool")
+    running = show(cli, execution_id)
+    assert running["status"] == "running"
+    assert running["agent_pid"] and running["pid"]
+    marked_before = our_marked(execution_id, env.emdx_home)
+    # The supervisor, the agent and the tool's shell/sleep all carry the marker.
+    assert {running["pid"], running["agent_pid"]} <= {pid for pid, _ in marked_before}
+
+    # The Bash tool put the command in a session of its own: the agent's group cannot reach it.
+    for pid, _ in sleepers:
+        assert os.getsid(pid) != os.getsid(running["agent_pid"])
+
+    result = cli("exec", "kill", str(execution_id))
+
+    assert result.code == 0, result.stderr
+    row = show(cli, execution_id)
+    assert row["status"] == "killed", diagnose(row)
+    assert row["exit_code"] in (143, 137)
+    assert row["reason"] == "killed_by_user"
+    assert_run_processes_gone(env, row)
+    for ident in [*sleepers, *marked_before]:
+        assert not system.same_process(*ident), ident
+
+
+# --- 10. watchdogs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"), [("--stall-timeout", "stalled"), ("--timeout", "timeout")]
+)
+def test_watchdog_stops_a_silent_model(env: Env, cli: CliFn, option: str, reason: str) -> None:
+    doc = save_doc(cli, "[[script:stall]] think forever", "Stall")
+
+    began = time.monotonic()
+    result = cli("claude", "execute", str(doc), option, "3s", timeout=RUN_DEADLINE_S)
+    took = time.monotonic() - began
+
+    assert result.code == 124, result.stdout + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "failed", 124, reason)
+    assert took < 25, f"the 3 s watchdog took {took:.1f}s to end the run"
+    assert_run_processes_gone(env, row)
+
+
+# --- 11. a 1 MB document ----------------------------------------------------------------
+
+
+def test_one_megabyte_document_reaches_the_model(env: Env, cli: CliFn) -> None:
+    line = "The quick brown fox jumps over the lazy dog; emdx keeps the whole prompt.\n"
+    body = line * (1_000_000 // len(line))
+    end_marker = "END-MARKER-7f3a9c1e-the-last-line"
+    content = f"[[script:big]]\n{body}{end_marker}\n"
+    assert len(content.encode()) > 1_000_000
+    doc = save_doc(cli, content, "Big")
+
+    result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
+
+    assert result.code == 0, result.stdout[-2000:] + result.stderr
+    row = show(cli, 1)
+    assert_outcome(row, "completed", 0, "success")
+    first = json.dumps(env.server.requests[0])
+    assert end_marker in first
+    assert first.count("The quick brown fox") == body.count("The quick brown fox")
