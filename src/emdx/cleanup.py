@@ -73,6 +73,7 @@ def processes(service: Service, dry_run: bool = False) -> list[Action]:
     """Zombie executions, orphaned agent processes and runs past their timeout."""
     store = service.store
     actions: list[Action] = []
+    handled: set[int] = set()
     running = store.executions.list_executions(["running"], None)
     for ex in running:
         if ex.run_key is None:
@@ -81,10 +82,12 @@ def processes(service: Service, dry_run: bool = False) -> list[Action]:
         age = _age_s(ex.started_at or ex.created_at) or 0.0
         if not alive and (ex.pid_started_at is not None or age > RUNNER_STARTUP_GRACE_S):
             actions += _finish_dead(service, ex, dry_run)
+            handled.add(ex.id)
         elif alive and ex.options.timeout_s and age > ex.options.timeout_s + 60:
             # The supervisor should have enforced it: it is frozen or wedged. Stop the whole run.
             actions += _finish_overdue(service, ex, dry_run)
-    actions += _orphans(service, dry_run)
+            handled.add(ex.id)
+    actions += _orphans(service, dry_run, skip=handled)
     if not dry_run:
         launch.start_queued(store)
     return actions
@@ -130,11 +133,13 @@ def _finish_overdue(service: Service, ex: Execution, dry_run: bool) -> list[Acti
     return actions
 
 
-def _orphans(service: Service, dry_run: bool) -> list[Action]:
+def _orphans(service: Service, dry_run: bool, skip: set[int]) -> list[Action]:
     """Processes marked EMDX_EXECUTION_ID=<id> whose run no supervisor owns any more."""
     by_run = system.scan_marked_processes(service.store.path)
     actions = []
     for execution_id, identities in sorted(by_run.items()):
+        if execution_id in skip:
+            continue
         ex: Execution | None
         try:
             ex = service.store.executions.get(execution_id)
@@ -203,23 +208,28 @@ def dirs(
     runs = paths.runs_dir()
     if not runs.is_dir():
         return []
-    owners: dict[str, Execution] = {}
+    # A directory can serve several runs (a resume continues in its parent's directory).
+    owners: dict[str, list[Execution]] = {}
     for row in service.store.executions.list_executions(None, None):
         if row.working_dir:
-            owners[str(Path(row.working_dir))] = row
+            owners.setdefault(str(Path(row.working_dir)), []).append(row)
     actions = []
     now = time.time()
     for path in sorted(runs.iterdir()):
         if not path.is_dir():
             continue
-        ex = owners.get(str(path))
-        if ex is not None:
-            if not ex.status.is_final:
+        rows = owners.get(str(path))
+        if rows:
+            if any(not row.status.is_final for row in rows):
                 continue
-            age = _age_s(ex.completed_at)
-            if age is None or age < older_than_s:
+            ages = [_age_s(row.completed_at) for row in rows]
+            if any(age is None for age in ages):
                 continue
-            detail = f"execution #{ex.id} {ex.status.value} {age / 86400:.1f} days ago"
+            age = min(a for a in ages if a is not None)
+            if age < older_than_s:
+                continue
+            newest = max(rows, key=lambda row: row.id)
+            detail = f"execution #{newest.id} {newest.status.value} {age / 86400:.1f} days ago"
         else:
             try:
                 mtime_age = now - path.stat().st_mtime
@@ -250,6 +260,8 @@ class BranchInfo:
     merged: bool
     in_use: bool
     worktree: str | None
+    locked: bool
+    dirty: bool
     execution_id: int | None
 
 
@@ -270,16 +282,32 @@ def default_branch(repo: Path) -> str:
     return current.out if current.ok else "HEAD"
 
 
-def _worktrees(repo: Path) -> dict[str, str]:
-    """branch name → worktree path."""
+@dataclass(frozen=True)
+class Worktree:
+    path: str
+    locked: bool
+
+
+def _worktrees(repo: Path) -> dict[str, Worktree]:
+    """branch name → its worktree (from `git worktree list --porcelain`)."""
     listing = system.git(["worktree", "list", "--porcelain"], cwd=repo)
-    result: dict[str, str] = {}
-    path = None
-    for line in listing.out.splitlines():
-        if line.startswith("worktree "):
-            path = line[len("worktree ") :]
-        elif line.startswith("branch refs/heads/") and path:
-            result[line[len("branch refs/heads/") :]] = path
+    result: dict[str, Worktree] = {}
+    for block in listing.out.split("\n\n"):
+        lines = block.splitlines()
+        path = next(
+            (line[len("worktree ") :] for line in lines if line.startswith("worktree ")), None
+        )
+        branch = next(
+            (
+                line[len("branch refs/heads/") :]
+                for line in lines
+                if line.startswith("branch refs/heads/")
+            ),
+            None,
+        )
+        if path and branch:
+            locked = any(line == "locked" or line.startswith("locked ") for line in lines)
+            result[branch] = Worktree(path, locked)
     return result
 
 
@@ -289,24 +317,34 @@ def branch_report(service: Service, repo: Path) -> tuple[str, list[BranchInfo]]:
     merged_out = system.git(["branch", "--merged", base, "--format=%(refname:short)"], repo)
     merged = set(merged_out.out.splitlines()) if merged_out.ok else set()
     trees = _worktrees(repo)
-    active = {
-        ex.branch: ex
-        for ex in service.store.executions.list_executions(["running", "queued"], None)
-        if ex.branch
+    rows = service.store.executions.list_executions(None, None)
+    active = {ex.branch for ex in rows if ex.branch and ex.status.is_active}
+    finished_dirs = {
+        str(Path(ex.working_dir)) for ex in rows if ex.working_dir and ex.status.is_final
     }
     infos = []
     for name in listing.out.splitlines():
         name = name.strip()
         if not name:
             continue
-        owner = active.get(name)
+        tree = trees.get(name)
+        locked = tree is not None and tree.locked
+        if locked and tree is not None and tree.path in finished_dirs and name not in active:
+            # Our run ended but its supervisor died before unlocking: the lock is stale.
+            locked = not system.git(["worktree", "unlock", tree.path], repo).ok
+        dirty = False
+        if tree is not None and Path(tree.path).is_dir():
+            status = system.git(["status", "--porcelain"], cwd=tree.path)
+            dirty = bool(status.out) if status.ok else False
         number = name.split("-")[1] if name.count("-") >= 1 else ""
         infos.append(
             BranchInfo(
                 name,
                 name in merged,
-                owner is not None,
-                trees.get(name),
+                name in active,
+                tree.path if tree else None,
+                locked,
+                dirty,
                 int(number) if number.isdigit() else None,
             )
         )
@@ -316,8 +354,9 @@ def branch_report(service: Service, repo: Path) -> tuple[str, list[BranchInfo]]:
 def branches(
     service: Service, repo: Path | None = None, force: bool = False, dry_run: bool = False
 ) -> list[Action]:
-    """Delete merged exec-* branches (and their worktrees); unmerged ones too with force;
-    never a branch whose run is active."""
+    """Delete merged exec-* branches (and their worktrees); unmerged or dirty ones too with
+    force; never a branch whose run is active, here or in another EMDX_HOME (its worktree is
+    locked while the run lives)."""
     repo = repo or system.git_toplevel()
     if repo is None:
         raise EnvironmentProblem("not inside a git repository: run `emdx cleanup branches` there")
@@ -329,8 +368,23 @@ def branches(
         if info.in_use:
             actions.append(Action("branch", info.name, f"{detail}; its run is active", "kept"))
             continue
+        if info.locked:
+            actions.append(
+                Action("branch", info.name, f"{detail}; worktree locked by a live run", "kept")
+            )
+            continue
         if not info.merged and not force:
             actions.append(Action("branch", info.name, f"{detail}; --force deletes it", "kept"))
+            continue
+        if info.dirty and not force:
+            actions.append(
+                Action(
+                    "branch",
+                    info.name,
+                    f"{detail}; uncommitted changes, --force deletes them",
+                    "kept",
+                )
+            )
             continue
         if dry_run:
             actions.append(Action("branch", info.name, detail, "would do"))
@@ -341,9 +395,8 @@ def branches(
                 actions.append(Action("branch", info.name, f"{detail}: {removed.err}", "failed"))
                 continue
             system.git(["worktree", "prune"], repo)
-        deleted = system.git(
-            ["branch", "-D" if force or not info.merged else "-d", info.name], repo
-        )
+        # -D: merged-ness was checked against the default branch above; `-d` would check HEAD.
+        deleted = system.git(["branch", "-D", info.name], repo)
         actions.append(
             Action(
                 "branch",

@@ -213,7 +213,8 @@ class ExecutionService:
 
     def _make_worktree(self, repo: Path, run_key: str, branch: str) -> Path:
         path = paths.runs_dir() / run_key
-        result = system.git(["worktree", "add", "-b", branch, str(path), "HEAD"], cwd=repo)
+        # Locked while the run lives, so that no cleanup (even another EMDX_HOME's) removes it.
+        result = system.git(["worktree", "add", "--lock", "-b", branch, str(path), "HEAD"], repo)
         if not result.ok:
             detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
             raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")

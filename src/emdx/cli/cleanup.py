@@ -68,7 +68,7 @@ def cleanup_executions(
     """Rows still `running` past --timeout with no live process → failed (124, stuck)."""
     from emdx import cleanup
 
-    seconds = parse_duration(timeout) or 1800.0
+    seconds = parse_duration(timeout, allow_zero=True) or 0.0
     with open_service() as service:
         show(cleanup.executions(service, seconds, dry_run), as_json, dry_run, "executions")
 
@@ -82,7 +82,7 @@ def cleanup_dirs(
     """Remove run directories and worktrees of finished runs, and directories with no row."""
     from emdx import cleanup
 
-    seconds = parse_duration(older_than) or 7 * 86400.0
+    seconds = parse_duration(older_than, allow_zero=True) or 0.0
     with open_service() as service:
         show(cleanup.dirs(service, seconds, dry_run), as_json, dry_run, "dirs")
 
@@ -127,8 +127,8 @@ def cleanup_all(
     from emdx import cleanup, system
     from emdx.cleanup import Action
 
-    stuck_s = parse_duration(timeout) or 1800.0
-    dir_s = parse_duration(older_than) or 7 * 86400.0
+    stuck_s = parse_duration(timeout, allow_zero=True) or 0.0
+    dir_s = parse_duration(older_than, allow_zero=True) or 0.0
     actions: list[Action] = []
     with open_service() as service:
         actions += cleanup.processes(service, dry_run)

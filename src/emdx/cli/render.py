@@ -65,7 +65,7 @@ def short_time(iso: str | None) -> str:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: str | None, allow_zero: bool = False) -> float | None:
     """`90`, `30s`, `5m`, `1h30m`, `7d` → seconds; None stays None; nonsense is a usage error."""
     import re
 
@@ -81,7 +81,7 @@ def parse_duration(text: str | None) -> float | None:
         if not parts or "".join(n + u for n, u in parts) != cleaned:
             raise typer.BadParameter(f"{text!r} is not a duration (examples: 90, 30s, 5m, 1h30m)")
         value = sum(float(n) * _UNITS[u] for n, u in parts)
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise typer.BadParameter(f"{text!r}: a duration must be positive")
     return value
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import FrameType
 
 from emdx import agent, paths, smart, system
@@ -24,7 +25,7 @@ from emdx.agent.outcome import EXIT_NOT_FOUND, Outcome, decide
 from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
 from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
-from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso
+from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso, to_iso
 from emdx.runlog import LogWriter
 from emdx.runner.launch import kill_grace, start_queued
 from emdx.store import Store, open_store
@@ -75,6 +76,7 @@ class Supervisor:
         self.log = LogWriter(paths.run_log_path(self.id), secrets=agent.secret_values(os.environ))
         self.progress = Progress()
         self.framer = LineFramer()
+        self.last_event_at: float | None = None
         self.watch = Watch()
         self.proc: subprocess.Popen[bytes] | None = None
         self.agent_identity: tuple[int, float] | None = None
@@ -129,6 +131,10 @@ class Supervisor:
         self._cleanup_descendants()
         self._report_heartbeats()
         final = self._finish(outcome)
+        if self.execution.branch and self.execution.working_dir:
+            system.git(
+                ["worktree", "unlock", self.execution.working_dir], cwd=self.execution.working_dir
+            )
         if final and outcome.status is ExecutionStatus.COMPLETED:
             self._post_actions()
         self.log.close()
@@ -323,6 +329,7 @@ class Supervisor:
         event = parse_line(line)
         if event is None:
             return False
+        self.last_event_at = time.time()
         self.progress.update(event)
         self._log_event(event, line)
         return True
@@ -361,8 +368,8 @@ class Supervisor:
         with self._log_lock:
             self.log.flush()
         fields = self._row_progress()
-        if self.progress.event_count:
-            fields["last_event_at"] = now_iso()
+        if self.last_event_at is not None:
+            fields["last_event_at"] = to_iso(datetime.fromtimestamp(self.last_event_at, UTC))
         try:
             self.store.executions.update(self.id, **fields)
         except StoreError as exc:

@@ -262,8 +262,9 @@ class ExecutionStore:
     def claim_slot(self, execution_id: int, max_parallel: int) -> bool:
         """Atomically move a queued run to running if fewer than `max_parallel` are running."""
         with write_transaction(self._conn, self._path) as conn:
+            # Rows of earlier releases stuck in `running` have no supervisor: they hold no slot.
             running = conn.execute(
-                "SELECT COUNT(*) FROM executions WHERE status = 'running'"
+                "SELECT COUNT(*) FROM executions WHERE status = 'running' AND run_key IS NOT NULL"
             ).fetchone()[0]
             if running >= max_parallel:
                 return False
