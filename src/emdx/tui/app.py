@@ -103,7 +103,14 @@ class DocumentsScreen(Screen[None]):
         table = self.query_one("#docs", DataTable)
         table.add_columns("id", "title", "tags", "project")
         self.load_documents("")
+        self.set_interval(2 * REFRESH_S, self._refresh_preview)
         table.focus()
+
+    def _refresh_preview(self) -> None:
+        # Keeps the selected document's "recent executions" current while runs progress.
+        doc_id = self.selected_doc() if self.app.screen is self else None
+        if doc_id is not None:
+            self.load_preview(doc_id)
 
     @on(Input.Changed, "#doc-filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -116,9 +123,11 @@ class DocumentsScreen(Screen[None]):
         except EmdxError as exc:
             self.app.call_from_thread(self.app.notify, str(exc), severity="error")
             return
-        self.app.call_from_thread(self._show_documents, rows)
+        self.app.call_from_thread(self._show_documents, query, rows)
 
-    def _show_documents(self, rows: list[data.DocumentRow]) -> None:
+    def _show_documents(self, query: str, rows: list[data.DocumentRow]) -> None:
+        if query != self.query_one("#doc-filter", Input).value:
+            return  # an older, slower search: the current query's results are on their way
         table = self.query_one("#docs", DataTable)
         table.clear()
         for row in rows:
@@ -204,7 +213,7 @@ class ExecutionsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="exec-filter")
-        table: DataTable[str] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         yield RichLog(id="run-log", wrap=False, markup=False, max_lines=5000)
         yield Footer()
@@ -234,24 +243,53 @@ class ExecutionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="runs")
     def refresh_runs(self) -> None:
-        statuses = data.STATUS_FILTERS[self.filter_index][1]
+        filter_index = self.filter_index
+        tail = self.tail
         try:
-            runs = data.executions(statuses)
+            runs = data.executions(data.STATUS_FILTERS[filter_index][1])
         except EmdxError as exc:
             self.app.call_from_thread(self.app.notify, str(exc), severity="error")
             return
-        entries = self.tail.poll() if self.tail is not None else []
-        self.app.call_from_thread(self._show_runs, runs, entries)
+        entries = tail.poll() if tail is not None else []
+        self.app.call_from_thread(self._show_runs, filter_index, runs, tail, entries)
 
-    def _show_runs(self, runs: list[Execution], entries: list[dict[str, object]]) -> None:
+    def _show_runs(
+        self,
+        filter_index: int,
+        runs: list[Execution],
+        tail: runlog.LogTail | None,
+        entries: list[dict[str, object]],
+    ) -> None:
+        if tail is self.tail:
+            log = self.query_one("#run-log", RichLog)
+            for entry in entries:
+                log.write(runlog.render(entry))
+        if filter_index != self.filter_index:
+            return  # a refresh for the previous filter finished late; a newer one follows
         table = self.query_one("#runs", DataTable)
         keep = self.selected
+        # Rebuilding moves the cursor to row 0; without this the log pane would jump to the top
+        # run and back on every refresh.
+        with self.prevent(DataTable.RowHighlighted):
+            self._fill_table(table, runs)
+            listed = [ex.id for ex in runs]
+            if keep in listed:
+                table.move_cursor(row=listed.index(keep))
+        if keep not in listed:
+            self.selected = listed[0] if listed else None
+            if self.selected is not None:
+                self.follow_log(self.selected)
+            else:
+                self.tail = None
+                self.query_one("#run-log", RichLog).clear()
+
+    def _fill_table(self, table: DataTable[str | Text], runs: list[Execution]) -> None:
         table.clear()
         for ex in runs:
             beat = (
                 "-"
                 if ex.heartbeat_age_s is None or ex.status.is_final
-                else (f"{ex.heartbeat_age_s:.0f}s")
+                else f"{ex.heartbeat_age_s:.0f}s"
             )
             table.add_row(
                 str(ex.id),
@@ -264,14 +302,6 @@ class ExecutionsScreen(Screen[None]):
                 "-" if ex.exit_code is None else str(ex.exit_code),
                 key=str(ex.id),
             )
-        if keep is not None:
-            for index, ex in enumerate(runs):
-                if ex.id == keep:
-                    table.move_cursor(row=index)
-                    break
-        log = self.query_one("#run-log", RichLog)
-        for entry in entries:
-            log.write(runlog.render(entry))
 
     @on(DataTable.RowHighlighted, "#runs")
     def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
