@@ -1,7 +1,8 @@
 """emdx benchmarks: print each figure (median of repeated runs) with a baseline from the same run.
 
-Usage: python bench/run.py [--quick] [--only NAME,...]
+Usage: python bench/run.py [--quick] [--only NAME,...] [--results FILE]
 Figures are printed, never asserted; targets come from the issues and are shown beside them.
+Without --only, the table is also written to bench/RESULTS.md with the machine and the date.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,31 +38,48 @@ def timed(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         began = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
+        subprocess.run(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        )
         times.append((time.perf_counter() - began) * 1000)
     return times
 
 
 def fresh_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(EMDX_HOME=str(tmp / "emdx"), HOME=str(tmp), EMDX_CLAUDE_BIN=str(FAKE),
-               EMDX_HEARTBEAT_SECONDS="1", EMDX_MAX_PARALLEL="500")
+    env.update(
+        EMDX_HOME=str(tmp / "emdx"),
+        HOME=str(tmp),
+        EMDX_CLAUDE_BIN=str(FAKE),
+        EMDX_HEARTBEAT_SECONDS="1",
+        EMDX_MAX_PARALLEL="500",
+    )
     env.update(extra)
     return env
 
 
 def save_doc(env: dict[str, str], content: str) -> str:
-    out = subprocess.run([*EMDX, "save", "--title", "bench"], input=content, text=True, env=env,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [*EMDX, "save", "--title", "bench"],
+        input=content,
+        text=True,
+        env=env,
+        capture_output=True,
+        check=True,
+    ).stdout
     return out.split("#", 1)[1].split(":", 1)[0]
 
 
 def wait_all_final(env: dict[str, str], timeout: float) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     while True:
-        out = subprocess.run([*EMDX, "exec", "list", "--json", "--limit", "100000"], env=env,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [*EMDX, "exec", "list", "--json", "--limit", "100000"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows = json.loads(out)
         if all(r["status"] in ("completed", "failed", "killed") for r in rows):
             return rows
@@ -85,25 +104,128 @@ def bench_start(runs: int) -> None:
         times = timed([*EMDX, "claude", "execute", doc, "--background"], env, runs)
         wait_all_final(env, 120)
     med = statistics.median(times)
-    report("execute --background return (median)", f"{med:.0f} ms",
-           f"python -c pass {base:.0f} ms (×{med / base:.1f})", "≤ 150 ms")
+    report(
+        "execute --background return (median)",
+        f"{med:.0f} ms",
+        f"python -c pass {base:.0f} ms (×{med / base:.1f})",
+        "≤ 150 ms",
+    )
     report("execute --background return (p90)", f"{sorted(times)[int(0.9 * len(times))]:.0f} ms")
 
 
-def bench_supervisor_rss() -> None:
-    """RSS of one supervisor process while its agent runs (target ≤ 30 MB)."""
+def bench_cli(runs: int) -> None:
+    """Latency of everyday commands, with 20 fake runs running (health has something to do)."""
+    base = baseline_python(runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        doc = save_doc(env, "FAKE:sleep=120\n")
+        for _ in range(20):
+            subprocess.run(
+                [*EMDX, "claude", "execute", doc, "-b"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        time.sleep(2)
+        for name, args in (
+            ("emdx --version", ["--version"]),
+            ("emdx exec list (20 running)", ["exec", "list"]),
+            ("emdx exec list --json", ["exec", "list", "--json"]),
+            ("emdx exec show 1", ["exec", "show", "1"]),
+            ("emdx exec health (20 running)", ["exec", "health"]),
+        ):
+            med = statistics.median(timed([*EMDX, *args], env, runs))
+            report(name, f"{med:.0f} ms", f"python -c pass {base:.0f} ms (×{med / base:.1f})")
+        subprocess.run(
+            [*EMDX, "exec", "killall", "--yes", "--force"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+
+
+def _first_agent_event_s(log: Path, since: float, timeout: float) -> float | None:
+    from emdx.models import parse_time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                entry = json.loads(line)
+                if entry.get("source") == "agent":
+                    moment = parse_time(entry["ts"])
+                    return None if moment is None else moment.timestamp() - since
+        time.sleep(0.02)
+    return None
+
+
+def bench_first_event(runs: int) -> None:
+    """From `execute --background` to the agent's first stream event in the run log: with the
+    fake agent (emdx's own overhead) and with the real Claude Code CLI against the scripted
+    model server (what a user sees)."""
+    real = REPO / "node_modules" / ".bin" / "claude"
+    agents = [("fake agent", str(FAKE), None)]
+    if real.exists():
+        agents.append(("real Claude Code CLI", str(real), "server"))
+    for label, binary, needs_server in agents:
+        times = []
+        with tempfile.TemporaryDirectory() as tmp:
+            extra: dict[str, str] = {}
+            server = None
+            if needs_server:
+                from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
+
+                server = ScriptedModelServer(scripts={"default": [{"text": "ok"}]}).start()
+                extra = offline_claude_env(
+                    server.url, str(Path(tmp) / "cc"), tmp, tmp_dir=str(Path(tmp))
+                )
+            env = {
+                k: v
+                for k, v in fresh_env(Path(tmp), EMDX_CLAUDE_BIN=binary).items()
+                if not (needs_server and k.startswith(("ANTHROPIC_", "CLAUDE")))
+            }
+            env.update(extra)
+            doc = save_doc(env, "hello\n")
+            try:
+                for i in range(runs):
+                    began = time.time()
+                    subprocess.run(
+                        [*EMDX, "claude", "execute", doc, "-b"],
+                        env=env,
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                    )
+                    first = _first_agent_event_s(
+                        Path(tmp) / "emdx" / "logs" / f"{i + 1}.jsonl", began, 60
+                    )
+                    if first is not None:
+                        times.append(first * 1000)
+                wait_all_final(env, 120)
+            finally:
+                if server is not None:
+                    server.stop()
+        if times:
+            report(f"time to first agent event ({label})", f"{statistics.median(times):.0f} ms")
+
+
+def bench_supervisor_rss(seconds: int) -> None:
+    """RSS and CPU of one supervisor over a run of `seconds` (target ≤ 30 MB)."""
     import psutil
 
     with tempfile.TemporaryDirectory() as tmp:
         env = fresh_env(Path(tmp))
-        doc = save_doc(env, "FAKE:events=5\nFAKE:interval=1\n")
-        subprocess.run([*EMDX, "claude", "execute", doc, "-b"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        doc = save_doc(env, f"FAKE:events={seconds}\nFAKE:interval=1\n")
+        subprocess.run(
+            [*EMDX, "claude", "execute", doc, "-b"], env=env, check=True, stdout=subprocess.DEVNULL
+        )
         samples = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + seconds + 30
         while time.monotonic() < deadline:
-            rows = json.loads(subprocess.run([*EMDX, "exec", "list", "--json"], env=env,
-                                             capture_output=True, text=True).stdout)
+            rows = json.loads(
+                subprocess.run(
+                    [*EMDX, "exec", "list", "--json"], env=env, capture_output=True, text=True
+                ).stdout
+            )
             row = rows[0]
             if row["status"] != "running" and row["status"] != "queued":
                 break
@@ -117,8 +239,8 @@ def bench_supervisor_rss() -> None:
     if samples:
         peak = max(s[0] for s in samples) / 1024 / 1024
         cpu = samples[-1][1]
-        report("supervisor RSS (peak while running)", f"{peak:.1f} MB", "", "≤ 30 MB")
-        report("supervisor CPU for a 5 s run", f"{cpu.user + cpu.system:.2f} s")
+        report(f"supervisor RSS (peak over a {seconds} s run)", f"{peak:.1f} MB", "", "≤ 30 MB")
+        report(f"supervisor CPU for a {seconds} s run", f"{cpu.user + cpu.system:.2f} s")
 
 
 def bench_stream(lines_target: int) -> None:
@@ -146,7 +268,7 @@ def bench_stream(lines_target: int) -> None:
             framer = LineFramer()
             began = time.perf_counter()
             for start in range(0, len(data), 1 << 16):
-                for line in framer.feed(data[start:start + (1 << 16)]):
+                for line in framer.feed(data[start : start + (1 << 16)]):
                     event = parse_line(line)
                     if event is None:
                         continue
@@ -158,10 +280,17 @@ def bench_stream(lines_target: int) -> None:
     elapsed = statistics.median(runs)
     cat_s = statistics.median(cat_times)
     mb = len(data) / 1024 / 1024
-    report("stream parser + log throughput", f"{n_lines / elapsed:,.0f} lines/s",
-           f"cat {n_lines / cat_s:,.0f} lines/s", "≥ 50,000 lines/s")
-    report("stream parser + log throughput (bytes)", f"{mb / elapsed:.1f} MB/s",
-           f"cat {mb / cat_s:.0f} MB/s")
+    report(
+        "stream parser + log throughput",
+        f"{n_lines / elapsed:,.0f} lines/s",
+        f"cat {n_lines / cat_s:,.0f} lines/s",
+        "≥ 50,000 lines/s",
+    )
+    report(
+        "stream parser + log throughput (bytes)",
+        f"{mb / elapsed:.1f} MB/s",
+        f"cat {mb / cat_s:.0f} MB/s",
+    )
 
 
 def bench_concurrency(n: int, seconds: int) -> None:
@@ -171,16 +300,24 @@ def bench_concurrency(n: int, seconds: int) -> None:
         doc = save_doc(env, f"FAKE:events={seconds * 2}\nFAKE:interval=0.5\n")
         began = time.monotonic()
         for _ in range(n):
-            subprocess.run([*EMDX, "claude", "execute", doc, "-b"], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [*EMDX, "claude", "execute", doc, "-b"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         start_s = time.monotonic() - began
         reader_errors = 0
         reads = 0
         deadline = time.monotonic() + seconds * 4 + 120
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
-            done = subprocess.run([*EMDX, "exec", "list", "--json", "--limit", str(n)], env=env,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [*EMDX, "exec", "list", "--json", "--limit", str(n)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             reads += 1
             if done.returncode != 0 or "locked" in done.stderr:
                 reader_errors += 1
@@ -206,38 +343,92 @@ def bench_concurrency(n: int, seconds: int) -> None:
         for row in rows:
             statuses[str(row["status"])] = statuses.get(str(row["status"]), 0) + 1
     report(f"{n} concurrent runs: final statuses", json.dumps(statuses))
-    report(f"{n} concurrent runs: 'database is locked' count", str(locked + reader_errors),
-           f"{reads} reader polls", "0")
+    report(
+        f"{n} concurrent runs: 'database is locked' count",
+        str(locked + reader_errors),
+        f"{reads} reader polls",
+        "0",
+    )
     if beats:
-        report(f"{n} concurrent runs: heartbeat write p50 (median)",
-               f"{statistics.median(beats):.1f} ms")
-        report(f"{n} concurrent runs: heartbeat write p99 (worst run)", f"{max(p99s):.1f} ms",
-               "", "≤ 50 ms")
+        report(
+            f"{n} concurrent runs: heartbeat write p50 (median)",
+            f"{statistics.median(beats):.1f} ms",
+        )
+        report(
+            f"{n} concurrent runs: heartbeat write p99 (worst run)",
+            f"{max(p99s):.1f} ms",
+            "",
+            "≤ 50 ms",
+        )
     report(f"{n} concurrent runs: time to start all", f"{start_s:.1f} s")
 
 
+def bench_scale(quick: bool) -> None:
+    """`exec list` / `exec stats` at 1k, 10k, 100k rows (bench/exec_list.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import exec_list
+
+    for row in exec_list.main(quick=quick):
+        report(*row)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "cli": lambda a: bench_cli(5 if a.quick else 11),
     "start": lambda a: bench_start(7 if a.quick else 21),
-    "rss": lambda a: bench_supervisor_rss(),
+    "first-event": lambda a: bench_first_event(3 if a.quick else 7),
+    "supervisor": lambda a: bench_supervisor_rss(10 if a.quick else 60),
     "stream": lambda a: bench_stream(20_000 if a.quick else 200_000),
-    "concurrency": lambda a: bench_concurrency(10 if a.quick else 50, 5 if a.quick else 10),
+    "concurrency-50": lambda a: bench_concurrency(10 if a.quick else 50, 5 if a.quick else 10),
+    "concurrency-200": lambda a: bench_concurrency(20 if a.quick else 200, 5 if a.quick else 10),
+    "scale": lambda a: bench_scale(a.quick),
 }
+
+
+def write_results(path: Path, header: str, quick: bool) -> None:
+    lines = [
+        "# emdx benchmark results",
+        "",
+        f"{header}",
+        "",
+        f"Produced by `make bench` (`python bench/run.py{' --quick' if quick else ''}`). "
+        "Medians of repeated runs; ratios against a baseline measured in the same run. "
+        "Figures, not assertions: rerun to compare on your machine.",
+        "",
+        "| benchmark | value | baseline | target |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {n} | {v} | {b} | {t} |" for n, v, b, t in ROWS]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--results", default="", help="write the table here (Markdown)")
     args = parser.parse_args()
     wanted = [b for b in args.only.split(",") if b] or list(BENCHES)
-    print(f"emdx bench · {platform.node()} · {platform.platform()} · "
-          f"{os.cpu_count()} cpus · Python {platform.python_version()} · "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    unknown = [b for b in wanted if b not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}")
+    import psutil
+
+    memory = psutil.virtual_memory().total / 1024**3
+    header = (
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}. "
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    )
+    print(f"emdx bench · {header}")
     if shutil.which("cat") is None:
         print("cat not found", file=sys.stderr)
     for name in wanted:
         print(f"[{name}]", flush=True)
         BENCHES[name](args)
+    results = args.results or ("" if args.only else str(REPO / "bench" / "RESULTS.md"))
+    if results:
+        write_results(Path(results), header, args.quick)
+        print(f"wrote {results}")
     return 0
 
 
