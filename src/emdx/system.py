@@ -25,12 +25,6 @@ def monotonic() -> float:
     return time.monotonic()
 
 
-def run_git(args: list[str], cwd: Path | str | None = None, timeout: float = 30) -> str | None:
-    """stdout of `git ARGS` (stripped), or None when git is missing or the command fails."""
-    result = git(args, cwd, timeout)
-    return result.out if result.ok else None
-
-
 @dataclass(frozen=True)
 class GitResult:
     ok: bool
@@ -59,8 +53,8 @@ def git(args: list[str], cwd: Path | str | None = None, timeout: float = 60) -> 
 
 
 def git_toplevel(cwd: Path | str | None = None) -> Path | None:
-    out = run_git(["rev-parse", "--show-toplevel"], cwd=cwd)
-    return Path(out) if out else None
+    result = git(["rev-parse", "--show-toplevel"], cwd=cwd, timeout=30)
+    return Path(result.out) if result.ok and result.out else None
 
 
 _BOOT_TIME: float | None = None
@@ -339,25 +333,3 @@ def sample_processes(
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return result
-
-
-def process_info(pid: int) -> ProcessInfo | None:
-    """CPU, memory and children of a live process, or None when it is gone."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return ProcessInfo(
-                pid=pid,
-                started_at=float(proc.create_time()),
-                name=proc.name(),
-                cmdline=tuple(proc.cmdline()),
-                cpu_percent=proc.cpu_percent(interval=None),
-                rss_bytes=int(proc.memory_info().rss),
-                num_children=len(proc.children(recursive=True)),
-            )
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
