@@ -15,7 +15,8 @@ def emdx_home() -> Path:
     """The data directory: $EMDX_HOME, else ~/.config/emdx (where earlier releases kept data)."""
     env = os.environ.get("EMDX_HOME")
     if env:
-        return Path(env).expanduser()
+        # Absolute, so that a supervisor started elsewhere (its cwd differs) finds the same data.
+        return Path(env).expanduser().absolute()
     return Path.home() / ".config" / "emdx"
 
 

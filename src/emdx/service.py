@@ -260,6 +260,11 @@ class ExecutionService:
     ) -> Iterator[dict[str, Any]]:
         """Log entries of a run (the `last` ones, then new ones) until it has a final state."""
         execution = self.store.executions.get(execution_id)
+        if execution.status is ExecutionStatus.RUNNING and execution.run_key is None:
+            raise InvalidStateError(
+                f"execution {execution.old_id or execution_id} is a running row from an earlier "
+                "emdx release with no supervisor to follow; `emdx cleanup executions` repairs it"
+            )
         path = Path(execution.log_file) if execution.log_file else paths.run_log_path(execution_id)
         if last is not None:
             yield from runlog.read_entries(path, last)

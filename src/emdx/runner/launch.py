@@ -37,6 +37,7 @@ def spawn_runner(execution_id: int) -> tuple[int, float | None]:
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         env = dict(os.environ)
+        env["EMDX_HOME"] = str(paths.emdx_home())
         env.update(system.run_markers(execution_id, paths.db_path()))
         proc = subprocess.Popen(
             [sys.executable, "-m", "emdx.runner", str(execution_id)],

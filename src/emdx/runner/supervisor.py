@@ -87,21 +87,25 @@ class Supervisor:
         self._log_lock = threading.Lock()
 
     def _earlier_session_cost(self) -> float:
-        """Cost already recorded by the runs this one resumes (its chain of parents)."""
-        total = 0.0
+        """Cost already recorded for the session this run resumes: Claude Code reports the
+        session's running total, and every earlier run of it (the chain of parents, and other
+        resumes of the same session) has recorded its own share."""
+        earlier: dict[int, float] = {}
         parent_id = self.execution.parent_execution_id
-        seen: set[int] = set()
-        while parent_id is not None and parent_id not in seen:
-            seen.add(parent_id)
+        while parent_id is not None and parent_id not in earlier:
             try:
                 parent = self.store.executions.get(parent_id)
             except EmdxError:
                 break
-            total += parent.cost_usd or 0.0
+            earlier[parent.id] = parent.cost_usd or 0.0
             if parent.exec_type != ExecType.RESUME.value:
                 break
             parent_id = parent.parent_execution_id
-        return total
+        if self.options.resume_session:
+            for row in self.store.executions.by_session(self.options.resume_session):
+                if row.id != self.id and row.status.is_final:
+                    earlier[row.id] = row.cost_usd or 0.0
+        return sum(earlier.values())
 
     # -- logging --------------------------------------------------------------------------
 

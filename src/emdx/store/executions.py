@@ -229,6 +229,12 @@ class ExecutionStore:
             **fields,
         )
 
+    def by_session(self, session_id: str) -> list[Execution]:
+        rows = self._conn.execute(
+            "SELECT * FROM executions WHERE session_id = ? ORDER BY id", (session_id,)
+        ).fetchall()
+        return [_execution(r) for r in rows]
+
     def delete(self, execution_id: int) -> None:
         """Remove a row that never started (a start that failed half way)."""
         with write_transaction(self._conn, self._path) as conn:
