@@ -93,6 +93,7 @@ class Reason(enum.StrEnum):
     STUCK = "stuck"
     DEPENDENCY_FAILED = "dependency_failed"
     SPAWN_FAILED = "spawn_failed"
+    HUNG_AFTER_RESULT = "hung_after_result"
 
 
 @dataclass(frozen=True)

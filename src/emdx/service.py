@@ -464,11 +464,16 @@ class ExecutionService:
         grace = launch.kill_grace()
         if not force and self.runner_alive(execution):
             system.signal_pid(execution.pid or 0, signal.SIGTERM)
-            current = self.wait_for_final(execution.id, grace + 10.0)
-            if current.status.is_final:
-                return KillResult(
-                    current, already_final=False, needed_sigkill=current.exit_code == EXIT_SIGKILL
-                )
+            # Poll without reconciling: a supervisor that died of our signal (before it could
+            # install its handlers) is still a kill, not a lost runner.
+            deadline = time.monotonic() + grace + 10.0
+            while time.monotonic() < deadline:
+                current = self.store.executions.get(execution.id)
+                if current.status.is_final:
+                    return KillResult(current, False, current.exit_code == EXIT_SIGKILL)
+                if not self.runner_alive(current):
+                    break
+                time.sleep(0.05)
         needed = self._kill_run_processes(execution, grace_s=0 if force else grace, force=force)
         code = EXIT_SIGKILL if (force or needed) else EXIT_SIGTERM
         self.store.executions.finish(execution.id, ExecutionStatus.KILLED, code, Reason.KILLED)

@@ -1,7 +1,5 @@
 """The `emdx` command: a thin Typer shell over `emdx.service`."""
 
-from __future__ import annotations
-
 import os
 import sys
 

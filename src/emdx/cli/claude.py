@@ -1,7 +1,5 @@
 """`emdx claude`: execute a document through Claude Code, and check the environment for it."""
 
-from __future__ import annotations
-
 import sys
 from typing import TYPE_CHECKING
 
@@ -91,7 +89,7 @@ def execute(
     raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
 
 
-def follow_to_end(service: Service, execution_id: int) -> Execution:
+def follow_to_end(service: "Service", execution_id: int) -> Execution:
     """Print the run's log until it ends; Ctrl-C kills the run (and still waits for its end)."""
     try:
         for entry in service.follow_execution(execution_id):

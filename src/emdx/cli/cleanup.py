@@ -1,7 +1,5 @@
 """`emdx cleanup`: repair stuck rows, kill orphaned processes, remove old dirs and branches."""
 
-from __future__ import annotations
-
 import sys
 from typing import TYPE_CHECKING
 
@@ -21,7 +19,7 @@ DRY_RUN = typer.Option(False, "--dry-run", "-n", help="Show what would be done; 
 AS_JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
-def show(actions: list[Action], as_json: bool, dry_run: bool, title: str) -> None:
+def show(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> None:
     if as_json:
         print_json({"dry_run": dry_run, "actions": [a.to_dict() for a in actions]})
         return

@@ -1,7 +1,5 @@
 """Document commands: save, list, view, find, tag, untag, tags, delete, restore."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """`emdx exec`: list, show, follow, stats and stop executions."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -332,7 +330,7 @@ def exec_monitor(
     from rich.markup import escape
     from rich.table import Table
 
-    def render(service: Service) -> Table:
+    def render(service: "Service") -> Table:
         report = service.health(interval_s=min(0.5, interval / 2))
         table = Table(title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit")
         for column in (

@@ -1,7 +1,5 @@
 """`emdx gui`: the terminal UI (Textual is imported only here, only when asked for)."""
 
-from __future__ import annotations
-
 import typer
 
 

@@ -21,7 +21,7 @@ from types import FrameType
 
 from emdx import agent, paths, smart, system
 from emdx import tags as T
-from emdx.agent.outcome import EXIT_NOT_FOUND, Outcome, decide
+from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
 from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
 from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
@@ -64,7 +64,10 @@ class Watch:
 
 
 class Supervisor:
-    def __init__(self, store: Store, execution: Execution) -> None:
+    def __init__(
+        self, store: Store, execution: Execution, early_signals: list[int] | None = None
+    ) -> None:
+        self.early_signals = early_signals if early_signals is not None else []
         self.store = store
         self.execution = execution
         self.id = execution.id
@@ -76,6 +79,7 @@ class Supervisor:
         self.log = LogWriter(paths.run_log_path(self.id), secrets=agent.secret_values(os.environ))
         self.progress = Progress()
         self.framer = LineFramer()
+        self.stdout_open = True
         self.last_event_at: float | None = None
         self.watch = Watch()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -129,6 +133,9 @@ class Supervisor:
         subreaper = system.become_subreaper()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
+        for early in self.early_signals:
+            # Arrived while Python was still importing us (a kill right after the start).
+            self._on_signal(early, None)
         self.note(f"supervisor {me} started ({'subreaper' if subreaper else 'no subreaper'})")
 
         outcome = self._spawn_and_pump()
@@ -207,7 +214,7 @@ class Supervisor:
         returncode = self.proc.wait()
         self._stop.set()
         if self.watch.hung_after_result:
-            return Outcome(ExecutionStatus.FAILED, 124, "hung_after_result")
+            return Outcome(ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.HUNG_AFTER_RESULT)
         return decide(
             returncode,
             self.progress.result,
@@ -278,27 +285,31 @@ class Supervisor:
         timeout = self.options.timeout_s
         stall = self.options.stall_timeout_s
         while True:
-            events = poller.poll(200)
+            events = poller.poll(200) if self.stdout_open else []
+            if not self.stdout_open:
+                time.sleep(0.2)
             now = time.monotonic()
-            eof = False
             for _, mask in events:
                 chunk = os.read(fd, 1 << 16) if mask & (select.POLLIN | select.POLLHUP) else b""
                 if not chunk:
-                    eof = True
+                    # End of output is not the end of the agent: it may still run (and must
+                    # still obey the watchdogs and signals) after closing its stdout.
+                    self.stdout_open = False
+                    poller.unregister(fd)
+                    for line in framer.flush():
+                        self._on_line(line)
                     break
                 for line in framer.feed(chunk):
                     if self._on_line(line):
                         last_event = now
                 if result_at is None and self.progress.result is not None:
                     result_at = now
-            if eof:
-                for line in framer.flush():
-                    self._on_line(line)
-                break
             if now - last_flush >= PROGRESS_EVERY_S:
                 self._flush_progress()
                 last_flush = now
             if self.proc.poll() is not None:
+                if not self.stdout_open:
+                    break
                 # A grandchild may hold our stdout open forever; the agent's exit ends the run.
                 exited_at = exited_at or now
                 if now - exited_at >= PIPE_DRAIN_S:
@@ -399,10 +410,16 @@ class Supervisor:
 
     def _drain(self, wait_s: float) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        if not self.stdout_open:
+            time.sleep(wait_s)
+            return
         ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], wait_s)
         if ready:
             # Output written while the agent shuts down still belongs in the log.
-            for line in self.framer.feed(os.read(self.proc.stdout.fileno(), 1 << 16)):
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                self.stdout_open = False
+            for line in self.framer.feed(chunk):
                 self._on_line(line)
 
     def _cleanup_descendants(self) -> None:
@@ -505,7 +522,7 @@ class Supervisor:
             self.note(f"row update failed: {exc}", "warning", "💾")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], early_signals: list[int] | None = None) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m emdx.runner EXECUTION_ID", file=sys.stderr)
         return 2
@@ -519,4 +536,4 @@ def main(argv: list[str]) -> int:
         # Killed while queued, or already finished: nothing to supervise.
         print(f"emdx runner: execution {execution.id} is {execution.status.value}", file=sys.stderr)
         return 0
-    return Supervisor(store, execution).run()
+    return Supervisor(store, execution, early_signals).run()

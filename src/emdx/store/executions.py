@@ -260,8 +260,10 @@ class ExecutionStore:
 
     def queued(self) -> list[Execution]:
         """Queued runs, oldest first."""
+        # log_file is set once the run's directory and prompt exist: an unprepared row (a start
+        # still in progress) is not startable yet; its own start launches it.
         rows = self._conn.execute(
-            "SELECT * FROM executions WHERE status = 'queued' ORDER BY id"
+            "SELECT * FROM executions WHERE status = 'queued' AND log_file IS NOT NULL ORDER BY id"
         ).fetchall()
         return [_execution(r) for r in rows]
 
@@ -276,7 +278,7 @@ class ExecutionStore:
                 return False
             cur = conn.execute(
                 "UPDATE executions SET status = 'running', started_at = ? "
-                "WHERE id = ? AND status = 'queued'",
+                "WHERE id = ? AND status = 'queued' AND log_file IS NOT NULL",
                 (now_iso(), execution_id),
             )
             return cur.rowcount == 1
