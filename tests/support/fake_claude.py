@@ -44,19 +44,32 @@ def main():
     model = "fake-model"
     if "--model" in sys.argv:
         model = sys.argv[sys.argv.index("--model") + 1]
-    emit({"type": "system", "subtype": "init", "session_id": session, "model": model,
-          "tools": ["Bash", "Read"], "cwd": os.getcwd(), "claude_code_version": "fake"})
+    emit(
+        {
+            "type": "system",
+            "subtype": "init",
+            "session_id": session,
+            "model": model,
+            "tools": ["Bash", "Read"],
+            "cwd": os.getcwd(),
+            "claude_code_version": "fake",
+        }
+    )
     child_pid = None
     if "setsid-child" in directives:
-        child = subprocess.Popen(["sleep", "600"], start_new_session=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            ["sleep", "600"],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         child_pid = child.pid
     if "pidfile" in directives:
         with open(directives["pidfile"], "w") as handle:
             handle.write(f"{os.getpid()} {child_pid or ''}".strip())
     if "garbage" in directives:
-        sys.stdout.buffer.write(b"this is not json\n\n   \n{\"unterminated\": \n")
+        sys.stdout.buffer.write(b'this is not json\n\n   \n{"unterminated": \n')
         sys.stdout.buffer.write(b"\xff\xfe invalid utf-8 \xc3\x28\n")
         sys.stdout.buffer.write(b"x" * (5 * 1024 * 1024) + b"\n")
         sys.stdout.buffer.write(b"[1, 2, 3]\n")
@@ -64,21 +77,39 @@ def main():
         sys.stdout.flush()
     interval = float(directives.get("interval", "0") or 0)
     for i in range(int(directives.get("events", "1") or 1)):
-        emit({"type": "assistant", "session_id": session, "message": {
-            "model": model, "content": [{"type": "text", "text": f"step {i}"}],
-            "usage": {"input_tokens": 10, "output_tokens": 5}}})
+        emit(
+            {
+                "type": "assistant",
+                "session_id": session,
+                "message": {
+                    "model": model,
+                    "content": [{"type": "text", "text": f"step {i}"}],
+                    "usage": {"input_tokens": 10, "output_tokens": 5},
+                },
+            }
+        )
         if interval:
             time.sleep(interval)
     if "sleep" in directives:
         time.sleep(float(directives["sleep"]))
     exit_code = int(directives.get("exit", "0") or 0)
     if "no-result" not in directives:
-        result = {"type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
-                  "session_id": session, "total_cost_usd": 0.0123,
-                  "usage": {"input_tokens": 100, "output_tokens": 50},
-                  "result": json.dumps({"prompt_bytes": len(prompt),
-                                        "sha256": hashlib.sha256(prompt).hexdigest(),
-                                        "argv": sys.argv[1:]})}
+        result = {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "num_turns": 2,
+            "session_id": session,
+            "total_cost_usd": 0.0123,
+            "usage": {"input_tokens": 100, "output_tokens": 50},
+            "result": json.dumps(
+                {
+                    "prompt_bytes": len(prompt),
+                    "sha256": hashlib.sha256(prompt).hexdigest(),
+                    "argv": sys.argv[1:],
+                }
+            ),
+        }
         if "error-result" in directives:
             result.update(is_error=True, result="API Error: 400 bad request")
             exit_code = exit_code or 1
