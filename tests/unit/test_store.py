@@ -335,7 +335,8 @@ def test_data_is_visible_to_a_second_connection(store: Store, tmp_path: Path) ->
 # -- executions ----------------------------------------------------------------------------------
 
 
-def new_run(store: Store, key: str, **kwargs: object) -> int:
+def new_run(store: Store, key: str, prepared: bool = True, **kwargs: object) -> int:
+    """A queued row; `prepared` as start_execution leaves it (log_file set: startable)."""
     values: dict[str, object] = {
         "run_key": key,
         "doc_id": 1,
@@ -344,7 +345,10 @@ def new_run(store: Store, key: str, **kwargs: object) -> int:
         "options": ExecOptions(),
     }
     values.update(kwargs)
-    return store.executions.create(**values)  # type: ignore[arg-type]
+    execution_id = store.executions.create(**values)  # type: ignore[arg-type]
+    if prepared:
+        store.executions.update(execution_id, log_file=f"/logs/{execution_id}.jsonl")
+    return execution_id
 
 
 def test_execution_create_get_resolve(store: Store) -> None:
@@ -426,6 +430,16 @@ def test_transition_and_update_reject_unknown_columns(store: Store) -> None:
     assert (got.pid, got.branch, got.cost_usd, got.status) == (
         123, "emdx/x", 0.25, ExecutionStatus.QUEUED,
     )  # fmt: skip
+
+
+def test_unprepared_row_is_neither_listed_as_startable_nor_claimable(store: Store) -> None:
+    run = new_run(store, "half-made", prepared=False)
+    assert store.executions.queued() == []
+    assert not store.executions.claim_slot(run, 10)
+    assert store.executions.get(run).status is ExecutionStatus.QUEUED
+    store.executions.update(run, log_file="/logs/x.jsonl")
+    assert [e.id for e in store.executions.queued()] == [run]
+    assert store.executions.claim_slot(run, 10)
 
 
 def test_claim_slot_respects_the_cap(store: Store) -> None:
