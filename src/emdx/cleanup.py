@@ -83,8 +83,10 @@ def processes(service: Service, dry_run: bool = False) -> list[Action]:
         if not alive and (ex.pid_started_at is not None or age > RUNNER_STARTUP_GRACE_S):
             actions += _finish_dead(service, ex, dry_run)
             handled.add(ex.id)
-        elif alive and ex.options.timeout_s and age > ex.options.timeout_s + 60:
-            # The supervisor should have enforced it: it is frozen or wedged. Stop the whole run.
+        elif alive and ex.options.timeout_s and age > ex.options.timeout_s + 60 and _stale(ex):
+            # The supervisor should have enforced the timeout and stopped beating: it is frozen
+            # or wedged. (Age alone is wall-clock and jumps with the clock; a fresh heartbeat
+            # means the supervisor is at work and keeps its own monotonic watch.)
             actions += _finish_overdue(service, ex, dry_run)
             handled.add(ex.id)
     actions += _orphans(service, dry_run, skip=handled)
@@ -93,14 +95,22 @@ def processes(service: Service, dry_run: bool = False) -> list[Action]:
     return actions
 
 
+def _stale(ex: Execution) -> bool:
+    from emdx.runner.supervisor import heartbeat_interval
+
+    age = ex.heartbeat_age_s
+    return age is None or age > 3 * heartbeat_interval()
+
+
 def _run_identities(ex: Execution) -> list[tuple[int, float]]:
+    """The supervisor first (so that it cannot record an outcome of its own for an agent we are
+    killing), then the agent, then every other marked process."""
     found = []
-    if ex.agent_pid and ex.agent_started_at is not None:
-        found.append((ex.agent_pid, ex.agent_started_at))
-    known = {pid for pid, _ in found} | ({ex.pid} if ex.pid else set())
-    found += system.marked_processes(ex.id, exclude=known)
     if ex.pid and ex.pid_started_at is not None:
         found.append((ex.pid, ex.pid_started_at))
+    if ex.agent_pid and ex.agent_started_at is not None:
+        found.append((ex.agent_pid, ex.agent_started_at))
+    found += system.marked_processes(ex.id, exclude={pid for pid, _ in found})
     return found
 
 

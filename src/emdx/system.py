@@ -17,7 +17,7 @@ from pathlib import Path
 
 from emdx import paths
 
-# Start times are compared with this slack: /proc gives jiffies (10 ms), psutil floats.
+# Start times are compared with this slack: /proc counts clock ticks (10 ms).
 START_TIME_TOLERANCE_S = 0.05
 
 
@@ -57,26 +57,13 @@ def git_toplevel(cwd: Path | str | None = None) -> Path | None:
     return Path(result.out) if result.ok and result.out else None
 
 
-_BOOT_TIME: float | None = None
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _boot_time() -> float:
-    global _BOOT_TIME
-    if _BOOT_TIME is None:
-        with open("/proc/stat", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"btime "):
-                    _BOOT_TIME = float(line.split()[1])
-                    break
-            else:
-                raise OSError("no btime in /proc/stat")
-    return _BOOT_TIME
-
-
 def _proc_start_time(pid: int) -> float | None:
-    """Start time from /proc/<pid>/stat: what psutil computes, without importing psutil (the
-    start path is latency-sensitive). None for a missing or zombie process."""
+    """Seconds from boot to the process's start, from /proc/<pid>/stat; None for a missing or
+    zombie process. Boot-relative on purpose: a wall-clock value (btime + ticks, what psutil
+    reports) shifts when the system clock is stepped, and would make live runs look dead."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -86,11 +73,13 @@ def _proc_start_time(pid: int) -> float | None:
     fields = data[data.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
         return None
-    return _boot_time() + int(fields[19]) / _TICKS
+    return int(fields[19]) / _TICKS
 
 
 def process_start_time(pid: int) -> float | None:
-    """The process's start time (epoch seconds), or None if there is no such live process.
+    """The process's start time, or None if there is no such live process. On Linux it is
+    seconds since boot (immune to clock steps); elsewhere psutil's epoch value. Only ever
+    compared with values from this same function.
 
     A zombie counts as dead: it can do no more work, and its pid may be reused once reaped.
     """
@@ -236,7 +225,9 @@ def scan_marked_processes(db: Path | None = None) -> dict[int, list[tuple[int, f
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            found.setdefault(int(marker), []).append((proc.pid, float(proc.create_time())))
+            started = process_start_time(proc.pid)
+            if started is not None:
+                found.setdefault(int(marker), []).append((proc.pid, started))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
@@ -323,7 +314,7 @@ def sample_processes(
             with proc.oneshot():
                 result[pid] = ProcessInfo(
                     pid=pid,
-                    started_at=float(proc.create_time()),
+                    started_at=process_start_time(pid) or 0.0,
                     name=proc.name(),
                     cmdline=tuple(proc.cmdline()),
                     cpu_percent=proc.cpu_percent(interval=None),

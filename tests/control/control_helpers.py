@@ -338,7 +338,7 @@ class Ctl:
             env = env_of(found.pid)
             if env.get("EMDX_HOME") == str(self.home) and "EMDX_EXECUTION_ID" in env:
                 with contextlib.suppress(psutil.Error):
-                    victims.append((found.pid, found.create_time()))
+                    victims.append((found.pid, system.process_start_time(found.pid) or 0.0))
         for proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(OSError):

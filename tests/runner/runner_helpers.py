@@ -195,7 +195,7 @@ def _kill_test_processes(root: str, extra: list[tuple[int, float]]) -> None:
         env = env_of(proc.pid)
         if env.get("EMDX_HOME", "").startswith(prefix) and "EMDX_EXECUTION_ID" in env:
             with contextlib.suppress(psutil.Error):
-                victims.append((proc.pid, proc.create_time()))
+                victims.append((proc.pid, system.process_start_time(proc.pid) or 0.0))
     for pid, started in victims:
         if system.same_process(pid, started):
             with contextlib.suppress(OSError):
