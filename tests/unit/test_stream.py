@@ -51,10 +51,6 @@ def test_success_multitool_recording() -> None:
     assert progress.num_turns == 4  # the result's count wins over assistant events seen
     assert progress.cost_usd == pytest.approx(0.0472)
     assert progress.input_tokens == 10800 and progress.output_tokens == 200
-    assert (
-        progress.tool_uses == {"Write": 1, "Read": 1, "Bash": 1}
-        or sum(progress.tool_uses.values()) >= 3
-    )
     outcome = decide(0, progress.result)
     assert (outcome.status, outcome.exit_code, outcome.reason) == (
         ExecutionStatus.COMPLETED, 0, Reason.SUCCESS,
