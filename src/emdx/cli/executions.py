@@ -105,13 +105,9 @@ def exec_show(
             final = service.get_execution(execution.id)
             raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
     path = execution.log_file
-    entries = runlog.read_entries(_log_path(path), lines) if path and lines else []
+    entries = runlog.read_entries(Path(path), lines) if path and lines else []
     for entry in entries:
         print(runlog.render(entry))
-
-
-def _log_path(path: str) -> Path:
-    return Path(path)
 
 
 def _panel(ex: Execution) -> None:
@@ -163,7 +159,7 @@ def exec_logs(
             entries = service.follow_execution(execution.id)
         else:
             path = execution.log_file
-            entries = iter(runlog.read_entries(_log_path(path)) if path else [])
+            entries = iter(runlog.read_entries(Path(path)) if path else [])
         for entry in entries:
             print(
                 json.dumps(entry, ensure_ascii=False) if raw else runlog.render(entry), flush=True
