@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Shared test helpers (tests/support/testkit.py): `from testkit import …` in every suite.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 

@@ -12,58 +12,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psutil
 import pytest
+from testkit import (
+    REPO,
+    Identity,
+    RunWaits,
+    fake_agent_env,
+    result_payload,
+    sigkill,
+    started_id,
+    wait_until,
+)
 
 from emdx import paths, system
 from emdx.models import Execution
 from emdx.service import Service
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE_CLAUDE = REPO / "tests" / "support" / "fake_claude.py"
-
 # legacy_fixtures (builders of databases in the shapes earlier releases wrote) lives in tests/unit.
 _UNIT = str(REPO / "tests" / "unit")
 if _UNIT not in sys.path:
     sys.path.insert(0, _UNIT)
-
-T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.05, message: str = ""
-) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
-        time.sleep(interval)
-
-
-def env_of(pid: int) -> dict[str, str]:
-    try:
-        return dict(psutil.Process(pid).environ())
-    except (psutil.Error, OSError):
-        return {}
-
-
-def alive(identity: tuple[int, float]) -> bool:
-    return system.same_process(identity[0], identity[1])
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -186,38 +161,11 @@ def parse_json(stdout: str) -> Any:
     return json.loads(stdout)
 
 
-def started_id(stdout: str) -> int:
-    match = re.search(r"execution #(\d+)", stdout)
-    assert match, stdout
-    return int(match.group(1))
-
-
-def seed_execution_ids(db: Path) -> int:
-    """Hand out execution ids from a random high base, so that runs of concurrent test sessions
-    (each with its own EMDX_HOME, ids starting at 1) never share an id."""
-    base = random.randrange(10**6, 2**31 - 10**6)
-    conn = sqlite3.connect(str(db), timeout=30, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'executions'")
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('executions', ?)", (base,))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return base
-
-
 @pytest.fixture(autouse=True)
 def cleanup_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMDX_CLAUDE_BIN", str(FAKE_CLAUDE))
-    monkeypatch.setenv("EMDX_HEARTBEAT_SECONDS", "1")
-    monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "1")
-    monkeypatch.setenv("EMDX_RESULT_EXIT_GRACE_SECONDS", "2")
+    fake_agent_env(monkeypatch)
     # Wide tables: one row of a rich table is one line of output.
     monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.delenv("EMDX_MAX_PARALLEL", raising=False)
-    monkeypatch.delenv("EMDX_EXECUTION_ID", raising=False)
-    monkeypatch.delenv("EMDX_DB", raising=False)
     # A directory under tmp_path that is not a repo must not find one further up.
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
@@ -229,9 +177,9 @@ class Procs:
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[bytes]] = []
-        self.identities: list[tuple[int, float]] = []
+        self.identities: list[Identity] = []
 
-    def popen(self, argv: list[str], env: dict[str, str]) -> tuple[int, float]:
+    def popen(self, argv: list[str], env: dict[str, str]) -> Identity:
         """Start a process with stdin from a pipe kept open (so the fake agent blocks)."""
         proc = subprocess.Popen(
             argv,
@@ -249,14 +197,11 @@ class Procs:
         self.identities.append(identity)
         return identity
 
-    def track(self, identity: tuple[int, float]) -> None:
+    def track(self, identity: Identity) -> None:
         self.identities.append(identity)
 
     def kill_all(self) -> None:
-        for pid, started in self.identities:
-            if system.same_process(pid, started):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        sigkill(self.identities)
         for proc in self.started:
             with contextlib.suppress(Exception):
                 if proc.stdin:
@@ -267,24 +212,6 @@ class Procs:
                 proc.wait(5)
 
 
-def _kill_test_processes(root: str, extra: list[tuple[int, float]]) -> None:
-    """SIGKILL every marked process whose EMDX_HOME is under this test's tmp dir, and `extra`."""
-    victims = [(p, s) for p, s in extra if system.same_process(p, s)]
-    prefix = root.rstrip("/") + "/"
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
-            continue
-        env = env_of(proc.pid)
-        if env.get("EMDX_HOME", "").startswith(prefix) and "EMDX_EXECUTION_ID" in env:
-            with contextlib.suppress(psutil.Error):
-                victims.append((proc.pid, system.process_start_time(proc.pid) or 0.0))
-    for pid, started in victims:
-        if system.same_process(pid, started):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-    system.wait_gone(victims, 5.0)
-
-
 @pytest.fixture
 def procs(isolated_env: Path) -> Iterator[Procs]:
     tracked = Procs()
@@ -292,33 +219,6 @@ def procs(isolated_env: Path) -> Iterator[Procs]:
         yield tracked
     finally:
         tracked.kill_all()
-
-
-@pytest.fixture(autouse=True)
-def reaper(isolated_env: Path) -> Iterator[None]:
-    """Whatever a test started (CLI runs included) is killed when it ends."""
-    yield
-    _kill_test_processes(str(isolated_env.parent), [])
-
-
-@pytest.fixture
-def svc(isolated_env: Path) -> Iterator[Service]:
-    """An in-process service on this test's EMDX_HOME (database created, ids seeded high)."""
-    service = Service()
-    service.store  # noqa: B018 - creates and migrates the database
-    seed_execution_ids(paths.db_path())
-    try:
-        yield service
-    finally:
-        extra: list[tuple[int, float]] = []
-        with contextlib.suppress(Exception):
-            for row in service.store.executions.list_executions(None, None):
-                if row.pid and row.pid_started_at:
-                    extra.append((row.pid, row.pid_started_at))
-                if row.agent_pid and row.agent_started_at:
-                    extra.append((row.agent_pid, row.agent_started_at))
-        _kill_test_processes(str(isolated_env.parent), extra)
-        service.close()
 
 
 @pytest.fixture
@@ -334,21 +234,16 @@ def git_repo(tmp_path: Path) -> Path:
     return repo
 
 
-class Runs:
+class Runs(RunWaits):
     """Helpers bound to one test's service and CLI."""
 
     def __init__(self, service: Service, cli: Any, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
         self.service = service
         self.cli = cli
-        self.tmp_path = tmp_path
-        self._n = 0
 
     def doc(self, content: str, title: str = "test doc", tags: str | None = None) -> int:
         return self.service.save_document(content, title=title, tags=tags, detect=False).id
-
-    def pidfile(self) -> Path:
-        self._n += 1
-        return self.tmp_path / f"pids-{self._n}"
 
     def get(self, execution_id: int) -> Execution:
         return self.service.store.executions.get(execution_id)
@@ -361,26 +256,6 @@ class Runs:
         done = self.cli("claude", "execute", str(doc), "--background", *extra, cwd=cwd)
         assert done.code == 0, done
         return started_id(done.stdout)
-
-    def wait_status(self, execution_id: int, wanted: set[str], timeout: float = 30) -> Execution:
-        def check() -> Execution | None:
-            row = self.get(execution_id)
-            return row if row.status.value in wanted else None
-
-        return wait_until(check, timeout, message=f"execution {execution_id} in {wanted}")
-
-    def wait_final(self, execution_id: int, timeout: float = 30) -> Execution:
-        return self.wait_status(execution_id, {"completed", "failed", "killed"}, timeout)
-
-    def wait_running_agent(self, execution_id: int, timeout: float = 20) -> Execution:
-        def check() -> Execution | None:
-            row = self.get(execution_id)
-            if row.status.is_final:
-                raise AssertionError(f"execution {execution_id} ended early: {row}")
-            ok = row.agent_pid and row.agent_started_at and row.pid and row.pid_started_at
-            return row if ok else None
-
-        return wait_until(check, timeout, message=f"agent of execution {execution_id}")
 
     def wait_settled(self, execution_id: int, events: int = 2, timeout: float = 20) -> Execution:
         """A running run whose agent has said its first `events` events, recorded in the row
@@ -411,25 +286,7 @@ class Runs:
         return entries
 
     def result_payload(self, execution_id: int) -> dict[str, Any]:
-        results = [e for e in self.log_entries(execution_id) if e.get("type") == "result"]
-        assert results, "no result entry in the log"
-        return dict(json.loads(results[-1]["raw"]["result"]))
-
-
-def read_pidfile(path: Path, count: int = 1, timeout: float = 20) -> list[tuple[int, float]]:
-    """Wait until the fake agent wrote `count` pids to `path`; their identities while alive."""
-
-    def ready() -> list[int] | None:
-        try:
-            pids = [int(p) for p in path.read_text().split()]
-        except (OSError, ValueError):
-            return None
-        return pids if len(pids) >= count else None
-
-    pids = wait_until(ready, timeout, message=f"pidfile {path}")
-    found = system.identify(pids)
-    assert len(found) == len(pids), f"processes {pids} already gone when read"
-    return found
+        return result_payload(self.log_entries(execution_id))
 
 
 @pytest.fixture

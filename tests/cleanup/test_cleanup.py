@@ -16,24 +16,20 @@ from typing import Any
 import legacy_fixtures as lf
 import pytest
 from cleanup_helpers import (
-    FAKE_CLAUDE,
     Procs,
     Runs,
-    alive,
     assert_same,
     branch_exists,
     commit_file,
     db_dump,
     git,
     parse_json,
-    read_pidfile,
     refs,
     runs_listing,
-    started_id,
     statuses,
-    wait_until,
     worktrees,
 )
+from testkit import FAKE_CLAUDE, alive, read_pidfile, started_id, wait_until
 
 from emdx import paths, system
 from emdx.models import parse_time, utc_now

@@ -19,9 +19,9 @@ from cleanup_helpers import (
     parse_json,
     refs,
     runs_listing,
-    wait_until,
     worktrees,
 )
+from testkit import wait_until
 
 from emdx import paths, smart
 

@@ -10,7 +10,8 @@ import sys
 from typing import Any
 
 import pytest
-from control_helpers import Ctl, alive, wait_until
+from control_helpers import Ctl
+from testkit import alive, wait_until
 
 from emdx import system
 

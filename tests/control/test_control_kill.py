@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from control_helpers import Ctl, alive, wait_until
+from control_helpers import Ctl
+from testkit import alive, wait_until
 
 from emdx import system
 

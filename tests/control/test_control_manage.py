@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from control_helpers import Ctl, Identity, alive
+from control_helpers import Ctl
+from testkit import Identity, alive
 
 
 def started_id(stdout: str) -> int:

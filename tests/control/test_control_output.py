@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import Ctl, iso_utc, wait_until
+from control_helpers import Ctl, iso_utc
+from testkit import wait_until
 
 # DESIGN.md §4: an execution object has at least these fields.
 EXECUTION_FIELDS = {

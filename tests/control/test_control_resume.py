@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_helpers import REPO, Ctl
+from control_helpers import Ctl
+from testkit import use_offline_claude
 
-from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
+from emdx.testing.model_server import ScriptedModelServer
 
 pytestmark = pytest.mark.integration
 
@@ -24,22 +25,6 @@ SCRIPT = {
         {"text": "third answer", "usage": {"input_tokens": 5000, "output_tokens": 90}},
     ]
 }
-
-
-def claude_bin() -> str:
-    configured = os.environ.get("EMDX_TEST_CLAUDE_BIN")
-    if configured:
-        if not Path(configured).is_file():
-            pytest.fail(f"EMDX_TEST_CLAUDE_BIN={configured} does not exist")
-        return configured
-    local = REPO / "node_modules" / ".bin" / "claude"
-    if not local.exists():
-        # A failure, not a skip: a skipped integration test looks green in CI.
-        pytest.fail(
-            f"Claude Code CLI not found at {local}. Run `npm ci` in {REPO} "
-            "(or set EMDX_TEST_CLAUDE_BIN to a claude binary)."
-        )
-    return str(local)
 
 
 def text_of(content: Any) -> str:
@@ -58,20 +43,10 @@ def result_event(ctl: Ctl, execution_id: int) -> dict[str, Any]:
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     with ScriptedModelServer(scripts=SCRIPT) as srv:
-        for key in list(os.environ):
-            if key.startswith(("ANTHROPIC", "CLAUDE")):
-                monkeypatch.delenv(key)
         scratch = tmp_path / "claude-tmp"
         scratch.mkdir()
-        offline = offline_claude_env(
-            srv.url,
-            str(tmp_path / "claude-config"),
-            os.environ["HOME"],
-            tmp_dir=str(scratch),
-        )
-        for key, value in offline.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("EMDX_CLAUDE_BIN", claude_bin())
+        home = os.environ["HOME"]
+        use_offline_claude(monkeypatch, srv.url, tmp_path / "claude-config", home, scratch)
         # The real CLI is slower than the fake; heartbeats stay frequent, grace a bit longer.
         monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "5")
         yield srv

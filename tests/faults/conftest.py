@@ -11,25 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults_helpers import FAKE_CLAUDE, Tracker, World, seed_execution_ids
-
-from emdx import paths
-from emdx.service import Service
+from faults_helpers import Tracker, World
+from testkit import fake_agent_env, new_service, recorded_identities
 
 
 @pytest.fixture(autouse=True)
 def fault_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EMDX_CLAUDE_BIN", str(FAKE_CLAUDE))
-    monkeypatch.setenv("EMDX_HEARTBEAT_SECONDS", "1")
-    monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "1")
-    monkeypatch.setenv("EMDX_RESULT_EXIT_GRACE_SECONDS", "2")
-    for name in ("EMDX_MAX_PARALLEL", "EMDX_EXECUTION_ID", "EMDX_DB", "EMDX_LOG_MAX_BYTES"):
-        monkeypatch.delenv(name, raising=False)
+    fake_agent_env(monkeypatch)
 
 
 @pytest.fixture
 def tracker(isolated_env: Path) -> Iterator[Tracker]:
-    """Kills every process the test started (and every process of its EMDX_HOME), then undoes
+    """Kills every process the test started (and every process of its runs), then undoes
     its mounts: always, also when the test failed."""
     track = Tracker(root=str(isolated_env.parent))
     try:
@@ -40,21 +33,13 @@ def tracker(isolated_env: Path) -> Iterator[Tracker]:
 
 @pytest.fixture
 def world(isolated_env: Path, tmp_path: Path, tracker: Tracker) -> Iterator[World]:
-    service = Service()
-    service.store  # noqa: B018 - creates and migrates the database
-    seed_execution_ids(paths.db_path())
+    service = new_service()
     w = World(service, tmp_path, tracker)
     w.populate()
     try:
         yield w
     finally:
-        # Rows may name processes the reaper's EMDX_HOME scan cannot see (environ unreadable).
-        try:
-            for row in service.store.executions.list_executions(None, None):
-                if row.pid and row.pid_started_at:
-                    tracker.add((row.pid, row.pid_started_at))
-                if row.agent_pid and row.agent_started_at:
-                    tracker.add((row.agent_pid, row.agent_started_at))
-        except Exception:  # a test may have corrupted the database on purpose
-            pass
+        # Rows may name processes the reaper's EMDX_HOME scan cannot see (environ unreadable);
+        # a test may have corrupted the database on purpose (then there are none to read).
+        tracker.add(*recorded_identities(service))
         service.close()

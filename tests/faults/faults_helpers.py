@@ -1,119 +1,34 @@
-"""Helpers for the fault-injection suite: polling, process identities, database snapshots.
+"""Helpers for the fault-injection suite: database snapshots, a tracker of the processes and
+mounts a test made, and the test's world of runs.
 
-Small copies of ideas from tests/runner and tests/control (no imports across test dirs):
-random high execution ids so parallel sessions never collide, identities (pid + start time)
-for every process we look at, and `wait_until` polling with deadlines instead of bare sleeps.
+Polling, process identities (pid + start time), random high execution ids and the reaper are
+shared with the other suites: tests/support/testkit.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import random
-import re
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psutil
+import testkit
+from testkit import (
+    Identity,
+    RunWaits,
+    assert_run_gone,
+    kill_test_processes,
+    start_witness,
+)
 
 from emdx import paths, runlog, system
 from emdx.models import ExecOptions, Execution, ExecutionStatus
 from emdx.service import Service
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE_CLAUDE = REPO / "tests" / "support" / "fake_claude.py"
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-
-T = TypeVar("T")
-Identity = tuple[int, float]
-FINAL = frozenset({"completed", "failed", "killed"})
-
-# A process that writes down every catchable signal it receives and otherwise sleeps: proof that
-# emdx never signalled it (SIGKILL cannot be caught, but then it would not be alive any more).
-WITNESS = r"""
-import signal, sys, time
-log = sys.argv[1]
-def note(signum, frame):
-    with open(log, "a") as handle:
-        handle.write(f"{signum}\n")
-for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-            signal.SIGQUIT, signal.SIGALRM):
-    signal.signal(sig, note)
-open(log + ".ready", "w").close()
-deadline = time.monotonic() + 300
-while time.monotonic() < deadline:
-    time.sleep(0.2)
-"""
-
-
-def wait_until(
-    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, message: str = ""
-) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
-        time.sleep(interval)
-
-
-def env_of(pid: int) -> dict[str, str]:
-    try:
-        return dict(psutil.Process(pid).environ())
-    except (psutil.Error, OSError):
-        return {}
-
-
-def identity(pid: int) -> Identity:
-    started = system.process_start_time(pid)
-    assert started is not None, f"process {pid} is not alive"
-    return (pid, started)
-
-
-def alive(ident: Identity) -> bool:
-    return system.same_process(*ident)
-
-
-def seed_execution_ids(db: Path) -> int:
-    """Make this database hand out execution ids from a random high base, so that runs of
-    concurrent test sessions (found again by their EMDX_EXECUTION_ID marker) never share ids."""
-    base = random.randrange(10**6, 2**31 - 10**6)
-    conn = sqlite3.connect(str(db), timeout=30, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'executions'")
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('executions', ?)", (base,))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return base
-
-
-def read_pidfile(path: Path, count: int = 1, timeout: float = 20) -> list[Identity]:
-    """Wait until the fake agent wrote `count` pids to `path`; their identities (all alive)."""
-
-    def ready() -> list[int] | None:
-        try:
-            pids = [int(p) for p in path.read_text().split()]
-        except (OSError, ValueError):
-            return None
-        return pids if len(pids) >= count else None
-
-    pids = wait_until(ready, timeout, message=f"pidfile {path}")
-    found = system.identify(pids)
-    assert len(found) == len(pids), f"processes {pids} already gone when read"
-    return found
 
 
 # -- database snapshots (assertion (c): nothing else changed) -------------------------------
@@ -183,17 +98,8 @@ class Tracker:
 
     def witness(self, tmp: Path, name: str) -> tuple[Identity, Path]:
         """Start a signal-recording sleeper unrelated to emdx (no run marker in its env)."""
-        log = tmp / f"witness-{name}.log"
-        env = {k: v for k, v in os.environ.items() if k not in (system.MARKER, system.MARKER_DB)}
-        proc = self.popen(
-            [sys.executable, "-c", WITNESS, str(log)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: Path(str(log) + ".ready").exists(), 20, message="witness ready")
-        return identity(proc.pid), log
+        witness = start_witness(tmp / f"witness-{name}.log", popen=self.popen)
+        return witness.identity, witness.log
 
     def mount_tmpfs(self, path: Path, size: str = "256k") -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -218,25 +124,6 @@ class Tracker:
                     subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
 
 
-def kill_test_processes(root: str, extra: Iterable[Identity]) -> None:
-    """SIGKILL every process of this test: the given identities and every process whose
-    EMDX_HOME lies under the test's tmp dir (supervisors, agents, grandchildren, CLIs)."""
-    victims = [(p, s) for p, s in extra if system.same_process(p, s)]
-    prefix = root.rstrip("/") + "/"
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
-            continue
-        if env_of(proc.pid).get("EMDX_HOME", "").startswith(prefix):
-            with contextlib.suppress(psutil.Error):
-                victims.append((proc.pid, system.process_start_time(proc.pid) or 0.0))
-    for pid, started in victims:
-        if system.same_process(pid, started):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)  # a SIGSTOPped supervisor must not linger
-                os.kill(pid, signal.SIGKILL)
-    system.wait_gone(victims, 5.0)
-
-
 # -- runs --------------------------------------------------------------------------------------
 
 
@@ -251,19 +138,17 @@ def log_messages(row: Execution) -> list[str]:
 
 def result_payload(row: Execution) -> dict[str, Any]:
     """The fake agent's result text (prompt size, sha256, argv) from the run's log."""
-    results = [e for e in log_entries(row) if e.get("type") == "result"]
-    assert results, "no result entry in the log"
-    return dict(json.loads(results[-1]["raw"]["result"]))
+    return testkit.result_payload(log_entries(row))
 
 
-class World:
+class World(RunWaits):
     """One test's database with unrelated content, and helpers to run and check executions."""
 
     def __init__(self, service: Service, tmp: Path, tracker: Tracker) -> None:
+        super().__init__(tmp)
         self.service = service
         self.tmp = tmp
         self.tracker = tracker
-        self._n = 0
         self.unrelated_docs: list[int] = []
         self.unrelated_execution: int | None = None
 
@@ -314,10 +199,6 @@ class World:
     def snapshot(self, *exclude: int) -> dict[str, list[str]]:
         return snapshot_db(self.db, exclude)
 
-    def pidfile(self) -> Path:
-        self._n += 1
-        return self.tmp / f"pids-{self._n}"
-
     def doc(self, content: str, title: str = "fault doc") -> int:
         return self.service.save_document(content, title=title, detect=False).id
 
@@ -327,58 +208,16 @@ class World:
     def get(self, execution_id: int) -> Execution:
         return self.service.store.executions.get(execution_id)
 
-    def wait_final(self, execution_id: int, timeout: float = 30) -> Execution:
-        def check() -> Execution | None:
-            row = self.get(execution_id)
-            return row if row.status.value in FINAL else None
-
-        return wait_until(check, timeout, message=f"execution {execution_id} to finish")
-
-    def wait_agent(self, execution_id: int, timeout: float = 20) -> Execution:
-        """The row once the supervisor has recorded itself and the agent."""
-
-        def check() -> Execution | None:
-            row = self.get(execution_id)
-            if row.status.value in FINAL:
-                raise AssertionError(f"execution {execution_id} ended early: {row}")
-            ok = row.pid_started_at and row.agent_pid and row.agent_started_at
-            return row if ok else None
-
-        return wait_until(check, timeout, message=f"agent of execution {execution_id}")
-
     def assert_gone(
         self, row: Execution, extra: Sequence[Identity] = (), timeout: float = 15
     ) -> None:
         """(b): supervisor, agent, the given processes and every marked process are gone."""
-        targets = list(extra)
         assert row.pid and row.pid_started_at is not None, "supervisor identity not recorded"
-        targets.append((row.pid, row.pid_started_at))
-        if row.agent_pid:
-            assert row.agent_started_at is not None, "agent start time not recorded"
-            targets.append((row.agent_pid, row.agent_started_at))
-        wait_until(
-            lambda: not any(alive(t) for t in targets),
-            timeout,
-            message=f"processes {targets} of execution {row.id} to exit",
-        )
-        wait_until(
-            lambda: not system.marked_processes(row.id),
-            timeout,
-            message=f"marked processes of execution {row.id} to exit",
-        )
+        assert_run_gone(row, extra, timeout)
 
 
 def final_triple(row: Execution) -> tuple[str, int | None, str | None]:
     return (row.status.value, row.exit_code, row.reason)
-
-
-EXECUTION_ID = re.compile(r"execution #(\d+)")
-
-
-def started_id(stdout: str) -> int:
-    match = EXECUTION_ID.search(stdout)
-    assert match, f"no execution id in {stdout!r}"
-    return int(match.group(1))
 
 
 def one_error_line(stderr: str) -> str:

@@ -14,14 +14,11 @@ from typing import Any
 
 from faults_helpers import (
     World,
-    alive,
     assert_same_snapshot,
     final_triple,
     log_messages,
-    read_pidfile,
-    started_id,
-    wait_until,
 )
+from testkit import alive, read_pidfile, started_id, wait_until
 
 from emdx import system
 from emdx.models import Execution

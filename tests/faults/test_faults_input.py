@@ -24,8 +24,8 @@ from faults_helpers import (
     assert_same_snapshot,
     final_triple,
     result_payload,
-    started_id,
 )
+from testkit import started_id
 
 from emdx import cleanup
 from emdx.cleanup import Action

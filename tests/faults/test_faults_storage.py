@@ -21,16 +21,13 @@ import pytest
 from faults_helpers import (
     LIBFAKETIME,
     World,
-    alive,
     assert_same_snapshot,
     final_triple,
     log_entries,
     log_messages,
     one_error_line,
-    read_pidfile,
-    started_id,
-    wait_until,
 )
+from testkit import alive, read_pidfile, started_id, wait_until
 
 from emdx import paths, system
 from emdx.models import now_iso, parse_time, utc_now

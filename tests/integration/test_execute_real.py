@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -25,30 +24,24 @@ from typing import Any
 
 import psutil
 import pytest
+from testkit import (
+    assert_gone,
+    kill_test_processes,
+    recorded_identities,
+    run_processes,
+    started_id,
+    use_offline_claude,
+    wait_until,
+)
 
 from emdx import system
-from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
+from emdx.models import Execution
+from emdx.store import open_store
+from emdx.testing.model_server import ScriptedModelServer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_DEADLINE_S = 90.0
-
-
-def claude_bin() -> str:
-    configured = os.environ.get("EMDX_TEST_CLAUDE_BIN")
-    if configured:
-        if not Path(configured).is_file():
-            pytest.fail(f"EMDX_TEST_CLAUDE_BIN={configured} does not exist")
-        return configured
-    local = REPO / "node_modules" / ".bin" / "claude"
-    if not local.exists():
-        # A failure, not a skip: a skipped integration suite looks green in CI.
-        pytest.fail(
-            f"Claude Code CLI not found at {local}. Run `npm ci` in {REPO} "
-            "(or set EMDX_TEST_CLAUDE_BIN to a claude binary)."
-        )
-    return str(local)
 
 
 # --- scripts -----------------------------------------------------------------------------
@@ -111,68 +104,22 @@ class Env:
     workdir: Path
 
 
-def _emdx_home_of(proc: psutil.Process) -> str | None:
-    try:
-        return proc.environ().get("EMDX_HOME")
-    except (psutil.Error, OSError):
-        return None
-
-
-def our_marked(execution_id: int, emdx_home: Path) -> list[tuple[int, float]]:
-    """`system.marked_processes`, restricted to this test's EMDX_HOME: other test sessions on
-    the machine number their executions from 1 too."""
-    found = []
-    for pid, started in system.marked_processes(execution_id):
-        try:
-            proc = psutil.Process(pid)
-        except psutil.Error:
-            continue
-        if _emdx_home_of(proc) == str(emdx_home):
-            found.append((pid, started))
-    return found
-
-
-def _all_rows(emdx_home: Path) -> list[dict[str, Any]]:
+def _all_rows(emdx_home: Path) -> list[Execution]:
     if not (emdx_home / "knowledge.db").exists():
         return []
-    from emdx.store import open_store
-
     with contextlib.closing(open_store(emdx_home / "knowledge.db")) as store:
-        return [e.to_dict() for e in store.executions.list_executions(None, None)]
-
-
-def _kill_everything(emdx_home: Path) -> None:
-    rows = _all_rows(emdx_home)
-    # Runners first, so none of them starts a queued run while we clean up.
-    for row in rows:
-        if row["pid"] and system.same_process(row["pid"], row["pid_started_at"]):
-            system.signal_pid(row["pid"], signal.SIGKILL)
-    for _ in range(3):
-        for row in _all_rows(emdx_home):
-            for pid, started in our_marked(row["id"], emdx_home):
-                if system.same_process(pid, started):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        return store.executions.list_executions(None, None)
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> Iterator[Env]:
-    binary = claude_bin()
     # Short: the CLI puts a unix socket under TMPDIR, and socket paths are limited to 108 bytes.
     scratch = Path(tempfile.mkdtemp(prefix="emdx-it-"))
     server = ScriptedModelServer(scripts=SCRIPTS).start()
     try:
-        for key in list(os.environ):
-            if key.startswith(("ANTHROPIC_", "CLAUDE")):
-                monkeypatch.delenv(key)
-        home = tmp_path / "home"
         config = tmp_path / "claude-config"
         config.mkdir()
-        overrides = offline_claude_env(server.url, str(config), str(home), tmp_dir=str(scratch))
-        for key, value in overrides.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("EMDX_CLAUDE_BIN", binary)
+        use_offline_claude(monkeypatch, server.url, config, tmp_path / "home", scratch)
         monkeypatch.setenv("EMDX_HEARTBEAT_SECONDS", "1")
         monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "3")
         monkeypatch.delenv("EMDX_MAX_PARALLEL", raising=False)
@@ -186,7 +133,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> 
         yield Env(server, isolated_env, tmp_path)
     finally:
         try:
-            _kill_everything(isolated_env)
+            kill_test_processes(isolated_env, recorded_identities(lambda: _all_rows(isolated_env)))
         finally:
             server.stop()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -239,13 +186,6 @@ def start_background(cli: CliFn, doc_id: int, *extra: str) -> int:
     return started_id(result.stdout)
 
 
-def started_id(text: str) -> int:
-    # "running execution #N (...)" / "queued execution #N (...)" / "failed execution #N ..."
-    marker = "execution #"
-    assert marker in text, text
-    return int(text.split(marker, 1)[1].split(" ", 1)[0])
-
-
 def wait_final(cli: CliFn, execution_id: int, deadline_s: float = RUN_DEADLINE_S) -> dict[str, Any]:
     deadline = time.monotonic() + deadline_s
     while True:
@@ -277,37 +217,18 @@ def assert_outcome(row: dict[str, Any], status: str, exit_code: int | None, reas
     assert got == (status, exit_code, reason), diagnose(row)
 
 
-def wait_until(
-    predicate: Callable[[], Any], deadline_s: float, what: str, poll_s: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
-        time.sleep(poll_s)
-
-
 def assert_run_processes_gone(env: Env, row: dict[str, Any], deadline_s: float = 15.0) -> None:
     identities = []
     if row["agent_pid"]:
         identities.append((row["agent_pid"], row["agent_started_at"]))
     if row["pid"]:
         identities.append((row["pid"], row["pid_started_at"]))
-
-    def gone() -> bool:
-        alive = [ident for ident in identities if system.same_process(*ident)]
-        return not alive and not our_marked(row["id"], env.emdx_home)
-
-    deadline = time.monotonic() + deadline_s
-    while not gone():
-        if time.monotonic() > deadline:
-            left = [i for i in identities if system.same_process(*i)]
-            marked = our_marked(row["id"], env.emdx_home)
-            pytest.fail(f"processes of run {row['id']} still alive: {left} marked {marked}")
-        time.sleep(0.1)
+    assert_gone(identities, deadline_s, f" of run {row['id']}")
+    wait_until(
+        lambda: not run_processes(row["id"], env.emdx_home),
+        deadline_s,
+        message=lambda: f"marked processes {run_processes(row['id'], env.emdx_home)} to exit",
+    )
 
 
 def iso(value: str) -> float:
@@ -438,7 +359,7 @@ def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
     wait_until(
         lambda: show(cli, execution_id)["status"] == "running" and env.server.requests,
         30,
-        "the run to reach the model",
+        message="the run to reach the model",
     )
     row = wait_final(cli, execution_id)
     assert_outcome(row, "completed", 0, "success")
@@ -553,7 +474,7 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
     bad = save_doc(cli, "[[script:api400slow]] fails", "Fails")
     hello = save_doc(cli, "[[script:hello]] second", "Second")
     d = start_background(cli, bad)
-    wait_until(lambda: show(cli, d)["status"] == "running", 30, "the dependency to run")
+    wait_until(lambda: show(cli, d)["status"] == "running", 30, message="the dependency to run")
 
     with Service() as service:
         real_create = service.store.executions.create
@@ -564,7 +485,7 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
             wait_until(
                 lambda: not system.same_process(row_d["pid"], row_d["pid_started_at"]),
                 30,
-                "the dependency's supervisor to exit",
+                message="the dependency's supervisor to exit",
             )
             return real_create(**kwargs)
 
@@ -704,7 +625,7 @@ def test_no_smart_and_tools_override(env: Env, cli: CliFn) -> None:
 
 def _sleep_300(env: Env, execution_id: int) -> list[tuple[int, float]]:
     found = []
-    for pid, started in our_marked(execution_id, env.emdx_home):
+    for pid, started in run_processes(execution_id, env.emdx_home):
         with contextlib.suppress(psutil.Error):
             cmd = psutil.Process(pid).cmdline()
             if cmd[:1] == ["sleep"] and cmd[1:] == ["300"]:
@@ -716,11 +637,11 @@ def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
     doc = save_doc(cli, "[[script:sleeptool]] sleep a while", "Sleeper")
     execution_id = start_background(cli, doc)
 
-    sleepers = wait_until(lambda: _sleep_300(env, execution_id), 60, "the `sleep 300` tool")
+    sleepers = wait_until(lambda: _sleep_300(env, execution_id), 60, message="the `sleep 300` tool")
     running = show(cli, execution_id)
     assert running["status"] == "running"
     assert running["agent_pid"] and running["pid"]
-    marked_before = our_marked(execution_id, env.emdx_home)
+    marked_before = run_processes(execution_id, env.emdx_home)
     # The supervisor, the agent and the tool's shell/sleep all carry the marker.
     assert {running["pid"], running["agent_pid"]} <= {pid for pid, _ in marked_before}
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import REPO, claude_bin, offline_env
 
-from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
+from emdx.testing.model_server import ScriptedModelServer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 120.0
 BASE_ARGS = [
     "-p",
@@ -33,22 +33,6 @@ BASE_ARGS = [
     "--permission-mode",
     "dontAsk",
 ]
-
-
-def claude_bin() -> str:
-    configured = os.environ.get("EMDX_TEST_CLAUDE_BIN")
-    if configured:
-        if not Path(configured).is_file():
-            pytest.fail(f"EMDX_TEST_CLAUDE_BIN={configured} does not exist")
-        return configured
-    local = REPO / "node_modules" / ".bin" / "claude"
-    if not local.exists():
-        # Deliberately a failure, not a skip: a skipped integration suite looks green in CI.
-        pytest.fail(
-            f"Claude Code CLI not found at {local}. Run `npm ci` in {REPO} "
-            "(or set EMDX_TEST_CLAUDE_BIN to a claude binary)."
-        )
-    return str(local)
 
 
 @dataclass
@@ -87,8 +71,7 @@ def run_claude(
 ) -> Run:
     # Inherited CLAUDE*/ANTHROPIC* variables (a developer's own session, a real key, a model
     # override) must not leak into the run under test.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "ANTHROPIC"))}
-    env.update(offline_claude_env(server.url, str(box.config), str(box.home), tmp_dir=str(box.tmp)))
+    env = offline_env(server.url, box.config, box.home, box.tmp)
     proc = subprocess.Popen(
         [claude_bin(), *BASE_ARGS, *extra],
         stdin=subprocess.PIPE,

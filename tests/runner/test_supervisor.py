@@ -9,7 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from runner_helpers import Runs, read_pidfile, result_payload, wait_until
+from runner_helpers import Runs
+from testkit import read_pidfile, result_payload, wait_until
 
 from emdx import runlog, system
 from emdx.models import ExecOptions

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runner_helpers import Runs, read_pidfile, wait_until
+from runner_helpers import Runs
+from testkit import read_pidfile, wait_until
 
 from emdx import paths
 

@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from runner_helpers import Runs, read_pidfile, run_processes, seed_execution_ids, wait_until
+from runner_helpers import Runs
+from testkit import read_pidfile, run_processes, seed_execution_ids, wait_until
 
 from emdx import paths, system
 from emdx.models import ExecOptions

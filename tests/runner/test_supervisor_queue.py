@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_helpers import FAKE_CLAUDE, Runs, read_pidfile, wait_until
+from runner_helpers import Runs
+from testkit import FAKE_CLAUDE, read_pidfile, wait_until
 
 from emdx import paths, system
 from emdx.models import ExecOptions, parse_time

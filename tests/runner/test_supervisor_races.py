@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runner_helpers import Runs, read_pidfile, wait_until
+from runner_helpers import Runs
+from testkit import read_pidfile, wait_until
 
 from emdx import system
 from emdx.models import ExecOptions

@@ -7,7 +7,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from runner_helpers import Runs, read_pidfile, wait_until
+from runner_helpers import Runs
+from testkit import read_pidfile, wait_until
 
 from emdx import runlog, system
 from emdx.models import ExecOptions

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import read_pidfile, wait_until
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
-from tui_helpers import log_lines, pilot_wait, read_pidfile, screen_text, wait_until
+from tui_helpers import log_lines, pilot_wait, screen_text
 
 from emdx import paths, system
 from emdx.models import ExecOptions, Execution, ExecutionStatus, Reason

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tui_helpers import VENV_PYTHON, wait_until
+from testkit import wait_until
+from tui_helpers import VENV_PYTHON
 
 from emdx.service import Service
 
