@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,12 @@ def parse_time(value: str | None) -> datetime | None:
 def iso_or_none(value: str | None) -> str | None:
     moment = parse_time(value)
     return to_iso(moment) if moment else None
+
+
+def shallow_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, without `asdict`'s recursive deep copy (which is most of
+    the cost of `exec list --json`); callers convert nested values themselves."""
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -112,7 +118,7 @@ class Document:
     tags: tuple[str, ...] = ()
 
     def to_dict(self, with_content: bool = True) -> dict[str, Any]:
-        data = asdict(self)
+        data = shallow_dict(self)
         data["tags"] = list(self.tags)
         for key in ("created_at", "updated_at", "accessed_at", "deleted_at"):
             data[key] = iso_or_none(data[key])
@@ -155,7 +161,7 @@ class ExecOptions:
     resume_prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = shallow_dict(self)
         data["tools"] = list(self.tools) if self.tools is not None else None
         return data
 
@@ -224,7 +230,7 @@ class Execution:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of DESIGN.md §4 (plus a few extra fields)."""
-        data = asdict(self)
+        data = shallow_dict(self)
         data["status"] = self.status.value
         data["options"] = self.options.to_dict()
         for key in ("created_at", "started_at", "completed_at", "heartbeat_at", "last_event_at"):

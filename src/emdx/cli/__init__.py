@@ -1,12 +1,13 @@
 """The `emdx` command: a thin Typer shell over `emdx.service`."""
 
+import importlib
 import os
 import sys
 
 import typer
 
 from emdx import __version__
-from emdx.cli import claude, cleanup, documents, executions, gui
+from emdx.cli import documents, gui
 from emdx.cli.render import error
 from emdx.errors import EmdxError
 
@@ -36,14 +37,35 @@ def _root(
 
 
 documents.register(app)
-app.add_typer(claude.app, name="claude")
-app.add_typer(executions.app, name="exec")
-app.add_typer(cleanup.app, name="cleanup")
 gui.register(app)
+TOP_LEVEL = frozenset(info.name for info in app.registered_commands if info.name)
+
+# Command groups are imported and registered only when the command line needs them: typer
+# builds and introspects every registered command on each run, and listings are run often.
+GROUPS = {"claude": "emdx.cli.claude", "exec": "emdx.cli.executions", "cleanup": "emdx.cli.cleanup"}
+_registered: set[str] = set()
+
+
+def register_groups(argv: list[str]) -> None:
+    """Register the group `argv` names, none for a top-level command, all for anything else
+    (`--help`, no arguments, a typo: the usage message must list every command)."""
+    words = [word for word in argv if not word.startswith("-")]
+    first = words[0] if words else None
+    if first in GROUPS:
+        wanted = [first]
+    elif first in TOP_LEVEL:
+        wanted = []
+    else:
+        wanted = list(GROUPS)
+    for name in wanted:
+        if name not in _registered:
+            app.add_typer(importlib.import_module(GROUPS[name]).app, name=name)
+            _registered.add(name)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: emdx errors → one line on stderr and exit 1, usage errors → exit 2."""
+    register_groups(sys.argv[1:] if argv is None else argv)
     try:
         # Standalone mode: typer itself turns usage errors into exit 2 and `--help` into exit 0.
         app(args=argv, prog_name="emdx")

@@ -26,17 +26,12 @@ def show(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> N
     if not actions:
         print(f"{title}: nothing to do")
         return
-    from rich.markup import escape
-    from rich.table import Table
+    from emdx.cli.table import print_table
 
-    from emdx.cli.render import console
-
-    table = Table(title=f"{title}{' (dry run: nothing changed)' if dry_run else ''}")
-    for column in ("what", "target", "detail", "result"):
-        table.add_column(column)
-    for action in actions:
-        table.add_row(action.kind, escape(action.target), escape(action.detail), action.result)
-    console().print(table)
+    colours = {"done": "green", "would do": "cyan", "failed": "red", "no permission": "red"}
+    rows = [(a.kind, a.target, a.detail, (a.result, colours.get(a.result, ""))) for a in actions]
+    heading = f"{title}{' (dry run: nothing changed)' if dry_run else ''}"
+    print_table(("what", "target", "detail", "result"), rows, flexible=2, title=heading)
 
 
 def _confirmed(question: str, yes: bool) -> bool:

@@ -67,22 +67,13 @@ def list_documents(
     if not docs:
         print("no documents" + (" in the trash" if deleted else ""))
         return
-    from rich.markup import escape
-    from rich.table import Table
+    from emdx.cli.table import print_table
 
-    # Titles, tags and projects are user text: never let them be read as rich markup.
-    table = Table(box=None, pad_edge=False)
-    for column in ("id", "title", "tags", "project", "created"):
-        table.add_column(column, justify="right" if column == "id" else "left")
-    for doc in docs:
-        table.add_row(
-            str(doc.id),
-            escape(doc.title),
-            escape(_tag_text(doc)),
-            escape(doc.project or ""),
-            short_time(doc.created_at),
-        )
-    console().print(table)
+    rows = [
+        (str(doc.id), doc.title, _tag_text(doc), doc.project or "", short_time(doc.created_at))
+        for doc in docs
+    ]
+    print_table(("id", "title", "tags", "project", "created"), rows, right=(0,), flexible=1)
 
 
 def view(

@@ -37,35 +37,25 @@ def _statuses(status: str | None) -> list[str] | None:
 
 
 def _table(executions: list[Execution]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+    from emdx.cli.table import print_table
 
-    table = Table(box=None, pad_edge=False)
-    for name, justify in (
-        ("id", "right"),
-        ("document", "left"),
-        ("type", "left"),
-        ("status", "left"),
-        ("started", "left"),
-        ("duration", "right"),
-        ("exit", "right"),
-        ("cost", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rows = []
     for ex in executions:
-        style = STATUS_STYLES.get(ex.status.value, "")
         doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
-        table.add_row(
-            str(ex.id),
-            escape(doc[:48]),
-            ex.exec_type,
-            f"[{style}]{ex.status.value}[/]" if style else ex.status.value,
-            short_time(ex.started_at or ex.created_at),
-            duration(ex.duration_s),
-            "-" if ex.exit_code is None else str(ex.exit_code),
-            money(ex.cost_usd),
+        rows.append(
+            (
+                str(ex.id),
+                doc,
+                ex.exec_type,
+                (ex.status.value, STATUS_STYLES.get(ex.status.value, "")),
+                short_time(ex.started_at or ex.created_at),
+                duration(ex.duration_s),
+                "-" if ex.exit_code is None else str(ex.exit_code),
+                money(ex.cost_usd),
+            )
         )
-    console().print(table)
+    headers = ("id", "document", "type", "status", "started", "duration", "exit", "cost")
+    print_table(headers, rows, right=(0, 5, 6, 7), flexible=1)
 
 
 @app.command("list")

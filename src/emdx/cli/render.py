@@ -24,7 +24,9 @@ def error(message: str) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    # Compact: with `indent` json falls back to its pure-Python encoder (10 ms on 50 runs).
+    # Pipe through `jq` for reading.
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 
 
