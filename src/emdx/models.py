@@ -100,6 +100,7 @@ class Reason(enum.StrEnum):
     DEPENDENCY_FAILED = "dependency_failed"
     SPAWN_FAILED = "spawn_failed"
     HUNG_AFTER_RESULT = "hung_after_result"
+    SUPERVISOR_ERROR = "supervisor_error"
 
 
 @dataclass(frozen=True)

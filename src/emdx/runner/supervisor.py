@@ -8,6 +8,7 @@ state → post-actions → kill whatever the agent left behind → start the nex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -155,6 +157,21 @@ class Supervisor:
             print(f"emdx runner: could not start queued runs: {exc}", file=sys.stderr)
         system.reap_children()
         return outcome.exit_code
+
+    def abort(self, exc: BaseException) -> None:
+        """Last resort after an unexpected error: stop the agent's tree, record the failure."""
+        with contextlib.suppress(Exception):
+            self.note(f"supervisor error: {type(exc).__name__}: {exc}", "error", "💥")
+        with contextlib.suppress(Exception):
+            if self.proc is not None and self.proc.poll() is None:
+                system.signal_group(self.proc.pid, signal.SIGKILL)
+            self._cleanup_descendants()
+        with contextlib.suppress(Exception):
+            self.store.executions.finish(
+                self.id, ExecutionStatus.FAILED, 1, Reason.SUPERVISOR_ERROR
+            )
+        with contextlib.suppress(Exception):
+            start_queued(self.store)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.watch.stop_signal is None:
@@ -536,4 +553,11 @@ def main(argv: list[str], early_signals: list[int] | None = None) -> int:
         # Killed while queued, or already finished: nothing to supervise.
         print(f"emdx runner: execution {execution.id} is {execution.status.value}", file=sys.stderr)
         return 0
-    return Supervisor(store, execution, early_signals).run()
+    supervisor = Supervisor(store, execution, early_signals)
+    try:
+        return supervisor.run()
+    except Exception as exc:
+        # A bug in emdx must still end the run, kill what it started and say why.
+        traceback.print_exc()
+        supervisor.abort(exc)
+        return 1
