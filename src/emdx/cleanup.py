@@ -19,7 +19,7 @@ from emdx.agent.outcome import EXIT_SIGKILL, EXIT_TIMEOUT
 from emdx.errors import EnvironmentProblem, NotFoundError
 from emdx.models import Execution, ExecutionStatus, Reason, parse_time, utc_now
 from emdx.runner import launch
-from emdx.service import RUNNER_STARTUP_GRACE_S, Service
+from emdx.service import RUNNER_STARTUP_GRACE_S, Service, run_identities
 
 # A directory with no row is only an orphan once it is this old (a start creates the row first,
 # but a clock skew or a slow disk should never make cleanup race a start).
@@ -102,21 +102,9 @@ def _stale(ex: Execution) -> bool:
     return age is None or age > 3 * heartbeat_interval()
 
 
-def _run_identities(ex: Execution) -> list[tuple[int, float]]:
-    """The supervisor first (so that it cannot record an outcome of its own for an agent we are
-    killing), then the agent, then every other marked process."""
-    found = []
-    if ex.pid and ex.pid_started_at is not None:
-        found.append((ex.pid, ex.pid_started_at))
-    if ex.agent_pid and ex.agent_started_at is not None:
-        found.append((ex.agent_pid, ex.agent_started_at))
-    found += system.marked_processes(ex.id, exclude={pid for pid, _ in found})
-    return found
-
-
 def _finish_dead(service: Service, ex: Execution, dry_run: bool) -> list[Action]:
     why = f"execution #{ex.id}: supervisor gone"
-    actions = _signal_report(_run_identities(ex), dry_run, why)
+    actions = _signal_report(run_identities(ex), dry_run, why)
     if dry_run:
         actions.append(
             Action("execution", f"#{ex.id}", "running → failed (137, runner_lost)", "would do")
@@ -132,7 +120,7 @@ def _finish_dead(service: Service, ex: Execution, dry_run: bool) -> list[Action]
 
 def _finish_overdue(service: Service, ex: Execution, dry_run: bool) -> list[Action]:
     why = f"execution #{ex.id}: past its {ex.options.timeout_s:g}s timeout"
-    actions = _signal_report(_run_identities(ex), dry_run, why)
+    actions = _signal_report(run_identities(ex), dry_run, why)
     detail = "running → failed (124, timeout)"
     if dry_run:
         actions.append(Action("execution", f"#{ex.id}", detail, "would do"))

@@ -92,6 +92,19 @@ def make_run_key(doc_id: int | None) -> str:
     return f"{doc_id or 0}-{time.time_ns() // 1000}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
+def run_identities(execution: Execution) -> list[tuple[int, float]]:
+    """Every process of a run as (pid, start time): the supervisor first (so that it cannot
+    record an outcome of its own for an agent being killed), the agent, then every process
+    carrying the run's marker (tools that escaped with setsid, orphans)."""
+    found = []
+    if execution.pid and execution.pid_started_at is not None:
+        found.append((execution.pid, execution.pid_started_at))
+    if execution.agent_pid and execution.agent_started_at is not None:
+        found.append((execution.agent_pid, execution.agent_started_at))
+    found += system.marked_processes(execution.id, exclude={pid for pid, _ in found})
+    return found
+
+
 # A row may say running for a moment before its supervisor records itself.
 RUNNER_STARTUP_GRACE_S = 30.0
 
@@ -338,17 +351,8 @@ class ExecutionService:
     def _kill_run_processes(
         self, execution: Execution, grace_s: float, force: bool = False
     ) -> bool:
-        """Every process of the run: agent (by recorded identity), marked processes, runner."""
-        targets: list[tuple[int, float]] = []
-        if execution.agent_pid and execution.agent_started_at is not None:
-            targets.append((execution.agent_pid, execution.agent_started_at))
-        known = {pid for pid, _ in targets}
-        if execution.pid:
-            known.add(execution.pid)
-        targets += system.marked_processes(execution.id, exclude=known)
-        if execution.pid and execution.pid_started_at is not None:
-            targets.append((execution.pid, execution.pid_started_at))
-        return system.kill_identified(targets, grace_s, force=force)
+        """SIGTERM, grace, SIGKILL to every process of the run (see run_identities)."""
+        return system.kill_identified(run_identities(execution), grace_s, force=force)
 
     def health(self, interval_s: float = 0.2) -> list[RunHealth]:
         """Liveness of every active run, judged by pid AND start time; zombies are repaired.
@@ -517,7 +521,7 @@ class RunHealth:
             "agent_alive": self.agent_alive,
             "heartbeat_age_s": None
             if self.heartbeat_age_s is None
-            else round(self.heartbeat_age_s, 1),
+            else round(self.heartbeat_age_s, 3),
             "runner": proc(self.runner),
             "agent": proc(self.agent),
             "repaired": self.repaired.to_dict() if self.repaired else None,
