@@ -176,13 +176,17 @@ def executions_loaded(frozen: dict[str, list[int]]) -> Callable[[Pilot[None]], o
 
 def test_documents_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
     """Three documents (tags, project), the newest highlighted: its preview and its runs."""
-    assert snap_compare(EmdxApp(), terminal_size=SIZE, run_before=documents_loaded(frozen_db))
+    assert snap_compare(
+        EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=documents_loaded(frozen_db)
+    )
 
 
 def test_executions_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
     """Four finished runs (completed, failed, killed) with fixed durations and costs; the newest
     selected with its log rendered in UTC."""
-    assert snap_compare(EmdxApp(), terminal_size=SIZE, run_before=executions_loaded(frozen_db))
+    assert snap_compare(
+        EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=executions_loaded(frozen_db)
+    )
 
 
 def then_press(
@@ -201,11 +205,11 @@ def then_press(
 def test_help_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
     """The help dialog over the documents screen."""
     run_before = then_press(documents_loaded(frozen_db), "question_mark", "escape to close")
-    assert snap_compare(EmdxApp(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=run_before)
 
 
 def test_kill_confirm_dialog(snap_compare, frozen_db: dict[str, list[int]]) -> None:
     """The kill confirmation over the executions screen (only looked at: nothing is answered)."""
     newest = frozen_db["runs"][-1]
     run_before = then_press(executions_loaded(frozen_db), "k", f"Kill execution #{newest}?")
-    assert snap_compare(EmdxApp(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=run_before)

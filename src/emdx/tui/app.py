@@ -27,6 +27,11 @@ from emdx.tui import data
 REFRESH_S = 1.0
 
 
+def refresh_interval(app: App[None]) -> float:
+    """How often live views refresh (EmdxApp's refresh_s; 0 = never)."""
+    return float(getattr(app, "refresh_s", REFRESH_S))
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
@@ -103,7 +108,8 @@ class DocumentsScreen(Screen[None]):
         table = self.query_one("#docs", DataTable)
         table.add_columns("id", "title", "tags", "project")
         self.load_documents("")
-        self.set_interval(2 * REFRESH_S, self._refresh_preview)
+        if refresh_interval(self.app) > 0:
+            self.set_interval(2 * refresh_interval(self.app), self._refresh_preview)
         table.focus()
 
     def _refresh_preview(self) -> None:
@@ -225,7 +231,8 @@ class ExecutionsScreen(Screen[None]):
         )
         self._show_filter()
         self.refresh_runs()
-        self.set_interval(REFRESH_S, self.tick)
+        if refresh_interval(self.app) > 0:
+            self.set_interval(refresh_interval(self.app), self.tick)
         table.focus()
 
     def tick(self) -> None:
@@ -398,6 +405,12 @@ class EmdxApp(App[None]):
         "documents": DocumentsScreen,
         "executions": ExecutionsScreen,
     }
+
+    def __init__(self, refresh_s: float = REFRESH_S) -> None:
+        """`refresh_s` is how often live views refresh; 0 turns the timers off (frozen views
+        for snapshot tests: a refresh landing mid-capture would make them flaky)."""
+        super().__init__()
+        self.refresh_s = refresh_s
 
     def on_mount(self) -> None:
         self.switch_mode("documents")
