@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,13 @@ def parse_time(value: str | None) -> datetime | None:
 def iso_or_none(value: str | None) -> str | None:
     moment = parse_time(value)
     return to_iso(moment) if moment else None
+
+
+def percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list (None when it is empty)."""
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
 def shallow_dict(obj: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ typer, rich or textual.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ from emdx.models import (
     SearchHit,
     TagCount,
     parse_time,
+    percentile,
     utc_now,
 )
 from emdx.runner import launch
@@ -310,8 +310,8 @@ class ExecutionService:
             by_status=by_status,
             last_24h=rows["recent"],
             success_rate=(finished_ok / finished) if finished else None,
-            median_duration_s=_percentile(durations, 50),
-            p95_duration_s=_percentile(durations, 95),
+            median_duration_s=_rounded(percentile(durations, 50)),
+            p95_duration_s=_rounded(percentile(durations, 95)),
             total_cost_usd=sum(t["cost_usd"] for t in rows["per_type"]),
             total_input_tokens=sum(t["input_tokens"] for t in rows["per_type"]),
             total_output_tokens=sum(t["output_tokens"] for t in rows["per_type"]),
@@ -548,12 +548,8 @@ class ExecStats:
         return asdict(self)
 
 
-def _percentile(ordered: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return round(ordered[rank - 1], 3)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _write_private(path: Path, data: bytes) -> None:

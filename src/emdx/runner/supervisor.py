@@ -27,7 +27,15 @@ from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
 from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
 from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
-from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso, to_iso
+from emdx.models import (
+    ExecType,
+    Execution,
+    ExecutionStatus,
+    Reason,
+    now_iso,
+    percentile,
+    to_iso,
+)
 from emdx.runlog import LogWriter
 from emdx.runner.launch import kill_grace, start_queued
 from emdx.store import Store, open_store
@@ -460,7 +468,7 @@ class Supervisor:
             return
 
         def pct(p: float) -> float:
-            return round(beats[min(len(beats) - 1, int(p / 100 * len(beats)))], 2) if beats else 0
+            return round(percentile(beats, p) or 0.0, 2)
 
         stats = {
             "beats": len(beats),
