@@ -7,8 +7,8 @@ show them as a table or JSON. Nothing here touches a run whose supervisor is ali
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,10 +16,11 @@ from typing import Any
 
 from emdx import paths, system
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_TIMEOUT
-from emdx.errors import EnvironmentProblem, NotFoundError
+from emdx.errors import EmdxError, EnvironmentProblem, NotFoundError
 from emdx.models import Execution, ExecutionStatus, Reason, parse_time, utc_now
 from emdx.runner import launch
 from emdx.service import RUNNER_STARTUP_GRACE_S, Service, run_identities
+from emdx.system import git
 
 # A directory with no row is only an orphan once it is this old (a start creates the row first,
 # but a clock skew or a slow disk should never make cleanup race a start).
@@ -183,18 +184,39 @@ def executions(
     return actions
 
 
-def _remove_dir(path: Path) -> str | None:
-    """Remove a run directory; a git worktree is unregistered from its repository first."""
-    if (path / ".git").is_file():
-        common = system.git(["rev-parse", "--git-common-dir"], cwd=path)
-        if common.ok:
-            repo_git = Path(common.out if os.path.isabs(common.out) else path / common.out)
-            system.git(["worktree", "remove", "--force", str(path)], cwd=repo_git.parent)
-    if path.exists():
-        try:
-            shutil.rmtree(path)
-        except OSError as exc:
-            return exc.strerror or str(exc)
+def _run_dir_key(path: str | Path) -> str:
+    """A run directory as compared: its parent resolved (a home spelled through a link is the
+    same home), its own name kept as is (it may be a link, which is never followed)."""
+    where = Path(path)
+    return os.path.join(os.path.realpath(where.parent), where.name)
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _home_repos(rows: list[Execution]) -> list[Path]:
+    """The repositories this home made worktrees in (trusted: the user started runs there)."""
+    return sorted({Path(row.repo) for row in rows if row.repo and row.branch})
+
+
+def _remove_run_dir(path: Path, runs: Path, rows: list[Execution], repos: list[Path]) -> str | None:
+    """Remove a run directory without following links; a worktree is also unregistered from
+    the repository this home recorded for it (git is never run inside the directory)."""
+    repo = next((Path(row.repo) for row in rows if row.repo and row.branch), None)
+    if repo is None:
+        repo = next((r for r in repos if git.admin_dir(r, path) is not None), None)
+    if repo is not None:
+        git.unlock_worktree(repo, path)
+    try:
+        paths.remove_tree(path, runs)
+    except (OSError, EmdxError) as exc:
+        return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if repo is not None:
+        git.prune_worktrees(repo)
     return None
 
 
@@ -202,21 +224,37 @@ def dirs(
     service: Service, older_than_s: float = 7 * 86400.0, dry_run: bool = False
 ) -> list[Action]:
     """Run directories (and worktrees) of runs finished more than `older_than_s` ago, and
-    directories no row knows; never one of an active run."""
+    directories no row knows; never one of an active run, never through a symbolic link."""
     runs = paths.runs_dir()
-    if not runs.is_dir():
+    if not os.path.lexists(runs):
         return []
+    paths.private_dir(runs)  # a planted link in place of runs/ is refused, not followed
+    runs_real = Path(os.path.realpath(runs))
+    rows_all = service.store.executions.list_executions(None, None)
     # A directory can serve several runs (a resume continues in its parent's directory).
     owners: dict[str, list[Execution]] = {}
-    for row in service.store.executions.list_executions(None, None):
+    for row in rows_all:
         if row.working_dir:
-            owners.setdefault(str(Path(row.working_dir)), []).append(row)
+            owners.setdefault(_run_dir_key(row.working_dir), []).append(row)
+    repos = _home_repos(rows_all)
     actions = []
     now = time.time()
-    for path in sorted(runs.iterdir()):
-        if not path.is_dir():
+    with os.scandir(runs) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        path = runs / entry.name
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
             continue
-        rows = owners.get(str(path))
+        if stat.S_ISLNK(info.st_mode):
+            target = os.readlink(path)
+            detail = f"link to {target}: never followed, left in place"
+            actions.append(Action("link", str(path), detail, "kept"))
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            continue  # emdx makes only directories here
+        rows = owners.get(str(runs_real / entry.name))
         if rows:
             if any(not row.status.is_final for row in rows):
                 continue
@@ -229,18 +267,15 @@ def dirs(
             newest = max(rows, key=lambda row: row.id)
             detail = f"execution #{newest.id} {newest.status.value} {age / 86400:.1f} days ago"
         else:
-            try:
-                mtime_age = now - path.stat().st_mtime
-            except OSError:
-                continue
-            if mtime_age < ORPHAN_DIR_MIN_AGE_S:
+            if now - info.st_mtime < ORPHAN_DIR_MIN_AGE_S:
                 continue
             detail = "no execution row"
-        kind = "worktree" if (path / ".git").is_file() else "dir"
+        worktree = any(row.branch for row in rows or []) or os.path.lexists(path / ".git")
+        kind = "worktree" if worktree else "dir"
         if dry_run:
             actions.append(Action(kind, str(path), detail, "would do"))
             continue
-        failure = _remove_dir(path)
+        failure = _remove_run_dir(path, runs, rows or [], repos)
         actions.append(
             Action(
                 kind,
@@ -259,142 +294,124 @@ class BranchInfo:
     in_use: bool
     worktree: str | None
     locked: bool
-    dirty: bool
+    dirty: bool | None
     execution_id: int | None
+    owned: bool
+    """Created by a run of this EMDX_HOME in this repository (only those are ever deleted)."""
+    foreign_worktree: bool = False
+    """Its worktree is not the run's directory (moved by someone): never removed by emdx."""
 
 
-def default_branch(repo: Path) -> str:
-    """origin's HEAD, else init.defaultBranch if it exists, else main/master, else current."""
-    head = system.git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=repo)
-    if head.ok and head.out:
-        return head.out
-    candidates = []
-    configured = system.git(["config", "--get", "init.defaultBranch"], cwd=repo)
-    if configured.ok and configured.out:
-        candidates.append(configured.out)
-    candidates += ["main", "master"]
-    for name in candidates:
-        if system.git(["rev-parse", "--verify", "--quiet", f"refs/heads/{name}"], cwd=repo).ok:
-            return name
-    current = system.git(["rev-parse", "--abbrev-ref", "HEAD"], cwd=repo)
-    return current.out if current.ok else "HEAD"
-
-
-@dataclass(frozen=True)
-class Worktree:
-    path: str
-    locked: bool
-
-
-def _worktrees(repo: Path) -> dict[str, Worktree]:
-    """branch name → its worktree (from `git worktree list --porcelain`)."""
-    listing = system.git(["worktree", "list", "--porcelain"], cwd=repo)
-    result: dict[str, Worktree] = {}
-    for block in listing.out.split("\n\n"):
-        lines = block.splitlines()
-        path = next(
-            (line[len("worktree ") :] for line in lines if line.startswith("worktree ")), None
-        )
-        branch = next(
-            (
-                line[len("branch refs/heads/") :]
-                for line in lines
-                if line.startswith("branch refs/heads/")
-            ),
-            None,
-        )
-        if path and branch:
-            locked = any(line == "locked" or line.startswith("locked ") for line in lines)
-            result[branch] = Worktree(path, locked)
-    return result
-
-
-def branch_report(service: Service, repo: Path) -> tuple[str, list[BranchInfo]]:
-    base = default_branch(repo)
-    listing = system.git(["for-each-ref", "--format=%(refname:short)", "refs/heads/exec-*"], repo)
-    merged_out = system.git(["branch", "--merged", base, "--format=%(refname:short)"], repo)
-    merged = set(merged_out.out.splitlines()) if merged_out.ok else set()
-    trees = _worktrees(repo)
+def branch_report(
+    service: Service, repo: Path, dry_run: bool = True
+) -> tuple[str, list[BranchInfo]]:
+    """Every exec-* branch of `repo`, with what decides whether cleanup may delete it. A stale
+    lock (the run ended but its supervisor died before unlocking) is lifted unless `dry_run`."""
+    repo = Path(os.path.realpath(repo))
+    base = git.default_branch(repo)
+    listing = git.run(["for-each-ref", "--format=%(refname:short)", "refs/heads/exec-*"], repo)
+    merged = git.merged_branches(repo, base)
+    trees = {tree.branch: tree for tree in git.worktrees(repo) if tree.branch}
     rows = service.store.executions.list_executions(None, None)
-    active = {ex.branch for ex in rows if ex.branch and ex.status.is_active}
-    finished_dirs = {
-        str(Path(ex.working_dir)) for ex in rows if ex.working_dir and ex.status.is_final
-    }
+    owned: dict[str, Execution] = {}
+    for candidate in sorted(rows, key=lambda r: r.id):
+        if (
+            candidate.branch
+            and candidate.branch_created
+            and candidate.repo
+            and os.path.realpath(candidate.repo) == str(repo)
+        ):
+            owned[candidate.branch] = candidate
+    active = {name for name, owner in owned.items() if owner.status.is_active}
     infos = []
     for name in listing.out.splitlines():
         name = name.strip()
         if not name:
             continue
+        row = owned.get(name)
         tree = trees.get(name)
         locked = tree is not None and tree.locked
-        if locked and tree is not None and tree.path in finished_dirs and name not in active:
-            # Our run ended but its supervisor died before unlocking: the lock is stale.
-            locked = not system.git(["worktree", "unlock", tree.path], repo).ok
-        dirty = False
-        if tree is not None and Path(tree.path).is_dir():
-            status = system.git(["status", "--porcelain"], cwd=tree.path)
-            dirty = bool(status.out) if status.ok else False
-        number = name.split("-")[1] if name.count("-") >= 1 else ""
+        foreign = False
+        dirty: bool | None = False
+        if row is not None and tree is not None:
+            foreign = not row.working_dir or _run_dir_key(tree.path) != _run_dir_key(
+                row.working_dir
+            )
+            if locked and not foreign and name not in active and row.status.is_final:
+                # Our run ended but its supervisor died before unlocking: the lock is stale.
+                locked = False if dry_run else not git.unlock_worktree(repo, Path(tree.path))
+            where = Path(tree.path)
+            if os.path.isdir(where) and not _is_link(where):
+                dirty = git.is_dirty(repo, where)
         infos.append(
             BranchInfo(
-                name,
-                name in merged,
-                name in active,
-                tree.path if tree else None,
-                locked,
-                dirty,
-                int(number) if number.isdigit() else None,
+                name=name,
+                merged=name in merged,
+                in_use=name in active,
+                worktree=tree.path if tree else None,
+                locked=locked,
+                dirty=dirty,
+                execution_id=row.id if row else None,
+                owned=row is not None,
+                foreign_worktree=foreign,
             )
         )
     return base, infos
 
 
+def _verdict(info: BranchInfo, base: str, force: bool) -> tuple[str, str | None]:
+    """(detail, reason to keep or None) for one branch."""
+    state = "merged" if info.merged else "unmerged"
+    detail = f"{state} into {base}" + (f", worktree {info.worktree}" if info.worktree else "")
+    if not info.owned:
+        return detail, "not created by a run of this EMDX_HOME in this repository"
+    if info.in_use:
+        return detail, "its run is active"
+    if info.locked:
+        return detail, "worktree locked by a live run"
+    if info.foreign_worktree:
+        return detail, "its worktree is not the run's directory (moved?): remove it by hand"
+    if not info.merged and not force:
+        return detail, "--force deletes it"
+    if info.dirty is None and not force:
+        return detail, "its worktree's .git does not point into this repository, or git "
+        "could not read it: --force deletes it"
+    if info.dirty and not force:
+        return detail, "uncommitted changes, --force deletes them"
+    return detail, None
+
+
 def branches(
     service: Service, repo: Path | None = None, force: bool = False, dry_run: bool = False
 ) -> list[Action]:
-    """Delete merged exec-* branches (and their worktrees); unmerged or dirty ones too with
-    force; never a branch whose run is active, here or in another EMDX_HOME (its worktree is
-    locked while the run lives)."""
-    repo = repo or system.git_toplevel()
+    """Delete merged exec-* branches this home created (and their worktrees); unmerged or dirty
+    ones too with force; never a branch whose run is active, nor another home's or the user's."""
+    repo = repo or git.toplevel()
     if repo is None:
         raise EnvironmentProblem("not inside a git repository: run `emdx cleanup branches` there")
-    base, infos = branch_report(service, repo)
+    base, infos = branch_report(service, repo, dry_run)
+    runs = paths.runs_dir()
     actions = []
     for info in infos:
-        state = "merged" if info.merged else "unmerged"
-        detail = f"{state} into {base}" + (f", worktree {info.worktree}" if info.worktree else "")
-        if info.in_use:
-            actions.append(Action("branch", info.name, f"{detail}; its run is active", "kept"))
-            continue
-        if info.locked:
-            actions.append(
-                Action("branch", info.name, f"{detail}; worktree locked by a live run", "kept")
-            )
-            continue
-        if not info.merged and not force:
-            actions.append(Action("branch", info.name, f"{detail}; --force deletes it", "kept"))
-            continue
-        if info.dirty and not force:
-            actions.append(
-                Action(
-                    "branch",
-                    info.name,
-                    f"{detail}; uncommitted changes, --force deletes them",
-                    "kept",
-                )
-            )
+        detail, keep = _verdict(info, base, force)
+        if keep is not None:
+            actions.append(Action("branch", info.name, f"{detail}; {keep}", "kept"))
             continue
         if dry_run:
             actions.append(Action("branch", info.name, detail, "would do"))
             continue
         if info.worktree:
-            removed = system.git(["worktree", "remove", "--force", info.worktree], repo)
-            if not removed.ok and Path(info.worktree).exists():
-                actions.append(Action("branch", info.name, f"{detail}: {removed.err}", "failed"))
-                continue
-            system.git(["worktree", "prune"], repo)
-        # -D: merged-ness was checked against the default branch above; `-d` would check HEAD.
-        deleted = system.git(["branch", "-D", info.name], repo)
+            where = Path(info.worktree)
+            git.unlock_worktree(repo, where)
+            if os.path.lexists(where):
+                try:
+                    paths.remove_tree(where, runs)
+                except (OSError, EmdxError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    actions.append(Action("branch", info.name, f"{detail}: {why}", "failed"))
+                    continue
+            git.prune_worktrees(repo)
+        deleted = git.delete_branch(repo, info.name)
         actions.append(
             Action(
                 "branch",

@@ -221,6 +221,10 @@ class Execution:
     output_doc_id: int | None
     parent_execution_id: int | None
     options: ExecOptions = field(default_factory=ExecOptions)
+    repo: str | None = None
+    """The repository (resolved top directory) the run's worktree was made in."""
+    branch_created: bool = False
+    """True when emdx created `branch` in `repo` for this run (only then may it delete it)."""
 
     @property
     def duration_s(self) -> float | None:

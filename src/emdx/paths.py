@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from pathlib import Path
 
 from emdx.errors import EnvironmentProblem
@@ -14,10 +16,10 @@ FILE_MODE = 0o600
 def emdx_home() -> Path:
     """The data directory: $EMDX_HOME, else ~/.config/emdx (where earlier releases kept data)."""
     env = os.environ.get("EMDX_HOME")
-    if env:
-        # Absolute, so that a supervisor started elsewhere (its cwd differs) finds the same data.
-        return Path(env).expanduser().absolute()
-    return Path.home() / ".config" / "emdx"
+    # Resolved, so that a supervisor started elsewhere (its cwd differs) finds the same data, and
+    # a home spelled through a symbolic link is the same home (paths are compared resolved).
+    home = Path(env).expanduser() if env else Path.home() / ".config" / "emdx"
+    return Path(os.path.realpath(home))
 
 
 def db_path() -> Path:
@@ -41,16 +43,52 @@ def prompt_path(execution_id: int) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700; tighten it if it already exists."""
+    """Create `path` (and parents) with mode 0700; tighten it if it already exists. A symbolic
+    link is never followed, nor chmodded through (see `private_dir`)."""
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o777 != DIR_MODE:
-            path.chmod(DIR_MODE)
+        info = os.lstat(path)
     except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return path  # refused by `private_dir` when something needs it
+    if stat.S_IMODE(info.st_mode) != DIR_MODE:
+        try:
+            os.chmod(path, DIR_MODE)
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
+    return path
+
+
+def _unwritable(path: Path, exc: OSError) -> EnvironmentProblem:
+    if path.exists() and not path.is_dir():
+        fix = f"{path} is a file, not a directory: move it aside or set EMDX_HOME elsewhere"
+    else:
+        fix = f"make {path.parent} writable or set EMDX_HOME to a writable directory"
+    return EnvironmentProblem(f"cannot create data directory {path}: {exc.strerror or exc}", [fix])
+
+
+def private_dir(path: Path) -> Path:
+    """`path` (a directory emdx writes inside EMDX_HOME), refused with a one-line error if it is
+    a symbolic link or not a directory: an agent may have planted it, and following it would
+    make emdx write or delete outside its home."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        ensure_private_dir(path)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
         raise EnvironmentProblem(
-            f"cannot create data directory {path}: {exc.strerror or exc}",
-            [f"make {path.parent} writable or set EMDX_HOME to a writable directory"],
-        ) from exc
+            f"{path} is a symbolic link (to {target}); emdx never follows links inside its home",
+            [f"move {path} aside and check what put it there"],
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise EnvironmentProblem(
+            f"{path} is not a directory", [f"move {path} aside and check what put it there"]
+        )
     return path
 
 
@@ -59,3 +97,23 @@ def ensure_home() -> Path:
     ensure_private_dir(logs_dir())
     ensure_private_dir(runs_dir())
     return home
+
+
+def open_private(path: Path, flags: int) -> int:
+    """`os.open` of a file emdx keeps in EMDX_HOME: mode 0600, never through a symbolic link
+    (neither the file nor its directory), not inherited by children."""
+    private_dir(path.parent)
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+
+def remove_tree(path: Path, inside: Path) -> None:
+    """Delete the directory `path`, a direct child of `inside`, never following a link: not
+    `path` itself (refused), nor anything below it (shutil's fd-based rmtree)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise EnvironmentProblem(f"{path} is not a directory (a link?); not removed")
+    if path.name in ("", ".", "..") or os.path.realpath(path.parent) != os.path.realpath(inside):
+        raise EnvironmentProblem(f"{path} is not inside {inside}; not removed")
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise EnvironmentProblem("this platform cannot remove directories without following links")
+    shutil.rmtree(path)

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emdx import agent, paths, system
+from emdx import agent, paths
 from emdx.errors import EmdxError, EnvironmentProblem
+from emdx.system import git
 
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code@2.1.330 (or set EMDX_CLAUDE_BIN)"
 INSTALL_NODE = "install Node.js 20 or newer: https://nodejs.org/ (or your package manager)"
@@ -94,9 +95,11 @@ def check_data_dir() -> Check:
 
 
 def check_git(required: bool) -> Check:
-    git = shutil.which("git")
+    found = git.available()
     fix = "install git (e.g. apt-get install git)"
-    return Check("git", git is not None, git or "git not on PATH", None if git else fix, required)
+    return Check(
+        "git", found is not None, found or "git not on PATH", None if found else fix, required
+    )
 
 
 def check_database() -> Check:
@@ -149,7 +152,7 @@ def ensure_ready(worktree: bool = False) -> None:
             raise EnvironmentProblem(
                 f"{check.name}: {check.detail}", [check.fix] if check.fix else []
             )
-    if worktree and system.git_toplevel() is None:
+    if worktree and git.toplevel() is None:
         raise EnvironmentProblem(
             "--worktree needs a git repository: run emdx from inside one", ["cd into a git repo"]
         )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +43,7 @@ from emdx.models import (
 )
 from emdx.runner import launch
 from emdx.store import Store, open_store
+from emdx.system import git
 
 # Documents are prompts; beyond this they are surely a mistake (a log file, a binary) and would
 # make every list and search slow.
@@ -82,7 +83,7 @@ def decode_document(data: bytes, source: str) -> str:
 
 
 def detect_project(cwd: Path | None = None) -> str | None:
-    top = system.git_toplevel(cwd or Path.cwd())
+    top = git.toplevel(cwd or Path.cwd())
     return top.name if top else None
 
 
@@ -143,7 +144,7 @@ class ExecutionService:
         # --worktree asks for one; a gameplan gets one by default when run inside a repo.
         wanted = options.worktree or (options.worktree is None and plan.wants_worktree)
         if working_dir is None and wanted:
-            repo = system.git_toplevel()
+            repo = git.toplevel()
         options = replace(options, worktree=repo is not None)
         if exec_type is not None:
             plan = replace(plan, exec_type=exec_type)
@@ -154,11 +155,9 @@ class ExecutionService:
         options = replace(options, tools=plan.tools)
 
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
-        branch = None
         try:
             if repo is not None:
-                branch = smart.branch_name(execution_id, doc.title)
-                workdir = self._make_worktree(repo, run_key, branch)
+                workdir, branch = self._make_worktree(execution_id, repo, run_key, doc.title)
                 if prompt is None:
                     plan = replace(
                         plan, prompt=smart.plan_for_type(doc, plan.exec_type, branch).prompt
@@ -171,11 +170,10 @@ class ExecutionService:
             self.store.executions.update(
                 execution_id,
                 working_dir=str(workdir),
-                branch=branch,
                 log_file=str(paths.run_log_path(execution_id)),
             )
         except (OSError, EmdxError) as exc:
-            self._discard(execution_id, run_key, repo, branch)
+            self._discard(execution_id, run_key)
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreError(f"could not prepare execution: {detail}") from exc
 
@@ -219,43 +217,79 @@ class ExecutionService:
         raise StoreError("could not allocate a unique run key; try again")
 
     def _make_run_dir(self, run_key: str) -> Path:
-        run_dir = paths.runs_dir() / run_key
-        # exist_ok=False: two runs must never share a directory, even on a key collision.
-        run_dir.mkdir(mode=paths.DIR_MODE, parents=False, exist_ok=False)
+        run_dir = paths.private_dir(paths.runs_dir()) / run_key
+        # mkdir, not exist_ok: two runs must never share a directory, even on a key collision.
+        os.mkdir(run_dir, paths.DIR_MODE)
         return run_dir
 
-    def _make_worktree(self, repo: Path, run_key: str, branch: str) -> Path:
-        path = paths.runs_dir() / run_key
-        # Locked while the run lives, so that no cleanup (even another EMDX_HOME's) removes it.
-        result = system.git(["worktree", "add", "--lock", "-b", branch, str(path), "HEAD"], repo)
-        if not result.ok:
+    def _make_worktree(
+        self, execution_id: int, repo: Path, run_key: str, title: str
+    ) -> tuple[Path, str]:
+        """A worktree on a branch emdx creates: `exec-<id>-<slug>`, or `…-2`, `…-3` when that
+        name is taken (ids repeat across homes and fresh databases; a user's branch is never
+        reused, nor deleted by the undo). The row records the repository first and the branch
+        once it is created, so that only what this run created is ever removed."""
+        runs = paths.private_dir(paths.runs_dir())
+        path = runs / run_key
+        self.store.executions.update(execution_id, repo=str(repo))
+        base = smart.branch_name(execution_id, title)
+        for attempt in range(1, 100):
+            branch = base if attempt == 1 else f"{base}-{attempt}"
+            if git.branch_exists(repo, branch):
+                continue
+            result = git.add_worktree(repo, path, branch)
+            if result.ok:
+                break
+            if git.branch_exists(repo, branch) and "already exists" in result.err:
+                continue  # taken between our check and git's: try the next name
             detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
             raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")
-        path.chmod(paths.DIR_MODE)
-        return path
+        else:
+            raise EnvironmentProblem(f"no free branch name for {base} in {repo}")
+        self.store.executions.update(execution_id, branch=branch, branch_created=True)
+        # git made the directory through whatever `runs` was at that moment: it must be ours.
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or os.path.realpath(path.parent) != str(runs):
+            raise EnvironmentProblem(f"the worktree {path} is not inside {runs}")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, paths.DIR_MODE)
+        finally:
+            os.close(fd)
+        return path, branch
 
-    def _discard(
-        self, execution_id: int, run_key: str, repo: Path | None = None, branch: str | None = None
-    ) -> None:
-        """Undo a start that failed half way: no row, directory, worktree, branch or prompt."""
+    def _discard(self, execution_id: int, run_key: str) -> None:
+        """Undo a start that failed half way: no row, directory, worktree or prompt, and the
+        branch only if the row records that this start created it."""
+        repo = branch = None
+        with contextlib.suppress(EmdxError):
+            row = self.store.executions.get(execution_id)
+            if row.repo and row.branch and row.branch_created:
+                repo, branch = Path(row.repo), row.branch
         with contextlib.suppress(EmdxError):
             self.store.executions.delete(execution_id)
+        path = paths.runs_dir() / run_key
+        if repo is not None:
+            git.unlock_worktree(repo, path)
+        with contextlib.suppress(OSError, EmdxError):
+            paths.remove_tree(path, paths.runs_dir())
         if repo is not None and branch is not None:
-            system.git(["worktree", "remove", "--force", str(paths.runs_dir() / run_key)], repo)
-            system.git(["branch", "-D", branch], repo)
-        shutil.rmtree(paths.runs_dir() / run_key, ignore_errors=True)
-        paths.prompt_path(execution_id).unlink(missing_ok=True)
+            git.prune_worktrees(repo)
+            git.delete_branch(repo, branch)
+        with contextlib.suppress(OSError):
+            paths.prompt_path(execution_id).unlink()
 
     def _launch(self, execution_id: int) -> None:
         if not self.store.executions.claim_slot(execution_id, launch.max_parallel()):
             return  # stays queued: a finishing supervisor starts it
         try:
             pid, started = launch.spawn_runner(execution_id)
-        except OSError as exc:
+        except (OSError, EmdxError) as exc:
             self.store.executions.finish(
                 execution_id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED
             )
-            raise StoreError(f"could not start the supervisor: {exc.strerror or exc}") from exc
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"could not start the supervisor: {detail}") from exc
         self.store.executions.update(execution_id, pid=pid, pid_started_at=started)
 
     # -- reading ----------------------------------------------------------------------------
@@ -424,9 +458,10 @@ class ExecutionService:
             raise InvalidStateError(f"execution {old.id} has no agent session to resume")
         if old.doc_id is None:
             raise InvalidStateError(f"execution {old.id} has no document")
-        if not old.working_dir or not Path(old.working_dir).is_dir():
+        if not old.working_dir or not _is_real_dir(old.working_dir):
             raise InvalidStateError(
-                f"the working directory of execution {old.id} is gone ({old.working_dir})"
+                f"the working directory of execution {old.id} is gone or not a directory "
+                f"(a symbolic link is never followed): {old.working_dir}"
             )
         options = replace(
             old.options,
@@ -553,9 +588,17 @@ def _rounded(value: float | None) -> float | None:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = paths.open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def _is_real_dir(path: str) -> bool:
+    """A directory, not a symbolic link to one (an agent may have swapped its directory)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -498,11 +498,12 @@ def test_cleanup_all_dry_run_changes_nothing_and_yes_runs_every_step(
     assert git(git_repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
 
     # Without --yes (stdin not a terminal) branches are listed, not deleted.
-    git(git_repo, "branch", "exec-56-merged")
+    another = runs.get(runs.start(quick, "--worktree", cwd=git_repo))
+    runs.wait_final(another.id)
     asked = runs.cli("cleanup", "all", cwd=git_repo)
     assert asked.code == 0, asked
     assert "confirm with --yes" in asked.stdout
-    assert branch_exists(git_repo, "exec-56-merged")
+    assert branch_exists(git_repo, str(another.branch))
     # Outside a repository the branch step is skipped, the rest still runs.
     elsewhere = runs.tmp_path / "elsewhere"
     elsewhere.mkdir()

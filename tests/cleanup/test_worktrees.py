@@ -166,27 +166,31 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
     unmerged_dir = Path(str(unmerged_row.working_dir))
     busy_dir = Path(str(busy_row.working_dir))
     commit_file(unmerged_dir, "work.txt", "agent work\n", "work on the exec branch")
-    # By hand: a merged exec branch, an unmerged one, a branch merged through a merge commit
-    # and a non-exec branch that cleanup must never look at.
+    # A run's branch merged through a merge commit counts as merged.
+    later_id = runs.start(quick, "--worktree", cwd=git_repo)
+    later_row = runs.wait_final(later_id)
+    later_dir = Path(str(later_row.working_dir))
+    commit_file(later_dir, "y.txt", "y\n", "merged work")
+    git(git_repo, "merge", "-q", "--no-ff", "-m", "merge later", str(later_row.branch))
+    # By hand: exec-looking branches no run of this home created (kept whatever their state,
+    # even with --force), and a non-exec branch that cleanup must never look at.
     git(git_repo, "branch", "exec-99-by-hand")
     git(git_repo, "checkout", "-q", "-b", "exec-98-unmerged")
     commit_file(git_repo, "x.txt", "x\n", "unmerged work")
-    git(git_repo, "checkout", "-q", "-b", "exec-97-merged-later", "main")
-    commit_file(git_repo, "y.txt", "y\n", "merged work")
     git(git_repo, "checkout", "-q", "main")
-    git(git_repo, "merge", "-q", "--no-ff", "-m", "merge 97", "exec-97-merged-later")
     git(git_repo, "branch", "feature-keep")
 
-    merged = {str(merged_row.branch), "exec-99-by-hand", "exec-97-merged-later"}
-    unmerged = {str(unmerged_row.branch), "exec-98-unmerged"}
+    merged = {str(merged_row.branch), str(later_row.branch)}
+    unmerged = {str(unmerged_row.branch)}
+    by_hand = {"exec-99-by-hand", "exec-98-unmerged"}
     busy = str(busy_row.branch)
 
     before = _snapshot(git_repo)
     dry = cli("cleanup", "branches", "--dry-run", cwd=git_repo)
     assert dry.code == 0, dry
-    for name in merged | unmerged | {busy}:
+    for name in merged | unmerged | {busy, "exec-98-unmerged"}:
         [line] = [ln for ln in dry.stdout.splitlines() if f" {name} " in ln]
-        state = "unmerged" if name in unmerged else "merged"
+        state = "unmerged" if name in unmerged | {"exec-98-unmerged"} else "merged"
         assert f"{state} into main" in line, line
     assert "feature-keep" not in dry.stdout
     dry_json = cli("cleanup", "branches", "--dry-run", "--json", cwd=git_repo)
@@ -194,9 +198,12 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
     plan = parse_json(dry_json.stdout)
     assert plan["dry_run"] is True
     acts = _by_target(plan)
-    assert set(acts) == merged | unmerged | {busy}
+    assert set(acts) == merged | unmerged | by_hand | {busy}
     assert {n for n, a in acts.items() if a["result"] == "would do"} == merged
     assert all(acts[n]["detail"].startswith("unmerged") for n in unmerged)
+    for name in by_hand:
+        assert acts[name]["result"] == "kept", acts[name]
+        assert "not created by a run of this EMDX_HOME" in acts[name]["detail"]
     assert acts[busy]["result"] == "kept" and "active" in acts[busy]["detail"]
     assert str(merged_dir) in acts[str(merged_row.branch)]["detail"]
     assert_same(before, _snapshot(git_repo))
@@ -214,9 +221,9 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
     assert {n for n, a in acts.items() if a["result"] == "done"} == merged
     for name in merged:
         assert not branch_exists(git_repo, name), name
-    for name in [*unmerged, busy, "feature-keep", "main"]:
+    for name in [*unmerged, *by_hand, busy, "feature-keep", "main"]:
         assert branch_exists(git_repo, name), name
-    assert not merged_dir.exists()
+    assert not merged_dir.exists() and not later_dir.exists()
     listed = worktrees(git_repo)
     assert str(merged_dir) not in listed
     assert listed[str(unmerged_dir)] == unmerged_row.branch
@@ -234,6 +241,8 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
     assert not unmerged_dir.exists()
     assert set(worktrees(git_repo)) == {str(git_repo), str(busy_dir)}
     assert branch_exists(git_repo, busy) and busy_dir.is_dir()
+    for name in by_hand:
+        assert branch_exists(git_repo, name), name
     row = runs.get(busy_id)
     assert row.status.value == "running" and runs.service.runner_alive(row)
 
@@ -247,7 +256,8 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
     assert _by_target(parse_json(last.stdout))[busy]["result"] == "done"
     assert not branch_exists(git_repo, busy) and not busy_dir.exists()
     assert set(worktrees(git_repo)) == {str(git_repo)}
-    assert git(git_repo, "branch", "--list", "exec-*") == ""
+    remaining = git(git_repo, "branch", "--list", "--format=%(refname:short)", "exec-*")
+    assert set(remaining.split()) == by_hand
 
 
 def test_cleanup_branches_nothing_to_do_and_outside_a_repo(
@@ -257,13 +267,13 @@ def test_cleanup_branches_nothing_to_do_and_outside_a_repo(
     assert empty.code == 0, empty
     assert parse_json(empty.stdout) == {"dry_run": True, "actions": []}
     # Only unmerged branches: nothing would be deleted, so no confirmation is needed.
-    git(git_repo, "checkout", "-q", "-b", "exec-5-wip")
-    commit_file(git_repo, "wip.txt", "wip\n", "wip")
-    git(git_repo, "checkout", "-q", "main")
+    doc = runs.doc("# Wip\nFAKE:events=1\n", title="Wip")
+    row = runs.wait_final(runs.start(doc, "--worktree", cwd=git_repo))
+    commit_file(Path(str(row.working_dir)), "wip.txt", "wip\n", "wip")
     before = _snapshot(git_repo)
     kept = runs.cli("cleanup", "branches", cwd=git_repo)
     assert kept.code == 0, kept
-    assert "exec-5-wip" in kept.stdout and "unmerged" in kept.stdout
+    assert str(row.branch) in kept.stdout and "unmerged" in kept.stdout
     assert_same(before, _snapshot(git_repo))
 
     plain = tmp_path / "elsewhere"
@@ -283,17 +293,18 @@ def test_cleanup_branches_deletes_merged_branch_when_head_is_not_the_base(
     older branch the deletion fails although the plan said "merged into main".
     """
     git(git_repo, "branch", "older")  # at the initial commit
-    git(git_repo, "checkout", "-q", "-b", "exec-7-done")
-    commit_file(git_repo, "feature.txt", "done\n", "feature")
-    git(git_repo, "checkout", "-q", "main")
-    git(git_repo, "merge", "-q", "--ff-only", "exec-7-done")
+    doc = runs.doc("# Done\nFAKE:events=1\n", title="Done")
+    row = runs.wait_final(runs.start(doc, "--worktree", cwd=git_repo))
+    branch = str(row.branch)
+    commit_file(Path(str(row.working_dir)), "feature.txt", "done\n", "feature")
+    git(git_repo, "merge", "-q", "--ff-only", branch)
     git(git_repo, "checkout", "-q", "older")
     done = runs.cli("cleanup", "branches", "--yes", "--json", cwd=git_repo)
     assert done.code == 0, done
     [action] = parse_json(done.stdout)["actions"]
-    assert action["target"] == "exec-7-done"
+    assert action["target"] == branch
     assert action["result"] == "done", action
-    assert not branch_exists(git_repo, "exec-7-done")
+    assert not branch_exists(git_repo, branch)
 
 
 def test_worktree_dir_is_private_under_a_permissive_umask(runs: Runs, git_repo: Path) -> None:

@@ -25,10 +25,17 @@ def describe_start(execution: Execution) -> str:
             else "for a free slot (EMDX_MAX_PARALLEL)"
         )
         return f"queued execution #{execution.id} ({execution.exec_type}) — waiting {waiting}"
-    return (
+    text = (
         f"{execution.status.value} execution #{execution.id} ({execution.exec_type}) "
         f"for document #{execution.doc_id}: {execution.doc_title}\n  working dir: {where}"
     )
+    if execution.branch:
+        from emdx.smart import branch_name
+
+        wanted = branch_name(execution.id, execution.doc_title)
+        taken = f" ({wanted} already existed)" if execution.branch != wanted else ""
+        text += f"\n  branch: {execution.branch}{taken}"
+    return text
 
 
 def summary_line(execution: Execution) -> str:

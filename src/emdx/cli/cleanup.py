@@ -117,8 +117,10 @@ def cleanup_all(
     as_json: bool = AS_JSON,
 ) -> None:
     """processes → executions → dirs → branches, with one summary."""
-    from emdx import cleanup, system
+    from emdx import cleanup, paths
     from emdx.cleanup import Action
+    from emdx.errors import EmdxError
+    from emdx.system import git
 
     stuck_s = parse_duration(timeout, allow_zero=True) or 0.0
     dir_s = parse_duration(older_than, allow_zero=True) or 0.0
@@ -126,8 +128,11 @@ def cleanup_all(
     with open_service() as service:
         actions += cleanup.processes(service, dry_run)
         actions += cleanup.executions(service, stuck_s, dry_run)
-        actions += cleanup.dirs(service, dir_s, dry_run)
-        repo = system.git_toplevel()
+        try:
+            actions += cleanup.dirs(service, dir_s, dry_run)
+        except EmdxError as exc:
+            actions.append(Action("dir", str(paths.runs_dir()), f"refused: {exc}", "failed"))
+        repo = git.toplevel()
         if repo is None:
             actions.append(Action("branch", "-", "not in a git repository", "kept"))
         else:

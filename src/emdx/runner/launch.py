@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from emdx import paths, system
-from emdx.errors import NotFoundError
+from emdx.errors import EmdxError, NotFoundError
 from emdx.models import Execution, ExecutionStatus, Reason
 from emdx.store import Store
 
@@ -34,7 +34,7 @@ def max_parallel() -> int:
 def spawn_runner(execution_id: int) -> tuple[int, float | None]:
     """Start `python -m emdx.runner ID` in its own session; returns its pid and start time."""
     err_path = paths.logs_dir() / f"{execution_id}.runner.err"
-    fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = paths.open_private(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         env = dict(os.environ)
         env["EMDX_HOME"] = str(paths.emdx_home())
@@ -81,7 +81,7 @@ def start_queued(store: Store) -> list[int]:
             break
         try:
             pid, started_at = spawn_runner(queued.id)
-        except OSError:
+        except (OSError, EmdxError):
             store.executions.finish(queued.id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
             continue
         store.executions.update(queued.id, pid=pid, pid_started_at=started_at)

@@ -19,6 +19,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 from emdx import agent, paths, smart, system
@@ -40,6 +41,7 @@ from emdx.runlog import LogWriter
 from emdx.runner.launch import kill_grace, start_queued
 from emdx.store import Store, open_store
 from emdx.store.connection import retry_locked
+from emdx.system import git
 
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_RESULT_EXIT_GRACE_S = 30.0
@@ -152,10 +154,8 @@ class Supervisor:
         self._cleanup_descendants()
         self._report_heartbeats()
         final = self._finish(outcome)
-        if self.execution.branch and self.execution.working_dir:
-            system.git(
-                ["worktree", "unlock", self.execution.working_dir], cwd=self.execution.working_dir
-            )
+        if self.execution.repo and self.execution.branch and self.execution.working_dir:
+            git.unlock_worktree(Path(self.execution.repo), Path(self.execution.working_dir))
         if final and outcome.status is ExecutionStatus.COMPLETED:
             self._post_actions()
         self.log.close()

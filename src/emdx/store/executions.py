@@ -40,6 +40,8 @@ UPDATABLE = frozenset(
         "event_count",
         "malformed_count",
         "output_doc_id",
+        "repo",
+        "branch_created",
     }
 )
 
@@ -88,6 +90,8 @@ def _execution(row: sqlite3.Row) -> Execution:
         output_doc_id=row["output_doc_id"],
         parent_execution_id=row["parent_execution_id"],
         options=ExecOptions.from_dict(options),
+        repo=row["repo"],
+        branch_created=bool(row["branch_created"]),
     )
 
 

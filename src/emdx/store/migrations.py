@@ -231,6 +231,76 @@ def m007_supervised_executions(conn: sqlite3.Connection) -> None:
     )
 
 
+EXECUTION_COLUMNS_V7 = """id, old_id, run_key, doc_id, doc_title, exec_type, status, reason,
+    exit_code, created_at, started_at, completed_at, heartbeat_at, pid, pid_started_at, agent_pid,
+    agent_started_at, working_dir, branch, log_file, session_id, model, num_turns, cost_usd,
+    input_tokens, output_tokens, last_event_at, event_count, malformed_count, output_doc_id,
+    parent_execution_id, options"""
+
+
+def m008_execution_ownership(conn: sqlite3.Connection) -> None:
+    """States `preparing` and `waiting`; the repository a run's worktree was made in and whether
+    emdx created its branch (so that undo and cleanup delete only what this home created)."""
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'executions'").fetchone()
+    _run(
+        conn,
+        """CREATE TABLE executions_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            old_id TEXT UNIQUE,
+            run_key TEXT UNIQUE,
+            doc_id INTEGER,
+            doc_title TEXT NOT NULL,
+            exec_type TEXT NOT NULL DEFAULT 'generic',
+            status TEXT NOT NULL CHECK (status IN
+                ('preparing', 'queued', 'running', 'waiting', 'completed', 'failed', 'killed')),
+            reason TEXT,
+            exit_code INTEGER,
+            created_at TEXT,
+            started_at TEXT,
+            completed_at TEXT,
+            heartbeat_at TEXT,
+            pid INTEGER,
+            pid_started_at REAL,
+            agent_pid INTEGER,
+            agent_started_at REAL,
+            working_dir TEXT,
+            branch TEXT,
+            log_file TEXT,
+            session_id TEXT,
+            model TEXT,
+            num_turns INTEGER,
+            cost_usd REAL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            last_event_at TEXT,
+            event_count INTEGER NOT NULL DEFAULT 0,
+            malformed_count INTEGER NOT NULL DEFAULT 0,
+            output_doc_id INTEGER,
+            parent_execution_id INTEGER,
+            options TEXT,
+            repo TEXT,
+            branch_created INTEGER NOT NULL DEFAULT 0)""",
+        f"""INSERT INTO executions_new ({EXECUTION_COLUMNS_V7})
+           SELECT {EXECUTION_COLUMNS_V7} FROM executions""",
+        "DROP TABLE executions",
+        "ALTER TABLE executions_new RENAME TO executions",
+        "CREATE INDEX idx_executions_status_started ON executions(status, started_at)",
+        "CREATE INDEX idx_executions_started_at ON executions(started_at)",
+        "CREATE INDEX idx_executions_doc_id ON executions(doc_id)",
+        "CREATE INDEX idx_executions_parent ON executions(parent_execution_id)",
+    )
+    if seq is not None:
+        # Ids are never handed out twice, even those of rows that were deleted.
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'executions'", (seq[0],)
+        )
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'executions', ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM sqlite_sequence WHERE name = 'executions')",
+            (seq[0],),
+        )
+
+
 MIGRATIONS: list[Step] = [
     m000_documents,
     m001_tags,
@@ -240,6 +310,7 @@ MIGRATIONS: list[Step] = [
     m005_execution_heartbeat,
     m006_numeric_execution_ids,
     m007_supervised_executions,
+    m008_execution_ownership,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1

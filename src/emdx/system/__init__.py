@@ -1,4 +1,4 @@
-"""The OS seam: git, process identity (pid + start time), signals, spawning, the clock.
+"""The OS seam: process identity (pid + start time), signals, spawning (git: `emdx.system.git`).
 
 Everything that asks the operating system about processes goes through here, so that there is one
 liveness check and one way to signal, and tests can reason about a single place.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,42 +17,6 @@ from emdx import paths
 
 # Start times are compared with this slack: /proc counts clock ticks (10 ms).
 START_TIME_TOLERANCE_S = 0.05
-
-
-def monotonic() -> float:
-    return time.monotonic()
-
-
-@dataclass(frozen=True)
-class GitResult:
-    ok: bool
-    out: str
-    err: str
-
-
-def git(args: list[str], cwd: Path | str | None = None, timeout: float = 60) -> GitResult:
-    """Run git without a shell; a missing git or a timeout is a failed result, never an raise."""
-    binary = shutil.which("git")
-    if binary is None:
-        return GitResult(False, "", "git is not installed")
-    try:
-        done = subprocess.run(
-            [binary, *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return GitResult(False, "", str(exc))
-    return GitResult(done.returncode == 0, done.stdout.strip(), done.stderr.strip())
-
-
-def git_toplevel(cwd: Path | str | None = None) -> Path | None:
-    result = git(["rev-parse", "--show-toplevel"], cwd=cwd, timeout=30)
-    return Path(result.out) if result.ok and result.out else None
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

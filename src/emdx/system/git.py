@@ -1,0 +1,291 @@
+"""Every git command emdx runs, with configuration no repository can override (DESIGN §8).
+
+A run's worktree, and the repository it shares its `.git` with, are written by an untrusted agent:
+it can plant `core.fsmonitor` or a filter driver (commands git runs on `status` and checkout), a
+`.git` file pointing at a directory of its own, or swap its directory for a symbolic link. So:
+- every call passes `SAFE_CONFIG` (which also reaches nested git processes, through
+  GIT_CONFIG_PARAMETERS) and runs without a shell, with the caller's GIT_* location variables
+  removed;
+- commands that read work-tree files (`status`, `worktree add`) also switch off every filter
+  driver the configuration names;
+- git runs inside a worktree only with `--git-dir`/`--work-tree` pinned to the registered
+  repository's admin directory, after checking that the worktree's `.git` file points there;
+- a worktree is named to git by the unique last component of its path (git matches a suffix of
+  the paths it registered), never by a path git would resolve through a link.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SAFE_CONFIG = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.pager=cat",
+    "credential.helper=",
+)
+
+# Location variables would make git ignore the paths we pass; config variables carry settings
+# of whatever process started us.
+_DROPPED_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+)
+
+
+def available() -> str | None:
+    """Where git is, or None when it is not installed."""
+    return shutil.which("git")
+
+
+@dataclass(frozen=True)
+class GitResult:
+    ok: bool
+    out: str
+    err: str
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _DROPPED_ENV and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    # A read (status, a dry run) must not rewrite the index behind the user's back.
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    return env
+
+
+def run(
+    args: list[str],
+    repo: Path | str | None = None,
+    *,
+    git_dir: Path | None = None,
+    work_tree: Path | None = None,
+    no_filters: bool = False,
+    timeout: float = 60,
+) -> GitResult:
+    """`git <args>` in `repo` (or with `git_dir`/`work_tree` pinned); a missing git, a timeout
+    or a failure is a failed result, never a raise."""
+    binary = shutil.which("git")
+    if binary is None:
+        return GitResult(False, "", "git is not installed")
+    argv = [binary]
+    for setting in SAFE_CONFIG:
+        argv += ["-c", setting]
+    if no_filters:
+        for setting in _filter_overrides(repo, git_dir):
+            argv += ["-c", setting]
+    if repo is not None and git_dir is None:
+        argv += ["-C", str(repo)]
+    if git_dir is not None:
+        argv.append(f"--git-dir={git_dir}")
+    if work_tree is not None:
+        argv.append(f"--work-tree={work_tree}")
+    return _run(argv + args, timeout)
+
+
+def _run(argv: list[str], timeout: float) -> GitResult:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return GitResult(False, "", str(exc))
+    out = done.stdout.decode("utf-8", "replace")
+    err = done.stderr.decode("utf-8", "replace")
+    return GitResult(done.returncode == 0, out.strip("\n"), err.strip())
+
+
+def _filter_overrides(repo: Path | str | None, git_dir: Path | None) -> list[str]:
+    """Settings that turn off every filter driver (`filter.<name>.clean/smudge/process`) the
+    configuration defines: git runs them on files of the work tree, which the agent wrote."""
+    binary = shutil.which("git")
+    if binary is None:
+        return []
+    argv = [binary]
+    for setting in SAFE_CONFIG:
+        argv += ["-c", setting]
+    if git_dir is not None:
+        argv.append(f"--git-dir={git_dir}")
+    elif repo is not None:
+        argv += ["-C", str(repo)]
+    listing = _run([*argv, "config", "--null", "--name-only", "--get-regexp", r"^filter\."], 30)
+    names = set()
+    for key in listing.out.split("\0"):
+        parts = key.split(".")
+        if len(parts) >= 3:
+            names.add(".".join(parts[1:-1]))
+    settings = []
+    for name in sorted(names):
+        settings += [f"filter.{name}.{k}=" for k in ("clean", "smudge", "process")]
+        settings.append(f"filter.{name}.required=false")
+    return settings
+
+
+def toplevel(cwd: Path | str | None = None) -> Path | None:
+    """The resolved top directory of the repository `cwd` (default: the current one) is in."""
+    result = run(["rev-parse", "--show-toplevel"], cwd or Path.cwd(), timeout=30)
+    return Path(os.path.realpath(result.out)) if result.ok and result.out else None
+
+
+def common_dir(repo: Path) -> Path | None:
+    """The repository's shared `.git` directory, resolved."""
+    result = run(["rev-parse", "--git-common-dir"], repo, timeout=30)
+    if not result.ok or not result.out:
+        return None
+    path = Path(result.out)
+    return Path(os.path.realpath(path if path.is_absolute() else repo / path))
+
+
+def branch_exists(repo: Path, name: str) -> bool:
+    return run(["rev-parse", "--verify", "--quiet", f"refs/heads/{name}"], repo).ok
+
+
+def delete_branch(repo: Path, name: str) -> GitResult:
+    # -D: callers decide merged-ness against the default branch; `-d` would check HEAD.
+    return run(["branch", "-D", name], repo)
+
+
+def merged_branches(repo: Path, base: str) -> set[str]:
+    result = run(["branch", "--merged", base, "--format=%(refname:short)"], repo)
+    return set(result.out.splitlines()) if result.ok else set()
+
+
+def default_branch(repo: Path) -> str:
+    """origin's HEAD, else init.defaultBranch if it exists, else main/master, else current."""
+    head = run(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], repo)
+    if head.ok and head.out:
+        return head.out
+    candidates = []
+    configured = run(["config", "--get", "init.defaultBranch"], repo)
+    if configured.ok and configured.out:
+        candidates.append(configured.out)
+    candidates += ["main", "master"]
+    for name in candidates:
+        if branch_exists(repo, name):
+            return name
+    current = run(["rev-parse", "--abbrev-ref", "HEAD"], repo)
+    return current.out if current.ok else "HEAD"
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: str
+    branch: str | None
+    locked: bool
+
+
+def worktrees(repo: Path) -> list[Worktree]:
+    """The repository's registered worktrees (`git worktree list --porcelain -z`)."""
+    listing = run(["worktree", "list", "--porcelain", "-z"], repo)
+    found = []
+    path: str | None = None
+    branch: str | None = None
+    locked = False
+    for field in [*listing.out.split("\0"), ""]:
+        if field == "":
+            if path is not None:
+                found.append(Worktree(path, branch, locked))
+            path, branch, locked = None, None, False
+        elif field.startswith("worktree "):
+            path = field[len("worktree ") :]
+        elif field.startswith("branch refs/heads/"):
+            branch = field[len("branch refs/heads/") :]
+        elif field == "locked" or field.startswith("locked "):
+            locked = True
+    return found
+
+
+def add_worktree(repo: Path, path: Path, branch: str) -> GitResult:
+    """A new branch `branch` at HEAD checked out in `path`, locked (unlocked when the run ends,
+    so that no cleanup, even another EMDX_HOME's, removes a live run's worktree)."""
+    argv = ["worktree", "add", "--lock", "-b", branch, str(path), "HEAD"]
+    return run(argv, repo, no_filters=True)
+
+
+def unlock_worktree(repo: Path, path: Path) -> bool:
+    """Unlock the worktree registered at `path` (named by its unique last component: git
+    matches registered paths, so a link planted at `path` is never followed)."""
+    return run(["worktree", "unlock", path.name], repo).ok
+
+
+def prune_worktrees(repo: Path) -> GitResult:
+    """Forget registrations whose directory is gone (locked ones are kept by git)."""
+    return run(["worktree", "prune"], repo)
+
+
+def admin_dir(repo: Path, path: Path) -> Path | None:
+    """The admin directory (`<common>/worktrees/<id>`) of the worktree at `path` when its `.git`
+    file can be trusted: a regular file whose `gitdir:` points into the registered repository's
+    worktrees directory, whose own `gitdir` file points back at `path/.git`. None otherwise."""
+    common = common_dir(repo)
+    if common is None:
+        return None
+    dot_git = path / ".git"
+    try:
+        fd = os.open(dot_git, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not _is_regular(fd):
+            return None
+        text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
+    if not text.startswith("gitdir:"):
+        return None
+    target = Path(text[len("gitdir:") :].strip())
+    target = Path(os.path.realpath(target if target.is_absolute() else path / target))
+    if target.parent != common / "worktrees":
+        return None
+    try:
+        back = (target / "gitdir").read_text(errors="replace").strip()
+    except OSError:
+        return None
+    if os.path.realpath(back) != os.path.realpath(dot_git):
+        return None
+    return target
+
+
+def _is_regular(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def is_dirty(repo: Path, path: Path) -> bool | None:
+    """Uncommitted changes in the worktree at `path`; None when its `.git` is not trusted (see
+    `admin_dir`) or git cannot tell, so callers treat it as possibly dirty."""
+    admin = admin_dir(repo, path)
+    if admin is None:
+        return None
+    status = run(
+        ["status", "--porcelain", "--ignore-submodules=all"],
+        git_dir=admin,
+        work_tree=path,
+        no_filters=True,
+    )
+    return bool(status.out) if status.ok else None
