@@ -244,15 +244,18 @@ def bench_supervisor_rss(seconds: int) -> None:
 
 
 def bench_stream(lines_target: int) -> None:
-    """Stream lines through parser + progress + summary + log (target ≥ 50,000 lines/s)."""
+    """Stream lines through parser + masking + progress + summary + log, as the supervisor does
+    (target ≥ 50,000 lines/s; with a secret in the environment no more than ~15 % slower)."""
     from emdx.agent.stream import LineFramer, Progress, parse_line
     from emdx.agent.summary import summarize
+    from emdx.masking import Masker
     from emdx.runlog import LogWriter
 
     sample = [line for line in FIXTURE.read_bytes().splitlines(keepends=True) if line.strip()]
     repeat = max(1, lines_target // len(sample))
     data = b"".join(sample) * repeat
     n_lines = len(sample) * repeat
+    secret_env = {"ANTHROPIC_API_KEY": "sk-ant-api03-" + "Qm7cT2vX9pL4wZ8rN1bY" * 4}
     with tempfile.TemporaryDirectory() as tmp:
         stream_file = Path(tmp) / "stream.jsonl"
         stream_file.write_bytes(data)
@@ -261,35 +264,90 @@ def bench_stream(lines_target: int) -> None:
             began = time.perf_counter()
             subprocess.run(["cat", str(stream_file)], stdout=subprocess.DEVNULL, check=True)
             cat_times.append(time.perf_counter() - began)
-        runs = []
-        for attempt in range(3):
-            log = LogWriter(Path(tmp) / f"log{attempt}.jsonl", max_bytes=1 << 40)
-            progress = Progress()
-            framer = LineFramer()
-            began = time.perf_counter()
-            for start in range(0, len(data), 1 << 16):
-                for line in framer.feed(data[start : start + (1 << 16)]):
-                    event = parse_line(line)
-                    if event is None:
-                        continue
-                    progress.update(event)
-                    icon, message = summarize(event)
-                    log.write(event.kind, message, icon=icon, raw_json=line)
-            log.close()
-            runs.append(time.perf_counter() - began)
-    elapsed = statistics.median(runs)
-    cat_s = statistics.median(cat_times)
-    mb = len(data) / 1024 / 1024
+        cat_s = statistics.median(cat_times)
+        mb = len(data) / 1024 / 1024
+        for label, env in (("no secrets", {}), ("one secret in the environment", secret_env)):
+            masker = Masker.from_env(env)
+            runs = []
+            for attempt in range(5):
+                log = LogWriter(Path(tmp) / f"log{attempt}.jsonl", max_bytes=1 << 40, masker=masker)
+                progress = Progress()
+                framer = LineFramer()
+                began = time.perf_counter()
+                for start in range(0, len(data), 1 << 16):
+                    for line in framer.feed(data[start : start + (1 << 16)]):
+                        event = parse_line(line, masker)
+                        if event is None:
+                            continue
+                        progress.update(event)
+                        icon, message = summarize(event)
+                        verbatim = event.data is not None and not event.masked
+                        log.write(
+                            event.kind,
+                            message,
+                            icon=icon,
+                            raw=None if verbatim else event.data or event.text,
+                            raw_json=line if verbatim else None,
+                        )
+                log.close()
+                runs.append(time.perf_counter() - began)
+            elapsed = statistics.median(runs)
+            report(
+                f"stream parser + log throughput ({label})",
+                f"{n_lines / elapsed:,.0f} lines/s",
+                f"cat {n_lines / cat_s:,.0f} lines/s",
+                "≥ 50,000 lines/s",
+            )
+            report(
+                f"stream parser + log throughput, bytes ({label})",
+                f"{mb / elapsed:.1f} MB/s",
+                f"cat {mb / cat_s:.0f} MB/s",
+            )
+
+
+def bench_stderr_flood(mib: int) -> None:
+    """Peak RSS (VmHWM) of a supervisor whose agent prints one `mib` MiB stderr line without a
+    newline (target ≤ 40 MB: every pipe is read with a per-line cap)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        flooded, go = Path(tmp) / "flooded", Path(tmp) / "go"
+        doc = save_doc(env, f"FAKE:stderr-flood={mib}\nFAKE:touch={flooded}\nFAKE:wait-file={go}\n")
+        began = time.monotonic()
+        subprocess.run(
+            [*EMDX, "claude", "execute", doc, "-b"], env=env, check=True, stdout=subprocess.DEVNULL
+        )
+        db = Path(tmp) / "emdx" / "knowledge.db"
+        peak_kib = 0
+        pid = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not flooded.exists():
+            if not pid:
+                conn = sqlite3.connect(db, timeout=30)
+                try:
+                    pid = conn.execute("SELECT pid FROM executions").fetchone()[0] or 0
+                finally:
+                    conn.close()
+            peak_kib = max(peak_kib, _vm_hwm_kib(pid)) if pid else peak_kib
+            time.sleep(0.05)
+        flood_s = time.monotonic() - began
+        peak_kib = max(peak_kib, _vm_hwm_kib(pid)) if pid else peak_kib
+        go.touch()
+        wait_all_final(env, 120)
     report(
-        "stream parser + log throughput",
-        f"{n_lines / elapsed:,.0f} lines/s",
-        f"cat {n_lines / cat_s:,.0f} lines/s",
-        "≥ 50,000 lines/s",
+        f"supervisor peak RSS reading a {mib} MiB stderr line",
+        f"{peak_kib / 1024:.1f} MB",
+        f"{flood_s:.1f} s to read it",
+        "≤ 40 MB",
     )
-    report(
-        "stream parser + log throughput (bytes)",
-        f"{mb / elapsed:.1f} MB/s",
-        f"cat {mb / cat_s:.0f} MB/s",
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0
     )
 
 
@@ -378,6 +436,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "first-event": lambda a: bench_first_event(3 if a.quick else 7),
     "supervisor": lambda a: bench_supervisor_rss(10 if a.quick else 60),
     "stream": lambda a: bench_stream(20_000 if a.quick else 200_000),
+    "stderr-flood": lambda a: bench_stderr_flood(300),
     "concurrency-50": lambda a: bench_concurrency(10 if a.quick else 50, 5 if a.quick else 10),
     "concurrency-200": lambda a: bench_concurrency(20 if a.quick else 200, 5 if a.quick else 10),
     "scale": lambda a: bench_scale(a.quick),

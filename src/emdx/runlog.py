@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from emdx.masking import Masker
 from emdx.models import now_iso, parse_time
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -30,14 +31,17 @@ def max_log_bytes() -> int:
 
 
 class LogWriter:
-    """Appends entries; never raises (a full disk must not kill a run): failures are counted."""
+    """Appends entries; never raises (a full disk must not kill a run): failures are counted.
 
-    def __init__(
-        self, path: Path, max_bytes: int | None = None, secrets: list[bytes] | None = None
-    ):
+    Callers mask what they log (`emdx.masking`); the writer checks every encoded line once more
+    and re-masks the decoded entry when a secret's trace is found, so a line is never
+    byte-edited into invalid JSON."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None, masker: Masker | None = None):
         self.path = path
         self.max_bytes = max_bytes if max_bytes is not None else max_log_bytes()
-        self.secrets = secrets or []
+        self.masker = masker if masker is not None else Masker()
+        self._masking = bool(self.masker)
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
@@ -64,11 +68,17 @@ class LogWriter:
             self._stamp_ms, self._stamp_text = now_ms, now_iso()
         return self._stamp_text
 
-    def mask(self, data: bytes) -> bytes:
-        for secret in self.secrets:
-            if secret in data:
-                data = data.replace(secret, b"***")
-        return data
+    def _encode(self, entry: dict[str, Any], raw_json: bytes | None) -> bytes:
+        line = _dumps(entry)
+        if raw_json is not None:
+            line = line[:-1] + b', "raw": ' + raw_json.strip() + b"}"
+        # Every spelling the masker knows, in the line as written; `raw_json` as such is the
+        # caller's (parse_line checks it for escapes too).
+        if self._masking and self.masker.holds_variant(line):
+            if raw_json is not None:
+                entry = {**entry, "raw": _decoded(raw_json)}
+            line = _dumps(self.masker.mask_obj(entry))
+        return line
 
     def write(
         self,
@@ -98,10 +108,7 @@ class LogWriter:
         }
         if raw is not None and not self.capped:
             entry["raw"] = raw
-        line = json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
-        if raw_json is not None and not self.capped:
-            line = line[:-1] + b', "raw": ' + raw_json.strip() + b"}"
-        line = self.mask(line + b"\n")
+        line = self._encode(entry, None if self.capped else raw_json) + b"\n"
         if not self.capped and self.written + len(line) > self.max_bytes:
             self.capped = True
             note = {
@@ -119,7 +126,7 @@ class LogWriter:
                 self.dropped += 1
                 return
             entry.pop("raw", None)
-            line = self.mask(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+            line = self._encode(entry, None) + b"\n"
         self._append(line)
 
     def _append(self, line: bytes) -> None:
@@ -167,6 +174,22 @@ class LogWriter:
     def close(self) -> None:
         self.flush()
         self._reset()
+
+
+def _dumps(entry: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+    except (ValueError, TypeError, RecursionError):
+        # Nested deeper than the encoder goes (the parser goes further): keep the rest.
+        entry = {**entry, "raw": "(too deeply nested to log)"}
+        return json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+
+
+def _decoded(raw_json: bytes) -> Any:
+    try:
+        return json.loads(raw_json)
+    except (ValueError, RecursionError):
+        return raw_json.decode("utf-8", "replace")
 
 
 def parse_entry(line: bytes | str) -> dict[str, Any] | None:

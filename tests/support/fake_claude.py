@@ -13,6 +13,15 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:setsid-child    start a `sleep 600` in a new session (like Claude's Bash tool)
   FAKE:hang-after-result  print the result, then never exit
   FAKE:pidfile=PATH    write "agent_pid [child_pid]" to PATH
+  FAKE:leak=NAME       print the value of $NAME wherever an agent can: session id, model, assistant
+                       text, a tool call, a tool result, a \\u-escaped event, an unparsable line,
+                       stderr and the result text
+  FAKE:leak-cuts=NAME  print $NAME across each cut emdx makes: the 160-char summary, the
+                       2000-char text of an unparsable line, the 4000-char stderr text and, when
+                       EMDX_LINE_MAX_BYTES is set, the per-line caps of stdout and stderr
+  FAKE:stderr-flood=MB MB MiB on stderr as one line without a newline, written in chunks
+  FAKE:touch=PATH      create PATH (after the flood)
+  FAKE:wait-file=PATH  wait until PATH exists (60 s at most), before the assistant events
 The result text reports the prompt's size and sha256 and the argv, so tests can check both.
 """
 
@@ -30,6 +39,90 @@ def emit(obj):
     sys.stdout.flush()
 
 
+def emit_utf8(obj):
+    """As the real CLI prints: non-ASCII as UTF-8, not escaped."""
+    sys.stdout.buffer.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
+    sys.stdout.flush()
+
+
+def say(text):
+    return {"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}}
+
+
+def json_escaped_utf8(text):
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode()
+
+
+def every_char_escaped(text):
+    """`text` as a JSON string body with every character written as a \\u escape."""
+    units = text.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+
+
+def leak(secret):
+    emit_utf8(
+        {
+            "type": "assistant",
+            "message": {
+                "content": [
+                    {"type": "text", "text": f"the key is {secret}"},
+                    {"type": "tool_use", "name": "Bash", "input": {"command": f"echo {secret}"}},
+                ],
+            },
+        }
+    )
+    emit_utf8(
+        {
+            "type": "user",
+            "message": {"content": [{"type": "tool_result", "content": f"printed {secret}"}]},
+        }
+    )
+    escaped = every_char_escaped(secret)
+    sys.stdout.buffer.write(
+        b'{"type": "assistant", "message": {"content": [{"type": "text", "text": "escaped '
+        + escaped.encode()
+        + b'"}]}}\n'
+    )
+    sys.stdout.buffer.write(f"not json: {secret}\n".encode())
+    sys.stderr.buffer.write(f"warning: token {secret} in the environment\n".encode())
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def leak_cuts(secret):
+    # `keep` characters of the secret fall before each cut: at least 8, so a leak shows.
+    keep = min(len(secret) - 1, max(8, len(secret) // 2))
+    emit_utf8(say("p" * (159 - keep) + secret + " after the summary cut"))
+    kept = len(secret[:keep].encode())
+    sys.stdout.buffer.write(b"q" * (2000 - kept) + secret.encode() + b" not json\n")
+    sys.stderr.buffer.write(("e" * (4000 - keep) + secret + " end\n").encode())
+    cap = int(os.environ.get("EMDX_LINE_MAX_BYTES", "0") or 0)
+    if cap:
+        head = json.dumps(say(""), ensure_ascii=False).encode()[: -len('"}]}}')]
+        before = len(json_escaped_utf8(secret[:keep]))
+        sys.stdout.buffer.write(
+            head + b"r" * (cap - len(head) - before) + json_escaped_utf8(secret) + b'"}]}}\n'
+        )
+        # One byte into the next character: a cap may cut a UTF-8 sequence in two.
+        before = kept + (1 if len(secret[keep].encode()) > 1 else 0)
+        sys.stderr.buffer.write(b"s" * (cap - before) + secret.encode() + b" end\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def stderr_flood(mib):
+    chunk = b"x" * (1 << 20)
+    for _ in range(mib):
+        sys.stderr.buffer.write(chunk)
+    sys.stderr.flush()
+
+
+def wait_file(path):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def main():
     prompt = sys.stdin.buffer.read()
     directives = {}
@@ -44,7 +137,10 @@ def main():
     model = "fake-model"
     if "--model" in sys.argv:
         model = sys.argv[sys.argv.index("--model") + 1]
-    emit(
+    secret = os.environ.get(directives.get("leak", ""), "") if "leak" in directives else ""
+    if secret:
+        session, model = f"session-{secret}", f"model-{secret}"
+    (emit_utf8 if secret else emit)(
         {
             "type": "system",
             "subtype": "init",
@@ -75,6 +171,16 @@ def main():
         sys.stdout.buffer.write(b"[1, 2, 3]\n")
         emit({"type": "brand_new_event", "payload": {"x": 1}})
         sys.stdout.flush()
+    if secret:
+        leak(secret)
+    if "leak-cuts" in directives:
+        leak_cuts(os.environ[directives["leak-cuts"]])
+    if "stderr-flood" in directives:
+        stderr_flood(int(directives["stderr-flood"]))
+    if "touch" in directives:
+        open(directives["touch"], "w").close()
+    if "wait-file" in directives:
+        wait_file(directives["wait-file"])
     interval = float(directives.get("interval", "0") or 0)
     for i in range(int(directives.get("events", "1") or 1)):
         emit(
@@ -116,7 +222,9 @@ def main():
         if "max-turns" in directives:
             result.update(subtype="error_max_turns", is_error=True)
             exit_code = exit_code or 1
-        emit(result)
+        if secret:
+            result["result"] = f"# Analysis\n\nThe environment holds {secret} as its key."
+        (emit_utf8 if secret else emit)(result)
     if "hang-after-result" in directives:
         while True:
             time.sleep(1)

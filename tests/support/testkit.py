@@ -355,7 +355,13 @@ def fake_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMDX_HEARTBEAT_SECONDS", "1")
     monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "1")
     monkeypatch.setenv("EMDX_RESULT_EXIT_GRACE_SECONDS", "2")
-    for name in ("EMDX_MAX_PARALLEL", "EMDX_EXECUTION_ID", "EMDX_DB", "EMDX_LOG_MAX_BYTES"):
+    for name in (
+        "EMDX_MAX_PARALLEL",
+        "EMDX_EXECUTION_ID",
+        "EMDX_DB",
+        "EMDX_LOG_MAX_BYTES",
+        "EMDX_LINE_MAX_BYTES",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

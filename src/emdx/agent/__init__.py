@@ -13,8 +13,6 @@ DEFAULT_BINARY = "claude"
 # CLAUDECODE makes the CLI believe it is nested and changes its behaviour.
 DROPPED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
 
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
 READ_ONLY_TOOLS = ("Read", "Glob", "Grep", "LS", "WebFetch", "WebSearch")
 ANALYSIS_TOOLS = (*READ_ONLY_TOOLS, "Write")
 FULL_TOOLS = (
@@ -79,12 +77,3 @@ def agent_env(base: Mapping[str, str], execution_id: int) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in DROPPED_ENV}
     env["EMDX_EXECUTION_ID"] = str(execution_id)  # EMDX_DB comes from the supervisor's env
     return env
-
-
-def secret_values(env: Mapping[str, str]) -> list[bytes]:
-    """Values of secret-looking variables, to be masked wherever emdx writes agent output."""
-    values = []
-    for key, value in env.items():
-        if len(value) >= 8 and any(marker in key.upper() for marker in SECRET_MARKERS):
-            values.append(value.encode())
-    return sorted(set(values), key=len, reverse=True)

@@ -7,12 +7,26 @@ the agent prints can crash the parser.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from emdx.masking import Masker
+
 # A line longer than this is cut: the agent can print anything, the supervisor's memory is bounded.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# What a malformed line keeps of its text (characters, after masking).
+MALFORMED_TEXT_CHARS = 2000
+
+
+def line_max_bytes() -> int:
+    """The per-line cap of the agent's stdout (EMDX_LINE_MAX_BYTES, default 16 MiB)."""
+    try:
+        value = int(os.environ.get("EMDX_LINE_MAX_BYTES", MAX_LINE_BYTES))
+    except ValueError:
+        return MAX_LINE_BYTES
+    return value if value > 0 else MAX_LINE_BYTES
 
 
 class LineFramer:
@@ -24,6 +38,8 @@ class LineFramer:
         self._max = max_line
         self._overflowed = False
         self.truncated = 0
+        self.dropped_bytes = 0
+        self.last_cut = False  # whether the line just returned lost its end to the cap
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         start = 0
@@ -46,8 +62,10 @@ class LineFramer:
         room = self._max - self._size
         if room <= 0:
             self._overflowed = True
+            self.dropped_bytes += len(piece)
             return
         if len(piece) > room:
+            self.dropped_bytes += len(piece) - room
             piece = piece[:room]
             self._overflowed = True
         self._parts.append(piece)
@@ -55,6 +73,7 @@ class LineFramer:
 
     def _take(self) -> bytes:
         line = b"".join(self._parts)
+        self.last_cut = self._overflowed
         if self._overflowed:
             self.truncated += 1
             self._overflowed = False
@@ -65,36 +84,56 @@ class LineFramer:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One line of agent output. `kind` is the event's `type`, or "malformed"."""
+    """One line of agent output. `kind` is the event's `type`, or "malformed". `masked`: `data`
+    is the line's JSON with secrets masked, no longer the line's text as printed."""
 
     kind: str
     subtype: str | None
     data: dict[str, Any] | None
     text: str | None = None
+    masked: bool = False
 
     @property
     def is_result(self) -> bool:
         return self.kind == "result" and self.data is not None
 
 
-def parse_line(line: bytes) -> StreamEvent | None:
-    """One stream-json line as an event; None for a blank line."""
+def parse_line(line: bytes, masker: Masker | None = None) -> StreamEvent | None:
+    """One stream-json line as an event; None for a blank line. With a `masker`, the event
+    holds no secret: everything derived from it (row fields, summaries, the log) is masked."""
     stripped = line.strip()
     if not stripped:
         return None
     try:
         data = json.loads(stripped)
     except (ValueError, RecursionError):
-        return StreamEvent("malformed", None, None, stripped[:2000].decode("utf-8", "replace"))
+        return _malformed(stripped, masker)
     if not isinstance(data, dict):
-        return StreamEvent("malformed", None, None, stripped[:2000].decode("utf-8", "replace"))
+        return _malformed(stripped, masker)
+    masked = False
+    if masker is not None and masker.might_contain(stripped):
+        data, masked = masker.mask_obj(data), True
     kind = data.get("type")
     subtype = data.get("subtype")
     return StreamEvent(
         kind if isinstance(kind, str) and kind else "unknown",
         subtype if isinstance(subtype, str) else None,
         data,
+        masked=masked,
     )
+
+
+def _malformed(stripped: bytes, masker: Masker | None) -> StreamEvent:
+    if not masker:
+        text = stripped[:MALFORMED_TEXT_CHARS].decode("utf-8", "replace")
+        return StreamEvent("malformed", None, None, text)
+    # Masked before the cut, so a secret across the cut is still whole when it is looked for;
+    # the window holds every character a secret starting before the cut can span (UTF-8: at
+    # most 4 bytes a character).
+    window = stripped[: 4 * (MALFORMED_TEXT_CHARS + masker.longest + 1)]
+    # A malformed line is often one a line cap cut: its end may start a secret.
+    text = masker.mask_cut(window.decode("utf-8", "replace"), MALFORMED_TEXT_CHARS, cut=True)
+    return StreamEvent("malformed", None, None, text, masked=True)
 
 
 def _int(value: Any) -> int | None:

@@ -25,9 +25,10 @@ from types import FrameType
 from emdx import agent, paths, smart, system
 from emdx import tags as T
 from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
-from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
+from emdx.agent.stream import LineFramer, Progress, StreamEvent, line_max_bytes, parse_line
 from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
+from emdx.masking import Masker, MaskingStream
 from emdx.models import (
     ExecType,
     Execution,
@@ -50,6 +51,10 @@ PROGRESS_EVERY_S = 0.5
 PIPE_DRAIN_S = 2.0
 FINAL_WRITE_DEADLINE_S = 600.0
 MAX_STDERR_LINES = 2000
+# Of each stderr line at most this much is kept (the rest is counted and dropped), and at most
+# STDERR_TEXT_CHARS of it shown: memory stays bounded whatever the agent prints.
+STDERR_LINE_MAX_BYTES = 64 * 1024
+STDERR_TEXT_CHARS = 4000
 
 
 def _env_float(name: str, default: float) -> float:
@@ -77,9 +82,14 @@ class Watch:
 
 class Supervisor:
     def __init__(
-        self, store: Store, execution: Execution, early_signals: list[int] | None = None
+        self,
+        store: Store,
+        execution: Execution,
+        early_signals: list[int] | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.early_signals = early_signals if early_signals is not None else []
+        self.masker = masker if masker is not None else Masker.from_env(os.environ)
         self.store = store
         self.execution = execution
         self.id = execution.id
@@ -88,9 +98,9 @@ class Supervisor:
         self.result_grace = _env_float(
             "EMDX_RESULT_EXIT_GRACE_SECONDS", DEFAULT_RESULT_EXIT_GRACE_S
         )
-        self.log = LogWriter(paths.run_log_path(self.id), secrets=agent.secret_values(os.environ))
+        self.log = LogWriter(paths.run_log_path(self.id), masker=self.masker)
         self.progress = Progress()
-        self.framer = LineFramer()
+        self.framer = LineFramer(line_max_bytes())
         self.stdout_open = True
         self.last_event_at: float | None = None
         self.watch = Watch()
@@ -126,6 +136,8 @@ class Supervisor:
     # -- logging --------------------------------------------------------------------------
 
     def note(self, message: str, level: str = "info", icon: str = "🛡️") -> None:
+        # Notes quote exception texts, paths and argv: anything may hold a secret.
+        message = self.masker.mask(message)
         with self._log_lock:
             self.log.write(
                 "runner", message, level=level, source="runner", pid=os.getpid(), icon=icon
@@ -233,10 +245,14 @@ class Supervisor:
         self.note(f"agent {self.proc.pid} started: {' '.join(argv[1:])}", icon="🤖")
 
         threading.Thread(target=self._feed_prompt, args=(prompt,), daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        stderr_reader.start()
         threading.Thread(target=self._heartbeat, daemon=True).start()
         self._pump()
         returncode = self.proc.wait()
+        # Its last lines belong before the final note. A stdout still open means a grandchild
+        # holds our pipes and we have already waited for it.
+        stderr_reader.join(0 if self.stdout_open else PIPE_DRAIN_S)
         self._stop.set()
         if self.watch.hung_after_result:
             return Outcome(ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.HUNG_AFTER_RESULT)
@@ -259,23 +275,45 @@ class Supervisor:
             pass
 
     def _read_stderr(self) -> None:
+        """Log the agent's stderr line by line, each line capped like stdout's."""
         assert self.proc is not None and self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        framer = LineFramer(min(STDERR_LINE_MAX_BYTES, line_max_bytes()))
         lines = 0
-        for raw in self.proc.stderr:
-            lines += 1
-            if lines > MAX_STDERR_LINES:
-                continue
-            text = raw.decode("utf-8", "replace").rstrip()
-            if text:
-                with self._log_lock:
-                    self.log.write(
-                        "stderr",
-                        text[:4000],
-                        level="warning",
-                        source="agent-stderr",
-                        pid=self.proc.pid,
-                        icon="🟧",
-                    )
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            for raw in framer.feed(chunk) if chunk else framer.flush():
+                lines += 1
+                if lines <= MAX_STDERR_LINES:
+                    self._log_stderr(raw, framer.last_cut)
+            if not chunk:
+                break
+        if framer.truncated:
+            self.note(
+                f"{framer.truncated} over-long stderr line(s) were cut "
+                f"({framer.dropped_bytes} bytes dropped)",
+                "warning",
+                "✂️",
+            )
+
+    def _log_stderr(self, raw: bytes, cut: bool) -> None:
+        assert self.proc is not None
+        text = raw.decode("utf-8", "replace").rstrip()
+        if not text:
+            return
+        text = self.masker.mask_cut(text, STDERR_TEXT_CHARS, cut=cut)
+        with self._log_lock:
+            self.log.write(
+                "stderr",
+                text,
+                level="warning",
+                source="agent-stderr",
+                pid=self.proc.pid,
+                icon="🟧",
+            )
 
     def _heartbeat(self) -> None:
         interval = heartbeat_interval()
@@ -366,7 +404,8 @@ class Supervisor:
         self._flush_progress()
 
     def _on_line(self, line: bytes) -> bool:
-        event = parse_line(line)
+        # Masked here, before anything reads the event: row fields and summaries too.
+        event = parse_line(line, self.masker)
         if event is None:
             return False
         self.last_event_at = time.time()
@@ -382,9 +421,15 @@ class Supervisor:
         type_ = event.kind if event.subtype is None else f"{event.kind}/{event.subtype}"
         if event.is_result:
             type_ = "result"
-        # A parsed event is valid JSON as printed: log its own text rather than re-encoding it.
-        raw_json = line if event.data is not None else None
-        raw = None if event.data is not None else event.text
+        raw: object = None
+        raw_json: bytes | None = None
+        if event.data is None:
+            raw = event.text
+        elif event.masked:
+            raw = event.data
+        else:
+            # Valid JSON as printed, with nothing to mask: log its own text (the hot path).
+            raw_json = line
         with self._log_lock:
             self.log.write(
                 type_,
@@ -522,7 +567,10 @@ class Supervisor:
         try:
             doc = self.store.documents.get(execution.doc_id, include_deleted=True)
             plan = smart.plan_for_type(doc, ExecType(execution.exec_type))
-            result_text = str((self.progress.result or {}).get("result") or "").strip()
+            # Masked with its event already; again here, as this text is kept (and indexed).
+            result_text = self.masker.mask(
+                str((self.progress.result or {}).get("result") or "").strip()
+            )
             if plan.output_title and result_text:
                 output_id = self.store.documents.save(
                     plan.output_title, result_text, doc.project, list(plan.output_tags), doc.id
@@ -548,6 +596,10 @@ class Supervisor:
 
 
 def main(argv: list[str], early_signals: list[int] | None = None) -> int:
+    masker = Masker.from_env(os.environ)
+    if masker:
+        # Our stderr is logs/<id>.runner.err: tracebacks and notes quote exception texts.
+        sys.stderr = MaskingStream(sys.stderr, masker)
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m emdx.runner EXECUTION_ID", file=sys.stderr)
         return 2
@@ -561,7 +613,7 @@ def main(argv: list[str], early_signals: list[int] | None = None) -> int:
         # Killed while queued, or already finished: nothing to supervise.
         print(f"emdx runner: execution {execution.id} is {execution.status.value}", file=sys.stderr)
         return 0
-    supervisor = Supervisor(store, execution, early_signals)
+    supervisor = Supervisor(store, execution, early_signals, masker)
     try:
         return supervisor.run()
     except Exception as exc:
