@@ -5,7 +5,8 @@ EmdxError
 ├── InvalidInputError      input the user gave that cannot be used (empty, unreadable, too big)
 ├── InvalidStateError      an operation that does not fit the object's state
 ├── EnvironmentProblem     the machine is not ready (no agent, data dir not writable, no git)
-└── StoreError             the database cannot be opened, is corrupt, locked or full
+├── StoreError             the database cannot be opened, is corrupt, locked or full
+└── Interrupted            the user interrupted an operation (Ctrl-C), which was undone
 """
 
 from __future__ import annotations
@@ -46,3 +47,9 @@ class EnvironmentProblem(EmdxError):
 
 class StoreError(EmdxError):
     """The knowledge base cannot be read or written."""
+
+
+class Interrupted(EmdxError):
+    """Ctrl-C during an operation that was then undone; exits 130 like a shell."""
+
+    exit_code = 130

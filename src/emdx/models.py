@@ -54,12 +54,19 @@ def shallow_dict(obj: Any) -> dict[str, Any]:
 
 
 class ExecutionStatus(enum.StrEnum):
-    """Lifecycle of an execution: queued → running → completed | failed | killed."""
+    """Lifecycle of an execution: preparing → queued → running ⇄ waiting → completed | failed |
+    killed. Every change goes through `ExecutionStore.transition`, checked against `ALLOWED`."""
 
+    PREPARING = "preparing"
+    """The start path is making the run's directory or worktree; the row records its creator
+    (pid + start time), so that a start that died half way is undone by the next command."""
     QUEUED = "queued"
     """Waiting for a free slot (EMDX_MAX_PARALLEL) or for the run it depends on."""
     RUNNING = "running"
     """A supervisor owns the run and the agent is (or is about to be) working."""
+    WAITING = "waiting"
+    """The supervisor is alive and heartbeating but no agent runs, until `waiting_until` (a
+    usage limit that resets, a retry backoff)."""
     COMPLETED = "completed"
     """The agent exited 0 and its final `result` event said `is_error: false`."""
     FAILED = "failed"
@@ -73,12 +80,52 @@ class ExecutionStatus(enum.StrEnum):
 
     @property
     def is_active(self) -> bool:
-        return self in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+        return self in ACTIVE_STATUSES
+
+    @property
+    def holds_slot(self) -> bool:
+        """Counts against EMDX_MAX_PARALLEL: a supervisor owns it."""
+        return self in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 
 
 FINAL_STATUSES = frozenset(
     {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.KILLED}
 )
+ACTIVE_STATUSES = frozenset(
+    {
+        ExecutionStatus.PREPARING,
+        ExecutionStatus.QUEUED,
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.WAITING,
+    }
+)
+
+# The moves `ExecutionStore.transition` allows (Supervisor's `_assertInState`): anything else is
+# a programming error. A final state is final.
+ALLOWED: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    ExecutionStatus.PREPARING: frozenset(
+        {
+            ExecutionStatus.QUEUED,
+            ExecutionStatus.RUNNING,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.KILLED,
+        }
+    ),
+    ExecutionStatus.QUEUED: frozenset(
+        {ExecutionStatus.RUNNING, ExecutionStatus.FAILED, ExecutionStatus.KILLED}
+    ),
+    ExecutionStatus.RUNNING: frozenset(
+        {
+            ExecutionStatus.WAITING,
+            ExecutionStatus.COMPLETED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.KILLED,
+        }
+    ),
+    ExecutionStatus.WAITING: frozenset(
+        {ExecutionStatus.RUNNING, ExecutionStatus.FAILED, ExecutionStatus.KILLED}
+    ),
+}
 
 
 class ExecType(enum.StrEnum):
@@ -109,6 +156,8 @@ class Reason(enum.StrEnum):
     SPAWN_FAILED = "spawn_failed"
     HUNG_AFTER_RESULT = "hung_after_result"
     SUPERVISOR_ERROR = "supervisor_error"
+    OVERDUE = "overdue"
+    START_INTERRUPTED = "start_interrupted"
 
 
 @dataclass(frozen=True)
@@ -225,6 +274,16 @@ class Execution:
     """The repository (resolved top directory) the run's worktree was made in."""
     branch_created: bool = False
     """True when emdx created `branch` in `repo` for this run (only then may it delete it)."""
+    creator_pid: int | None = None
+    creator_started_at: float | None = None
+    """The process that created the row (pid + start time), judged while it is `preparing`."""
+    heartbeat_s: float | None = None
+    """The run's own heartbeat interval (EMDX_HEARTBEAT_SECONDS of the run, not the reader's)."""
+    uptime_s: float | None = None
+    """The supervisor's uptime at its last heartbeat, on the boot clock: heartbeat age without
+    the wall clock (which steps)."""
+    post_actions: str | None = None
+    """`pending` while the smart post-actions of a completed run are owed, then `done`."""
 
     @property
     def duration_s(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -34,12 +35,35 @@ def runs_dir() -> Path:
     return emdx_home() / "runs"
 
 
-def run_log_path(execution_id: int) -> Path:
-    return logs_dir() / f"{execution_id}.jsonl"
+def run_file(run_key: str, kind: str) -> Path:
+    """`logs/<run key>.<kind>`: a run's files are named by its unique key, never by its id (ids
+    repeat across databases and restored backups). Kinds: see the helpers below."""
+    return logs_dir() / f"{run_key}.{kind}"
 
 
-def prompt_path(execution_id: int) -> Path:
-    return logs_dir() / f"{execution_id}.prompt.md"
+def run_log_path(run_key: str) -> Path:
+    """The run's structured log (JSONL)."""
+    return run_file(run_key, "jsonl")
+
+
+def prompt_path(run_key: str) -> Path:
+    """The prompt the agent reads on stdin."""
+    return run_file(run_key, "prompt.md")
+
+
+def runner_err_path(run_key: str) -> Path:
+    """The supervisor's own stderr (tracebacks of emdx bugs)."""
+    return run_file(run_key, "runner.err")
+
+
+def final_path(run_key: str) -> Path:
+    """The outcome, written (fsync'd) before the final database write."""
+    return run_file(run_key, "final.json")
+
+
+def env_path(run_key: str) -> Path:
+    """The environment the run was started (or queued) with: 0600, never in the database."""
+    return run_file(run_key, "env.json")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -97,6 +121,37 @@ def ensure_home() -> Path:
     ensure_private_dir(logs_dir())
     ensure_private_dir(runs_dir())
     return home
+
+
+def write_private(path: Path, data: bytes, *, new: bool = True, sync: bool = False) -> None:
+    """Write a private file in EMDX_HOME (see `open_private`); `new` refuses an existing one,
+    `sync` makes it durable (written to a temporary name, fsync'd, then renamed)."""
+    target = path
+    if sync:
+        path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if new or sync else os.O_TRUNC)
+    fd = open_private(path, flags)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if sync:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    if sync:
+        os.replace(path, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def open_private(path: Path, flags: int) -> int:

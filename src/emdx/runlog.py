@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from emdx import paths, settings
+from emdx.errors import EmdxError
 from emdx.masking import Masker
 from emdx.models import now_iso, parse_time
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # Past the cap we still record what decides the outcome and what the runner says.
 ALWAYS_KEPT = frozenset({"result", "runner", "malformed-summary"})
-
-
-def max_log_bytes() -> int:
-    try:
-        return int(os.environ.get("EMDX_LOG_MAX_BYTES", DEFAULT_MAX_BYTES))
-    except ValueError:
-        return DEFAULT_MAX_BYTES
 
 
 class LogWriter:
@@ -39,7 +34,7 @@ class LogWriter:
 
     def __init__(self, path: Path, max_bytes: int | None = None, masker: Masker | None = None):
         self.path = path
-        self.max_bytes = max_bytes if max_bytes is not None else max_log_bytes()
+        self.max_bytes = max_bytes if max_bytes is not None else settings.log_max_bytes()
         self.masker = masker if masker is not None else Masker()
         self._masking = bool(self.masker)
         self.written = 0
@@ -49,14 +44,17 @@ class LogWriter:
         self._file: IO[bytes] | None = None
         self._stamp_ms = -1
         self._stamp_text = ""
+        # The pump, the stderr reader and the row writer's notes share the file.
+        self._lock = threading.Lock()
         self._open()
 
     def _open(self) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # Never through a link: an agent may plant one in place of its log (or of logs/).
+            fd = paths.open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             self._file = os.fdopen(fd, "ab", buffering=256 * 1024)
             self.written = os.fstat(fd).st_size
-        except OSError:
+        except (OSError, EmdxError):
             self._file = None
             self.write_errors += 1
 
@@ -92,8 +90,22 @@ class LogWriter:
         raw: Any = None,
         raw_json: bytes | None = None,
     ) -> None:
-        """Append one entry. `raw_json` is an event's original JSON text, spliced in as `raw`
-        without decoding and re-encoding it (the stream's hot path)."""
+        """Append one entry (from any thread). `raw_json` is an event's original JSON text,
+        spliced in as `raw` without decoding and re-encoding it (the stream's hot path)."""
+        with self._lock:
+            self._write(type_, message, level, source, pid, icon, raw, raw_json)
+
+    def _write(
+        self,
+        type_: str,
+        message: str,
+        level: str,
+        source: str,
+        pid: int | None,
+        icon: str,
+        raw: Any,
+        raw_json: bytes | None,
+    ) -> None:
         if self.capped and type_ not in ALWAYS_KEPT:
             self.dropped += 1
             return
@@ -143,6 +155,10 @@ class LogWriter:
             self._reset()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if self._file is None:
             return
         try:
@@ -151,16 +167,18 @@ class LogWriter:
             self.write_errors += 1
             self._reset()
             return
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             # Deleted under us (a cleanup, a user): recreate it so the rest of the run is visible.
             self._reset()
-            self.write(
+            self._write(
                 "runner",
                 "log file was deleted during the run; recreated",
-                level="warning",
-                source="runner",
-                pid=os.getpid(),
-                icon="⚠️",
+                "warning",
+                "runner",
+                os.getpid(),
+                "⚠️",
+                None,
+                None,
             )
 
     def _reset(self) -> None:
@@ -172,8 +190,37 @@ class LogWriter:
         self._file = None
 
     def close(self) -> None:
-        self.flush()
-        self._reset()
+        with self._lock:
+            self._flush()
+            self._reset()
+
+
+def append_note(path: Path | str | None, message: str, icon: str = "🛡️") -> bool:
+    """One line in a run's log from outside its supervisor (a kill, a repair, a cleanup), so
+    that a log never just stops; False when it cannot be written (no log, a link, a full
+    disk), which never stops what the caller is doing."""
+    if not path:
+        return False
+    entry = {
+        "ts": now_iso(),
+        "level": "warning",
+        "source": "emdx",
+        "pid": os.getpid(),
+        "type": "runner",
+        "icon": icon,
+        "message": message,
+    }
+    try:
+        fd = paths.open_private(Path(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except (OSError, EmdxError):
+        return False
+    try:
+        os.write(fd, _dumps(entry) + b"\n")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _dumps(entry: dict[str, Any]) -> bytes:

@@ -90,6 +90,11 @@ def branch_name(execution_id: int, title: str) -> str:
     return f"exec-{execution_id}-{slug or 'run'}"
 
 
+def has_post_actions(exec_type: str) -> bool:
+    """Does a completed run of this type owe post-actions (a saved result, source tags)?"""
+    return exec_type in (ExecType.NOTE.value, ExecType.ANALYSIS.value, ExecType.GAMEPLAN.value)
+
+
 def plan_for_type(doc: Document, exec_type: ExecType, branch: str | None = None) -> Plan:
     plan = _plan_for_type(doc, exec_type, branch)
     if branch and exec_type is not ExecType.GAMEPLAN:

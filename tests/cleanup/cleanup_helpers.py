@@ -86,12 +86,14 @@ def branch_exists(repo: Path, name: str) -> bool:
 
 
 def db_dump(
-    db: Path | None = None, mask: tuple[str, ...] = ("heartbeat_at", "last_event_at")
+    db: Path | None = None,
+    mask: tuple[str, ...] = ("heartbeat_at", "uptime_s", "last_event_at"),
 ) -> list[Any]:
     """The schema and every row of every table, to compare before/after and prove no change.
 
     `mask` columns of executions are left out: a live supervisor rewrites them every second
-    (heartbeat_at by design; last_event_at too, see test_last_event_at_is_not_rewritten…).
+    (heartbeat_at and its uptime by design; last_event_at too, see
+    test_last_event_at_is_not_rewritten…).
     """
     conn = sqlite3.connect(str(db or paths.db_path()), timeout=30)
     try:
@@ -278,7 +280,7 @@ class Runs(RunWaits):
         wait_until(old_enough, timeout, interval=0.1, message=f"age of {execution_id}")
 
     def log_entries(self, execution_id: int) -> list[dict[str, Any]]:
-        path = paths.run_log_path(execution_id)
+        path = Path(str(self.get(execution_id).log_file))
         entries = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             with contextlib.suppress(ValueError):

@@ -252,11 +252,11 @@ def test_cleanup_processes_kills_orphans_of_this_home_only(
     other_env = {
         **_clean_env(),
         "EMDX_HOME": str(other_home),
-        **system.run_markers(lost, other_home / "knowledge.db"),
+        **system.run_markers(lost, str(runs.get(lost).run_key), other_home / "knowledge.db"),
     }
     foreign = procs.popen([sys.executable, str(FAKE_CLAUDE)], other_env)
     # Marked for this database but for a run it does not have: an orphan too.
-    ghost_env = {**_clean_env(), **system.run_markers(lost + 1000, paths.db_path())}
+    ghost_env = {**_clean_env(), **system.run_markers(lost + 1000, "no-such-key", paths.db_path())}
     ghost_env["EMDX_HOME"] = str(paths.emdx_home())
     ghost = procs.popen([sys.executable, str(FAKE_CLAUDE)], ghost_env)
     procs.track(child)

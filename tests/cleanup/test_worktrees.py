@@ -70,7 +70,7 @@ def test_worktree_run_is_a_git_worktree_on_its_branch(runs: Runs, git_repo: Path
     # The agent ran in the worktree and got the prompt that names the branch.
     init = [e for e in runs.log_entries(row.id) if e.get("type") == "system/init"]
     assert init and init[0]["raw"]["cwd"] == str(workdir)
-    prompt = paths.prompt_path(row.id).read_bytes()
+    prompt = paths.prompt_path(str(row.run_key)).read_bytes()
     assert row.branch.encode() in prompt
     payload = runs.result_payload(row.id)
     assert payload["sha256"] == hashlib.sha256(prompt).hexdigest()
@@ -87,7 +87,7 @@ def test_gameplan_gets_a_worktree_by_default_and_no_worktree_opts_out(
     assert row.status.value == "completed", row
     assert row.branch == f"exec-{first}-ship-it"
     assert worktrees(git_repo).get(str(row.working_dir)) == row.branch
-    prompt = paths.prompt_path(first).read_text()
+    prompt = paths.prompt_path(str(row.run_key)).read_text()
     assert f"git branch `{row.branch}`" in prompt
 
     second = runs.start(doc, "--no-worktree", cwd=git_repo)
@@ -96,7 +96,7 @@ def test_gameplan_gets_a_worktree_by_default_and_no_worktree_opts_out(
     assert row2.branch is None
     assert row2.working_dir and not (Path(row2.working_dir) / ".git").exists()
     assert row2.working_dir not in worktrees(git_repo)
-    assert "exec-" not in paths.prompt_path(second).read_text()
+    assert "exec-" not in paths.prompt_path(str(row2.run_key)).read_text()
     assert not git(git_repo, "branch", "--list", f"exec-{second}-*")
 
     # Outside a repository a gameplan simply runs in a plain directory.
@@ -139,7 +139,7 @@ def test_two_worktree_runs_of_one_document_get_their_own_branch_and_dir(
     for r in rows:
         assert listed[str(r.working_dir)] == r.branch
         assert r.branch == f"exec-{r.id}-same-doc"
-        assert r.branch.encode() in paths.prompt_path(r.id).read_bytes()
+        assert r.branch.encode() in paths.prompt_path(str(r.run_key)).read_bytes()
 
 
 # -- cleanup branches ------------------------------------------------------------------------

@@ -238,6 +238,12 @@ def test_json_outputs_carry_the_contract(ctl: Ctl) -> None:
     assert isinstance(done["pid"], int) and isinstance(done["agent_pid"], int)
     assert (by_id[failed]["status"], by_id[failed]["exit_code"]) == ("failed", 1)
     assert (by_id[killed]["status"], by_id[killed]["exit_code"]) == ("killed", 143)
+    # `exec list` looked, so its sweep repaired the zombie before listing it.
+    assert (by_id[zombie]["status"], by_id[zombie]["exit_code"], by_id[zombie]["reason"]) == (
+        "failed",
+        137,
+        "runner_lost",
+    )
     live = by_id[running]
     assert live["status"] == "running" and live["completed_at"] is None
     assert live["exit_code"] is None and live["duration_s"] >= 0
@@ -247,12 +253,12 @@ def test_json_outputs_carry_the_contract(ctl: Ctl) -> None:
     stats = json.loads(stats_run.stdout)
     assert set(stats) >= STATS_FIELDS
     assert stats["total"] == 5
-    assert stats["by_status"] == {"completed": 1, "failed": 1, "killed": 1, "running": 2}
+    assert stats["by_status"] == {"completed": 1, "failed": 2, "killed": 1, "running": 1}
     assert stats["last_24h"] == stats["by_status"]
-    assert stats["success_rate"] == pytest.approx(1 / 3)
-    durations = sorted(by_id[i]["duration_s"] for i in (completed, failed, killed))
+    assert stats["success_rate"] == pytest.approx(1 / 4)
+    durations = sorted(by_id[i]["duration_s"] for i in (completed, failed, killed, zombie))
     assert stats["median_duration_s"] == pytest.approx(durations[1], abs=0.01)
-    assert stats["p95_duration_s"] == pytest.approx(durations[2], abs=0.01)
+    assert stats["p95_duration_s"] == pytest.approx(durations[3], abs=0.01)
     costs = [i["cost_usd"] or 0 for i in items]
     assert stats["total_cost_usd"] == pytest.approx(sum(costs))
     assert stats["total_input_tokens"] == sum(i["input_tokens"] or 0 for i in items)
@@ -261,15 +267,20 @@ def test_json_outputs_carry_the_contract(ctl: Ctl) -> None:
     assert set(per_type) == {"generic", "note"}
     assert per_type["generic"]["runs"] == 4 and per_type["note"]["runs"] == 1
     assert per_type["generic"]["cost_usd"] == pytest.approx(sum(costs))
-    assert (stats["running"], stats["queued"], stats["zombies"]) == (2, 0, [zombie])
+    assert (stats["running"], stats["queued"], stats["zombies"]) == (1, 0, [])
 
     active = ctl.emdx("exec", "running", "--json")
     assert active.code == 0 and active.stderr == ""
     rows = json.loads(active.stdout)
-    assert [(r["id"], r["runner_alive"]) for r in rows] == [(zombie, False), (running, True)]
+    assert [(r["id"], r["runner_alive"], r["verdict"]) for r in rows] == [
+        (running, True, "healthy")
+    ]
     for row in rows:
         check_execution(row)
 
+    # Another zombie, for `exec health` (which reports what it repairs) to find.
+    gone_pid, gone_started = ctl.dead_identity()
+    zombie = ctl.insert_row(pid=gone_pid, pid_started_at=gone_started, exec_type="note")
     report_run = ctl.emdx("exec", "health", "--json")
     assert report_run.code == 1 and report_run.stderr == ""
     report = json.loads(report_run.stdout)

@@ -179,10 +179,10 @@ class World(RunWaits):
             exec_type="generic",
             options=ExecOptions(),
         )
+        assert store.claim_slot(ex_id, 10**6, ExecutionStatus.PREPARING) == "claimed"
         store.update(
             ex_id,
-            started_at="2026-01-01T00:00:00.000000+00:00",
-            log_file=str(paths.run_log_path(ex_id)),
+            log_file=str(paths.run_log_path(f"{ids[2]}-1-1-deadbeef")),
             pid=dead.pid,
             pid_started_at=1.0,
             agent_pid=dead.pid,
@@ -193,7 +193,13 @@ class World(RunWaits):
             num_turns=3,
             heartbeat_at="2026-01-01T00:00:00.000000+00:00",
         )
-        assert store.finish(ex_id, ExecutionStatus.COMPLETED, 0, "success")
+        assert store.finish(
+            ex_id,
+            ExecutionStatus.COMPLETED,
+            0,
+            "success",
+            started_at="2026-01-01T00:00:00.000000+00:00",
+        )
         self.unrelated_execution = ex_id
 
     def snapshot(self, *exclude: int) -> dict[str, list[str]]:

@@ -27,9 +27,8 @@ from faults_helpers import (
 )
 from testkit import started_id
 
-from emdx import cleanup
-from emdx.cleanup import Action
 from emdx.service import Service
+from emdx.service.cleanup import Action
 
 # -- 14. a 1 MB prompt -------------------------------------------------------------------------
 
@@ -205,7 +204,7 @@ def test_concurrent_cleanup_never_fails_finishing_runs(world: World, cli: Any) -
     def cleanup_loop() -> None:
         with Service() as service:
             while not stop.is_set():
-                actions.extend(cleanup.processes(service))
+                actions.extend(service.cleanup_processes())
                 passes["service"] += 1
 
     def cli_cleanup_loop() -> None:

@@ -205,7 +205,7 @@ def diagnose(row: dict[str, Any]) -> str:
     parts = [json.dumps(row, indent=1)]
     if row.get("log_file"):
         log = Path(row["log_file"])
-        err = log.with_name(f"{row['id']}.runner.err")
+        err = log.with_name(f"{row['run_key']}.runner.err")
         for path in (err, log):
             with contextlib.suppress(OSError):
                 parts.append(f"--- {path.name}\n{path.read_text()[-4000:]}")

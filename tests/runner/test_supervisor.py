@@ -203,7 +203,7 @@ def test_result_json_is_parsed_from_fake(runs: Runs) -> None:
     row = runs.wait_final(execution.id)
     assert row.log_file
     payload = result_payload(runlog.read_entries(Path(row.log_file)))
-    assert set(payload) == {"prompt_bytes", "sha256", "argv"}
+    assert set(payload) == {"prompt_bytes", "sha256", "argv", "env", "cwd"}
     assert json.dumps(payload)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import Runs
 
-from emdx import runlog
+from emdx import paths, runlog
 
 # Loaded by every Python process started with this PYTHONPATH; only the supervisor (the one
 # process that imports emdx's stream parser) is affected, and only when the variable is set.
@@ -46,5 +46,5 @@ def test_unexpected_supervisor_error_fails_the_run_and_kills_the_agent(
     assert row.log_file
     messages = [str(e["message"]) for e in runlog.read_entries(Path(row.log_file))]
     assert any("supervisor error: RuntimeError: injected parser bug" in m for m in messages)
-    stderr = (Path(row.log_file).parent / f"{row.id}.runner.err").read_text()
+    stderr = paths.runner_err_path(str(row.run_key)).read_text()
     assert "injected parser bug" in stderr  # the traceback is kept for the bug report

@@ -61,7 +61,7 @@ def test_max_parallel_is_respected(runs: Runs, monkeypatch: pytest.MonkeyPatch) 
 
     def all_final() -> bool:
         nonlocal peak
-        peak = max(peak, runs.service.store.executions.count_by_status(["running"]))
+        peak = max(peak, runs.service.store.executions.slots_in_use())
         return all(runs.get(i).status.is_final for i in ids)
 
     wait_until(all_final, 60, interval=0.02, message="all five runs to end")

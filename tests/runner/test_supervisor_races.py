@@ -14,8 +14,7 @@ from testkit import read_pidfile, wait_until
 
 from emdx import system
 from emdx.models import ExecOptions
-from emdx.runner import launch
-from emdx.service import ExecutionService
+from emdx.service.scheduler import Scheduler, fill_slots
 
 
 def test_kill_right_after_start_is_a_kill(runs: Runs) -> None:
@@ -68,16 +67,16 @@ def test_queued_row_not_started_before_it_is_prepared(
     """A supervisor elsewhere finishes (and fills free slots) while `start_execution` is between
     inserting the row and writing its working dir and prompt file.
 
-    BUG: the row is already `queued`, so `launch.start_queued` claims it and spawns a runner that
-    finds no prompt file: failed / 1 / spawn_failed (or, if the row update is merely late, the
-    agent runs in the shared EMDX_HOME/runs directory).
+    BUG: the row is already `queued`, so the queue pass (`fill_slots`) claims it and spawns a
+    runner that finds no prompt file: failed / 1 / spawn_failed (or, if the row update is merely
+    late, the agent runs in the shared EMDX_HOME/runs directory).
     """
     doc = runs.doc("# prepared first\n")
-    original = ExecutionService._make_run_dir
+    original = Scheduler._make_run_dir
     started: list[int] = []
 
-    def finishing_elsewhere(self: ExecutionService, run_key: str) -> Path:
-        started.extend(launch.start_queued(self.store))
+    def finishing_elsewhere(self: Scheduler, run_key: str) -> Path:
+        started.extend(fill_slots(self.store))
         for execution_id in started:  # let that runner get as far as it can
             wait_until(
                 lambda i=execution_id: self.store.executions.get(i).status.is_final,
@@ -86,19 +85,19 @@ def test_queued_row_not_started_before_it_is_prepared(
             )
         return original(self, run_key)
 
-    monkeypatch.setattr(ExecutionService, "_make_run_dir", finishing_elsewhere)
+    monkeypatch.setattr(Scheduler, "_make_run_dir", finishing_elsewhere)
     execution = runs.service.start_execution(doc)
-    monkeypatch.setattr(ExecutionService, "_make_run_dir", original)
+    monkeypatch.setattr(Scheduler, "_make_run_dir", original)
     row = runs.wait_final(execution.id)
     assert (row.status.value, row.exit_code, row.reason) == ("completed", 0, "success"), (
-        f"started by start_queued before preparation: {started}"
+        f"started by the queue pass before preparation: {started}"
     )
 
 
 def test_after_dependency_finishing_during_start(
     runs: Runs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--after A` while A is running, and A ends (its supervisor runs start_queued) before the
+    """`--after A` while A is running, and A ends (its supervisor runs the queue pass) before the
     new row is inserted: the new run must still start.
 
     Regression test: `start_execution` used to decide from the dependency row read before the

@@ -7,10 +7,12 @@ branch of the user's, or of another home's run.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from escape_helpers import (
     Runs,
     actions_by_target,
@@ -18,7 +20,6 @@ from escape_helpers import (
     commit_file,
     git,
     git_repo,
-    one_line_error,
     procs,
     reaper,
     runs,
@@ -28,6 +29,8 @@ from escape_helpers import (
 from testkit import seed_execution_ids, started_id
 
 from emdx import paths, smart
+from emdx.errors import StoreError
+from emdx.models import ExecOptions
 
 __all__ = ["cleanup_env", "git_repo", "procs", "reaper", "runs", "svc"]
 
@@ -77,28 +80,32 @@ def test_a_taken_branch_name_gets_a_free_one_and_the_users_branch_survives(
 
 
 def test_a_failed_worktree_start_never_deletes_a_preexisting_branch(
-    runs: Runs, git_repo: Path
+    runs: Runs, git_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A start that fails after making its worktree undoes only what it made: its own branch
     and worktree, not the user's branch of the same name."""
     title = "Doomed"
     doc = runs.doc(f"# {title}\nFAKE:events=1\n", title=title)
-    next_id = _next_id()
-    expected = smart.branch_name(next_id, title)
+    expected = smart.branch_name(_next_id(), title)
     tip = _users_branch(git_repo, expected)
-    # The prompt file cannot be written (a planted link is never followed): the start fails.
-    planted = paths.prompt_path(next_id)
-    planted.symlink_to(git_repo / "README.md")
-    before_readme = (git_repo / "README.md").read_bytes()
+    real_write = paths.write_private
 
-    done = runs.cli("claude", "execute", str(doc), "--background", "--worktree", cwd=git_repo)
-    one_line_error(done)
+    def disk_full_at_the_prompt(path: Path, data: bytes, **kwargs: bool) -> None:
+        if path.name.endswith(".prompt.md"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(paths, "write_private", disk_full_at_the_prompt)
+    monkeypatch.chdir(git_repo)
+    with pytest.raises(StoreError, match="No space left"):
+        runs.service.start_execution(doc, ExecOptions(worktree=True))
+    monkeypatch.setattr(paths, "write_private", real_write)
     assert git(git_repo, "rev-parse", expected) == tip
     assert not git(git_repo, "branch", "--list", f"{expected}-2")
     assert set(worktrees(git_repo)) == {str(git_repo)}
     assert runs.service.list_executions(None, None) == []
     assert os.listdir(paths.runs_dir()) == []
-    assert (git_repo / "README.md").read_bytes() == before_readme
+    assert not list(paths.logs_dir().iterdir())
 
 
 def test_one_home_never_deletes_another_homes_branches(

@@ -131,7 +131,7 @@ def assert_store_clean(secret: str) -> None:
 
 
 def runner_err(row: Execution) -> str:
-    path = paths.logs_dir() / f"{row.id}.runner.err"
+    path = paths.runner_err_path(str(row.run_key))
     return path.read_text(errors="replace") if path.exists() else ""
 
 

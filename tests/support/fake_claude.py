@@ -22,7 +22,9 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:stderr-flood=MB MB MiB on stderr as one line without a newline, written in chunks
   FAKE:touch=PATH      create PATH (after the flood)
   FAKE:wait-file=PATH  wait until PATH exists (60 s at most), before the assistant events
-The result text reports the prompt's size and sha256 and the argv, so tests can check both.
+  FAKE:env=A,B         report the values of $A and $B in the result
+The result text reports the prompt's size and sha256, the argv, the cwd (and FAKE:env
+variables), so tests can check them.
 """
 
 import hashlib
@@ -213,6 +215,12 @@ def main():
                     "prompt_bytes": len(prompt),
                     "sha256": hashlib.sha256(prompt).hexdigest(),
                     "argv": sys.argv[1:],
+                    "env": {
+                        name: os.environ.get(name)
+                        for name in directives.get("env", "").split(",")
+                        if name
+                    },
+                    "cwd": os.getcwd(),
                 }
             ),
         }

@@ -6,8 +6,9 @@ What is here is what several suites need in the same form; a suite's own helpers
 
 Processes are named by identity, (pid, start time), never by pid alone (`emdx.system`), so a
 test can never signal a process that merely reuses a pid. A run's processes all carry the
-EMDX_EXECUTION_ID and EMDX_DB markers (see `emdx.system.run_markers`); each test has its own
-EMDX_HOME under its tmp dir, which is what scopes the reaper to this test's processes.
+EMDX_EXECUTION_ID, EMDX_RUN_KEY and EMDX_DB markers (see `emdx.system.run_markers`); each test
+has its own EMDX_HOME under its tmp dir, which is what scopes the reaper to this test's
+processes.
 """
 
 from __future__ import annotations
@@ -119,14 +120,33 @@ def read_pidfile(path: Path, count: int = 1, timeout: float = 20) -> list[Identi
 
 
 def run_processes(execution_id: int, home: str | Path | None = None) -> list[Identity]:
-    """`system.marked_processes(id)` limited to processes whose EMDX_HOME is `home` (default:
-    this test's): every EMDX_HOME numbers its executions from 1."""
-    wanted = str(home) if home is not None else os.environ["EMDX_HOME"]
-    return [
-        (pid, started)
-        for pid, started in system.marked_processes(execution_id)
-        if env_of(pid).get("EMDX_HOME") == wanted
-    ]
+    """Live processes carrying the run marker EMDX_EXECUTION_ID=<id> whose EMDX_HOME is `home`
+    (default: this test's): every EMDX_HOME numbers its executions from 1. (emdx itself finds
+    a run's processes by its unique run key; tests know runs by id.)"""
+    wanted = os.path.realpath(str(home) if home is not None else os.environ["EMDX_HOME"])
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        env = env_of(proc.pid)
+        if env.get(system.MARKER) != str(execution_id) or env.get("EMDX_HOME") != wanted:
+            continue
+        started = system.process_start_time(proc.pid)
+        if started is not None:
+            found.append((proc.pid, started))
+    return found
+
+
+def run_files(row: Execution) -> dict[str, Path]:
+    """The run's files by kind (log, prompt, runner.err, final, env), named by its run key."""
+    assert row.run_key, f"execution {row.id} has no run key"
+    return {
+        "log": Path(row.log_file) if row.log_file else paths.run_log_path(row.run_key),
+        "prompt": paths.prompt_path(row.run_key),
+        "runner.err": paths.runner_err_path(row.run_key),
+        "final": paths.final_path(row.run_key),
+        "env": paths.env_path(row.run_key),
+    }
 
 
 def assert_gone(identities: Sequence[Identity], timeout: float = 15, what: str = "") -> None:
@@ -156,9 +176,9 @@ def assert_run_gone(row: Execution, extra: Sequence[Identity] = (), timeout: flo
     run's (of this test's database) are gone."""
     assert_gone([*extra, *row_identities(row)], timeout, f" of execution {row.id}")
     wait_until(
-        lambda: not system.marked_processes(row.id),
+        lambda: not system.marked_processes(row.run_key),
         timeout,
-        message=lambda: f"marked processes {system.marked_processes(row.id)} of {row.id} to exit",
+        message=lambda: f"marked processes {system.marked_processes(row.run_key)} of {row.id}",
     )
 
 
@@ -405,10 +425,11 @@ class RunWaits:
             row = self.get(execution_id)
         except Exception as exc:  # a test may have broken the database on purpose
             return f"row: unreadable ({exc!r})"
-        err = paths.logs_dir() / f"{execution_id}.runner.err"
-        stderr = err.read_text(errors="replace")[-2000:] if err.exists() else "(none)"
-        log = paths.run_log_path(execution_id)
-        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
+        files = run_files(row) if row.run_key else {}
+        err = files.get("runner.err")
+        stderr = err.read_text(errors="replace")[-2000:] if err and err.exists() else "(none)"
+        log = files.get("log")
+        tail = log.read_text(errors="replace").splitlines()[-8:] if log and log.exists() else []
         running = system.same_process(row.pid, row.pid_started_at)
         return (
             f"row: status={row.status.value} exit={row.exit_code} reason={row.reason} "
@@ -504,3 +525,17 @@ def use_offline_claude(
     for key, value in overrides.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMDX_CLAUDE_BIN", binary)
+
+
+# -- fault injection ----------------------------------------------------------------------------
+
+FAULT_HOOKS = REPO / "tests" / "support" / "faultinject"
+
+
+def inject_faults(monkeypatch: pytest.MonkeyPatch, *faults: dict[str, Any]) -> None:
+    """Make every emdx process started from now on (CLI, supervisors) apply `faults` (see
+    tests/support/faultinject/sitecustomize.py): a SIGKILL or a Ctrl-C at a chosen line, a
+    database error for a chosen call."""
+    paths_now = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", f"{FAULT_HOOKS}{os.pathsep}{paths_now}".rstrip(os.pathsep))
+    monkeypatch.setenv("EMDX_FAULTS", json.dumps(list(faults)))

@@ -605,7 +605,7 @@ def test_quit_leaves_running_execution_running(service: Service) -> None:
 
 def write_log(execution_id: int, lines: int) -> None:
     """A finished run's log of `lines` entries at its log_file path."""
-    path = paths.run_log_path(execution_id)
+    path = paths.run_log_path(str(execution_id))
     entries = [
         {
             "ts": "2024-01-01T00:00:00+00:00",

@@ -102,7 +102,7 @@ def frozen_db(
             run_id = int(cur.lastrowid or 0)
             conn.execute(
                 "UPDATE executions SET log_file = ? WHERE id = ?",
-                (str(paths.run_log_path(run_id)), run_id),
+                (str(paths.run_log_path(str(run_id))), run_id),
             )
             run_ids.append(run_id)
     finally:
@@ -120,7 +120,7 @@ def frozen_db(
         }
         for ts, t, icon, message in LOG
     ]
-    paths.run_log_path(run_ids[-1]).write_text(
+    paths.run_log_path(str(run_ids[-1])).write_text(
         "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
     )
     return {"docs": doc_ids, "runs": run_ids}

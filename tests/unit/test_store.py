@@ -13,14 +13,9 @@ import pytest
 
 from emdx import paths
 from emdx.errors import InvalidInputError, NotFoundError
-from emdx.models import ExecOptions, ExecutionStatus, parse_time
-from emdx.service import (
-    MAX_DOCUMENT_BYTES,
-    TITLE_MAX,
-    Service,
-    decode_document,
-    title_from_content,
-)
+from emdx.models import ALLOWED, ExecOptions, ExecutionStatus, parse_time
+from emdx.service import MAX_DOCUMENT_BYTES, Service, decode_document, title_from_content
+from emdx.service.documents import TITLE_MAX
 from emdx.store import Store, open_store
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
@@ -336,7 +331,7 @@ def test_data_is_visible_to_a_second_connection(store: Store, tmp_path: Path) ->
 
 
 def new_run(store: Store, key: str, prepared: bool = True, **kwargs: object) -> int:
-    """A queued row; `prepared` as start_execution leaves it (log_file set: startable)."""
+    """A row as the start path leaves it: `preparing`, then (`prepared`) `queued`."""
     values: dict[str, object] = {
         "run_key": key,
         "doc_id": 1,
@@ -347,7 +342,10 @@ def new_run(store: Store, key: str, prepared: bool = True, **kwargs: object) -> 
     values.update(kwargs)
     execution_id = store.executions.create(**values)  # type: ignore[arg-type]
     if prepared:
-        store.executions.update(execution_id, log_file=f"/logs/{execution_id}.jsonl")
+        store.executions.update(execution_id, log_file=f"/logs/{key}.jsonl")
+        assert store.executions.transition(
+            execution_id, [ExecutionStatus.PREPARING], ExecutionStatus.QUEUED
+        )
     return execution_id
 
 
@@ -396,8 +394,8 @@ def test_execution_list_newest_first_with_status_and_limit(store: Store) -> None
         ids[4], ids[3], ids[1], ids[0],
     ]  # fmt: skip
     assert store.executions.list_executions(statuses=["killed"]) == []
-    assert store.executions.status_counts() == {"queued": 3, "running": 1, "failed": 1}
-    assert store.executions.count_by_status(["queued", "running"]) == 4
+    assert store.executions.slots_in_use() == 1
+    assert [e.id for e in store.executions.active()] == [ids[4], ids[3], ids[1], ids[0]]
     assert [e.id for e in store.executions.queued()] == [ids[0], ids[3], ids[4]]
 
 
@@ -432,28 +430,76 @@ def test_transition_and_update_reject_unknown_columns(store: Store) -> None:
     )  # fmt: skip
 
 
-def test_unprepared_row_is_neither_listed_as_startable_nor_claimable(store: Store) -> None:
+@pytest.mark.parametrize("column", ["status", "reason", "exit_code", "started_at", "completed_at"])
+def test_update_cannot_change_a_status_or_what_goes_with_it(store: Store, column: str) -> None:
+    """`transition` is the only status writer: `update` refuses its columns."""
+    run = new_run(store, f"guard-{column}")
+    before = store.executions.get(run)
+    with pytest.raises(ValueError):
+        store.executions.update(run, **{column: "failed" if column == "status" else 1})
+    assert store.executions.get(run) == before
+
+
+def test_only_the_allowed_moves_are_accepted(store: Store) -> None:
+    S = ExecutionStatus
+    for source, targets in ALLOWED.items():
+        for target in S:
+            if target in targets:
+                continue
+            with pytest.raises(ValueError, match="illegal transition"):
+                store.executions.transition(1, [source], target)
+    for final in (S.COMPLETED, S.FAILED, S.KILLED):
+        assert final not in ALLOWED  # a final state is final
+        with pytest.raises(ValueError):
+            store.executions.transition(1, [final], S.RUNNING)
+
+
+def test_writes_guarded_by_run_key_never_touch_another_runs_row(store: Store) -> None:
+    """After a restored backup hands an id out again, a supervisor of the old run (same id,
+    other key) writes nothing into the new run's row."""
+    run = new_run(store, "mine")
+    assert store.executions.claim_slot(run, 10, ExecutionStatus.QUEUED) == "claimed"
+    before = store.executions.get(run)
+    assert not store.executions.update(run, key="someone-else", cost_usd=9.0)
+    assert not store.executions.beat(run, "2030-01-01T00:00:00+00:00", 1.0, "someone-else")
+    assert not store.executions.finish(
+        run, ExecutionStatus.COMPLETED, 0, "success", key="someone-else"
+    )
+    assert store.executions.get(run) == before
+    assert store.executions.update(run, key="mine", cost_usd=1.5)
+    assert store.executions.finish(run, ExecutionStatus.COMPLETED, 0, "success", key="mine")
+    # A late progress write of the supervisor never lands on its final row.
+    assert not store.executions.update(run, key="mine", only_supervised=True, cost_usd=7.0)
+    assert store.executions.get(run).cost_usd == 1.5
+
+
+def test_a_preparing_row_is_not_startable_by_the_queue_pass(store: Store) -> None:
     run = new_run(store, "half-made", prepared=False)
+    assert store.executions.get(run).status is ExecutionStatus.PREPARING
     assert store.executions.queued() == []
-    assert not store.executions.claim_slot(run, 10)
-    assert store.executions.get(run).status is ExecutionStatus.QUEUED
-    store.executions.update(run, log_file="/logs/x.jsonl")
-    assert [e.id for e in store.executions.queued()] == [run]
-    assert store.executions.claim_slot(run, 10)
+    assert store.executions.claim_slot(run, 10, ExecutionStatus.QUEUED) == "gone"
+    assert store.executions.get(run).status is ExecutionStatus.PREPARING
+    # Its own start claims it straight from preparing.
+    assert store.executions.claim_slot(run, 10, ExecutionStatus.PREPARING) == "claimed"
+    assert store.executions.get(run).status is ExecutionStatus.RUNNING
 
 
 def test_claim_slot_respects_the_cap(store: Store) -> None:
     runs = [new_run(store, f"slot{i}") for i in range(4)]
-    assert store.executions.claim_slot(runs[0], 2)
-    assert store.executions.claim_slot(runs[1], 2)
-    assert not store.executions.claim_slot(runs[2], 2)
+    queued = ExecutionStatus.QUEUED
+    assert store.executions.claim_slot(runs[0], 2, queued) == "claimed"
+    assert store.executions.claim_slot(runs[1], 2, queued) == "claimed"
+    assert store.executions.claim_slot(runs[2], 2, queued) == "full"
     assert store.executions.get(runs[2]).status is ExecutionStatus.QUEUED
-    assert store.executions.count_by_status(["running"]) == 2
+    assert store.executions.slots_in_use() == 2
     started = store.executions.get(runs[0]).started_at
     assert started and ISO_UTC.match(started)
     # Claiming a run that is not queued does nothing.
-    assert not store.executions.claim_slot(runs[0], 10)
+    assert store.executions.claim_slot(runs[0], 10, queued) == "gone"
     assert store.executions.finish(runs[0], ExecutionStatus.COMPLETED, 0, "success")
-    assert store.executions.claim_slot(runs[2], 2)
-    assert not store.executions.claim_slot(runs[3], 2)
-    assert store.executions.count_by_status(["running"]) == 2
+    assert store.executions.claim_slot(runs[2], 2, queued) == "claimed"
+    assert store.executions.claim_slot(runs[3], 2, queued) == "full"
+    assert store.executions.slots_in_use() == 2
+    # A waiting run holds its slot too (its supervisor is alive, waiting to resume).
+    assert store.executions.transition(runs[2], [ExecutionStatus.RUNNING], ExecutionStatus.WAITING)
+    assert store.executions.slots_in_use() == 2

@@ -113,7 +113,7 @@ def check_env(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check that Claude Code, Node, git, Python and the data directory are ready."""
-    from emdx import preflight
+    from emdx.service import preflight
 
     checks = preflight.full_report()
     ready = all(c.ok for c in checks if c.required)

@@ -9,7 +9,7 @@ from emdx.cli.render import open_service, parse_duration, print_json
 from emdx.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from emdx.cleanup import Action
+    from emdx.service.cleanup import Action
 
 app = typer.Typer(
     help="Clean up after executions (every command has --dry-run).", no_args_is_help=True
@@ -46,10 +46,8 @@ def _confirmed(question: str, yes: bool) -> bool:
 def cleanup_processes(dry_run: bool = DRY_RUN, as_json: bool = AS_JSON) -> None:
     """Zombie executions, orphaned agent processes (by their EMDX_EXECUTION_ID marker) and runs
     past their timeout: kill what must die (whole tree) and fix the rows."""
-    from emdx import cleanup
-
     with open_service() as service:
-        show(cleanup.processes(service, dry_run), as_json, dry_run, "processes")
+        show(service.cleanup_processes(dry_run), as_json, dry_run, "processes")
 
 
 @app.command("executions")
@@ -59,11 +57,9 @@ def cleanup_executions(
     as_json: bool = AS_JSON,
 ) -> None:
     """Rows still `running` past --timeout with no live process → failed (124, stuck)."""
-    from emdx import cleanup
-
     seconds = parse_duration(timeout, allow_zero=True) or 0.0
     with open_service() as service:
-        show(cleanup.executions(service, seconds, dry_run), as_json, dry_run, "executions")
+        show(service.cleanup_executions(seconds, dry_run), as_json, dry_run, "executions")
 
 
 @app.command("dirs")
@@ -73,11 +69,9 @@ def cleanup_dirs(
     as_json: bool = AS_JSON,
 ) -> None:
     """Remove run directories and worktrees of finished runs, and directories with no row."""
-    from emdx import cleanup
-
     seconds = parse_duration(older_than, allow_zero=True) or 0.0
     with open_service() as service:
-        show(cleanup.dirs(service, seconds, dry_run), as_json, dry_run, "dirs")
+        show(service.cleanup_dirs(seconds, dry_run), as_json, dry_run, "dirs")
 
 
 @app.command("branches")
@@ -88,10 +82,8 @@ def cleanup_branches(
     as_json: bool = AS_JSON,
 ) -> None:
     """List exec-* branches (merged? in use?) and delete merged ones, worktrees first."""
-    from emdx import cleanup
-
     with open_service() as service:
-        plan = cleanup.branches(service, force=force, dry_run=True)
+        plan = service.cleanup_branches(force=force, dry_run=True)
         doomed = [a for a in plan if a.result == "would do"]
         if dry_run or not doomed:
             show(plan, as_json, True, "branches")
@@ -104,7 +96,7 @@ def cleanup_branches(
                 )
             print("nothing deleted")
             return
-        show(cleanup.branches(service, force=force), as_json, False, "branches")
+        show(service.cleanup_branches(force=force), as_json, False, "branches")
 
 
 @app.command("all")
@@ -117,31 +109,31 @@ def cleanup_all(
     as_json: bool = AS_JSON,
 ) -> None:
     """processes → executions → dirs → branches, with one summary."""
-    from emdx import cleanup, paths
-    from emdx.cleanup import Action
+    from emdx import paths
     from emdx.errors import EmdxError
+    from emdx.service.cleanup import Action
     from emdx.system import git
 
     stuck_s = parse_duration(timeout, allow_zero=True) or 0.0
     dir_s = parse_duration(older_than, allow_zero=True) or 0.0
     actions: list[Action] = []
     with open_service() as service:
-        actions += cleanup.processes(service, dry_run)
-        actions += cleanup.executions(service, stuck_s, dry_run)
+        actions += service.cleanup_processes(dry_run)
+        actions += service.cleanup_executions(stuck_s, dry_run)
         try:
-            actions += cleanup.dirs(service, dir_s, dry_run)
+            actions += service.cleanup_dirs(dir_s, dry_run)
         except EmdxError as exc:
             actions.append(Action("dir", str(paths.runs_dir()), f"refused: {exc}", "failed"))
         repo = git.toplevel()
         if repo is None:
             actions.append(Action("branch", "-", "not in a git repository", "kept"))
         else:
-            plan = cleanup.branches(service, repo, force=force, dry_run=True)
+            plan = service.cleanup_branches(repo, force=force, dry_run=True)
             doomed = [a for a in plan if a.result == "would do"]
             if dry_run or not doomed:
                 actions += plan
             elif _confirmed(f"delete {len(doomed)} branch(es)?", yes):
-                actions += cleanup.branches(service, repo, force=force)
+                actions += service.cleanup_branches(repo, force=force)
             else:
                 actions += [a for a in plan if a.result != "would do"]
                 actions.append(

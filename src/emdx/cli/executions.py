@@ -65,7 +65,7 @@ def exec_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List executions, newest first."""
-    with open_service() as service:
+    with open_service(sweep="exec list") as service:
         executions = service.list_executions(_statuses(status), limit)
     if as_json:
         print_json([e.to_dict() for e in executions])
@@ -83,7 +83,7 @@ def exec_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an execution: its metadata and the tail of its log."""
-    with open_service() as service:
+    with open_service(sweep="exec show") as service:
         execution = service.reconcile(service.get_execution(ref))
         if as_json:
             print_json(execution.to_dict())
@@ -143,7 +143,7 @@ def exec_logs(
     """Print an execution's whole log."""
     import json
 
-    with open_service() as service:
+    with open_service(sweep="exec logs") as service:
         execution = service.get_execution(ref)
         if follow:
             entries = service.follow_execution(execution.id)
@@ -165,7 +165,7 @@ def exec_tail(ref: str = typer.Argument(..., metavar="ID")) -> None:
 @app.command("stats")
 def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Totals, success rate, durations, cost and tokens."""
-    with open_service() as service:
+    with open_service(sweep="exec stats") as service:
         stats = service.execution_stats()
     if as_json:
         print_json(stats.to_dict())
@@ -197,7 +197,7 @@ def exec_kill(
     force: bool = typer.Option(False, "--force", help="SIGKILL at once, no grace period."),
 ) -> None:
     """Stop a run: SIGTERM to all its processes, grace period, SIGKILL."""
-    with open_service() as service:
+    with open_service(sweep="exec kill") as service:
         result = service.kill_execution(ref, force=force)
     ex = result.execution
     if result.already_final:
@@ -215,7 +215,7 @@ def exec_killall(
     """Stop every running and queued execution."""
     import sys
 
-    with open_service() as service:
+    with open_service(sweep="exec killall") as service:
         active = service.list_executions(["running", "queued"], None)
         if not active:
             print("nothing is running")
@@ -240,23 +240,30 @@ def exec_killall(
 @app.command("running")
 def exec_running(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Running and queued executions, with heartbeat age and liveness."""
-    with open_service() as service:
-        rows = [
-            (ex, service.runner_alive(ex))
-            for ex in service.list_executions(["running", "queued"], None)
-        ]
+    with open_service(sweep="exec running") as service:
+        rows = [(ex, service.judge(ex)) for ex in service.store.executions.active()]
     if as_json:
-        print_json([{**ex.to_dict(), "runner_alive": alive} for ex, alive in rows])
+        print_json(
+            [
+                {
+                    **ex.to_dict(),
+                    "runner_alive": j.runner_alive,
+                    "verdict": j.verdict.value,
+                    "heartbeat_age_s": j.heartbeat_age_s,
+                }
+                for ex, j in rows
+            ]
+        )
         return
     if not rows:
         print("nothing is running")
         return
-    for ex, alive in rows:
-        beat = f"{duration(ex.heartbeat_age_s)} ago" if ex.heartbeat_at else "none yet"
-        state = "alive" if alive else ("waiting" if ex.status.value == "queued" else "DEAD")
+    for ex, j in rows:
+        age = j.heartbeat_age_s
+        beat = f"{duration(age)} ago" if age is not None and ex.heartbeat_at else "none yet"
         print(
-            f"#{ex.id:<6} {ex.status.value:<8} {duration(ex.duration_s):>7}  "
-            f"heartbeat {beat:<10} runner {state:<7} {ex.doc_title}"
+            f"#{ex.id:<6} {ex.status.value:<9} {duration(ex.duration_s):>7}  "
+            f"heartbeat {beat:<10} {j.verdict.value:<12} {ex.doc_title}"
         )
 
 
@@ -276,10 +283,19 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     processes killed. Exits 1 when anything was unhealthy.
     """
     with open_service() as service:
+        # Judged before the sweep, so that what was wrong is reported, then repaired.
         report = service.health()
+        swept = service.sweep("`emdx exec health`")
     unhealthy = [h for h in report if not h.healthy]
+    repairs = swept.describe()
     if as_json:
-        print_json({"healthy": not unhealthy, "runs": [h.to_dict() for h in report]})
+        print_json(
+            {
+                "healthy": not unhealthy and not repairs,
+                "runs": [h.to_dict() for h in report],
+                "repairs": repairs,
+            }
+        )
     elif not report:
         print("no active executions")
     else:
@@ -304,7 +320,10 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
                     f"   repaired: now {h.repaired.status.value} "
                     f"(exit {h.repaired.exit_code}, {h.repaired.reason})"
                 )
-    raise typer.Exit(1 if unhealthy else 0)
+    if not as_json:
+        for line in repairs:
+            print(f"❌ {line}")
+    raise typer.Exit(1 if unhealthy or repairs else 0)
 
 
 @app.command("monitor")
@@ -359,7 +378,10 @@ def exec_monitor(
 
     import time
 
-    with open_service() as service, Live(render(service), auto_refresh=False) as live:
+    with (
+        open_service(sweep="exec monitor") as service,
+        Live(render(service), auto_refresh=False) as live,
+    ):
         try:
             while True:
                 time.sleep(interval)
@@ -373,7 +395,7 @@ def exec_retry(ref: str = typer.Argument(..., metavar="ID")) -> None:
     """Run the same document again with the same options (a new, linked execution)."""
     from emdx.cli.claude import describe_start
 
-    with open_service() as service:
+    with open_service(sweep="exec retry") as service:
         execution = service.retry_execution(ref)
     print(describe_start(execution))
     print(
@@ -390,7 +412,7 @@ def exec_resume(
     """Continue a finished run's agent session as a new execution in the same directory."""
     from emdx.cli.claude import describe_start
 
-    with open_service() as service:
+    with open_service(sweep="exec resume") as service:
         execution = service.resume_execution(ref, prompt)
     print(describe_start(execution))
     print(

@@ -12,11 +12,21 @@ if TYPE_CHECKING:
     from emdx.service import Service
 
 
-def open_service() -> Service:
-    """The service, imported on first use so that `emdx --help` stays fast."""
+def open_service(sweep: str | None = None) -> Service:
+    """The service, imported on first use so that `emdx --help` stays fast. A command that
+    looks at runs passes its name as `sweep`: the sweep (undo abandoned starts, finish runs
+    whose supervisor died, owed post-actions, the queue pass) runs first, so that no row stays
+    non-final without a live owner however its supervisor ended."""
     from emdx.service import Service
 
-    return Service()
+    service = Service()
+    if sweep is not None:
+        try:
+            service.sweep(f"`emdx {sweep}`")
+        except BaseException:
+            service.close()
+            raise
+    return service
 
 
 def error(message: str) -> None:

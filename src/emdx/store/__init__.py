@@ -7,7 +7,7 @@ from pathlib import Path
 
 from emdx import paths
 from emdx.errors import StoreError
-from emdx.store.connection import connect, describe
+from emdx.store.connection import connect, describe, write_transaction
 from emdx.store.documents import DocumentStore
 from emdx.store.executions import ExecutionStore
 from emdx.store.migrations import LATEST_VERSION, current_version, migrate
@@ -30,6 +30,40 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+
+    def complete_post_actions(
+        self,
+        execution_id: int,
+        output: tuple[str, str, str | None, list[str], int] | None,
+        add_tags: list[str],
+        remove_tags: list[str],
+    ) -> tuple[bool, int | None]:
+        """A completed run's post-actions, exactly once: the output document (title, content,
+        project, tags, parent) and the source's tags, in the same transaction that moves
+        `post_actions` from pending to done. (False, None) when they were done already."""
+        with write_transaction(self.conn, self.path) as conn:
+            row = conn.execute(
+                "SELECT post_actions, doc_id FROM executions WHERE id = ?", (execution_id,)
+            ).fetchone()
+            if row is None or row["post_actions"] != "pending":
+                return False, None
+            output_id = None
+            if output is not None:
+                title, content, project, tags, parent = output
+                output_id = DocumentStore.insert(conn, title, content, project, tags, parent)
+            source = row["doc_id"]
+            if (
+                source is not None
+                and conn.execute("SELECT 1 FROM documents WHERE id = ?", (source,)).fetchone()
+            ):
+                DocumentStore.link_tags(conn, source, add_tags)
+                DocumentStore.unlink_tags(conn, source, remove_tags)
+            conn.execute(
+                "UPDATE executions SET post_actions = 'done', "
+                "output_doc_id = COALESCE(?, output_doc_id) WHERE id = ?",
+                (output_id, execution_id),
+            )
+        return True, output_id
 
     def close(self) -> None:
         self.conn.close()

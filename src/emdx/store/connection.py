@@ -13,7 +13,7 @@ from typing import TypeVar
 from emdx.errors import StoreError
 
 # Long enough that a heartbeat or a final write waits out another writer's transaction; the
-# runner's final write retries past this (see retry_locked) because a lost final state is worse.
+# runner's final write retries past this (see retry_transient) because a lost final state is worse.
 BUSY_TIMEOUT_MS = 30_000
 
 T = TypeVar("T")
@@ -102,13 +102,46 @@ def is_locked(exc: BaseException) -> bool:
     return isinstance(cause, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
-def retry_locked(action: Callable[[], T], deadline_s: float, pause_s: float = 0.25) -> T:
-    """Run `action`, retrying while the database stays locked, until `deadline_s` has passed."""
-    give_up = time.monotonic() + deadline_s
+def is_transient(exc: BaseException) -> bool:
+    """An error that time may cure: a lock, a full disk, an I/O error."""
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    if not isinstance(cause, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return False
+    text = str(cause).lower()
+    return any(
+        part in text for part in ("locked", "busy", "disk is full", "disk i/o", "unable to open")
+    )
+
+
+def retry_transient(
+    action: Callable[[], T],
+    deadline_s: float,
+    pause_s: float = 0.5,
+    on_retry: Callable[[StoreError], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `action`, retrying through locks, a full disk and I/O errors (each reported to
+    `on_retry`) until `deadline_s` has passed; the last error is raised then."""
+    return _retry(action, deadline_s, pause_s, is_transient, on_retry, clock, sleep)
+
+
+def _retry(
+    action: Callable[[], T],
+    deadline_s: float,
+    pause_s: float,
+    retryable: Callable[[BaseException], bool],
+    on_retry: Callable[[StoreError], None] | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> T:
+    give_up = clock() + deadline_s
     while True:
         try:
             return action()
         except StoreError as exc:
-            if not is_locked(exc) or time.monotonic() >= give_up:
+            if not retryable(exc) or clock() >= give_up:
                 raise
-            time.sleep(pause_s)
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(pause_s)

@@ -56,16 +56,29 @@ class DocumentStore:
         tags: Sequence[str] = (),
         parent_id: int | None = None,
     ) -> int:
-        now = now_iso()
         with write_transaction(self._conn, self._path) as conn:
-            cur = conn.execute(
-                """INSERT INTO documents (title, content, project, created_at, updated_at,
-                       accessed_at, access_count, parent_id, is_deleted)
-                   VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)""",
-                (title, content, project, now, now, now, parent_id),
-            )
-            doc_id = int(cur.lastrowid or 0)
-            self._link_tags(conn, doc_id, tags)
+            return self.insert(conn, title, content, project, tags, parent_id)
+
+    @classmethod
+    def insert(
+        cls,
+        conn: sqlite3.Connection,
+        title: str,
+        content: str,
+        project: str | None,
+        tags: Sequence[str],
+        parent_id: int | None,
+    ) -> int:
+        """INSERT a document and its tags inside the caller's transaction."""
+        now = now_iso()
+        cur = conn.execute(
+            """INSERT INTO documents (title, content, project, created_at, updated_at,
+                   accessed_at, access_count, parent_id, is_deleted)
+               VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)""",
+            (title, content, project, now, now, now, parent_id),
+        )
+        doc_id = int(cur.lastrowid or 0)
+        cls._link_tags(conn, doc_id, tags)
         return doc_id
 
     def get(self, doc_id: int, include_deleted: bool = False) -> Document:
@@ -160,22 +173,27 @@ class DocumentStore:
             return self._link_tags(conn, doc_id, tags)
 
     def remove_tags(self, doc_id: int, tags: Sequence[str]) -> list[str]:
-        removed = []
         with write_transaction(self._conn, self._path) as conn:
             self._require(conn, doc_id)
-            for tag in tags:
-                cur = conn.execute(
-                    """DELETE FROM document_tags WHERE document_id = ?
-                       AND tag_id = (SELECT id FROM tags WHERE name = ?)""",
-                    (doc_id, tag),
+            return self.unlink_tags(conn, doc_id, tags)
+
+    @staticmethod
+    def unlink_tags(conn: sqlite3.Connection, doc_id: int, tags: Sequence[str]) -> list[str]:
+        """Remove tags from a document inside the caller's transaction."""
+        removed = []
+        for tag in tags:
+            cur = conn.execute(
+                """DELETE FROM document_tags WHERE document_id = ?
+                   AND tag_id = (SELECT id FROM tags WHERE name = ?)""",
+                (doc_id, tag),
+            )
+            if cur.rowcount:
+                conn.execute(
+                    "UPDATE tags SET usage_count = MAX(COALESCE(usage_count, 1) - 1, 0) "
+                    "WHERE name = ?",
+                    (tag,),
                 )
-                if cur.rowcount:
-                    conn.execute(
-                        "UPDATE tags SET usage_count = MAX(COALESCE(usage_count, 1) - 1, 0) "
-                        "WHERE name = ?",
-                        (tag,),
-                    )
-                    removed.append(tag)
+                removed.append(tag)
         return removed
 
     def tag_counts(self) -> list[TagCount]:
@@ -214,6 +232,11 @@ class DocumentStore:
         if row is None:
             raise NotFoundError(f"document {doc_id} not found")
         return row
+
+    @staticmethod
+    def link_tags(conn: sqlite3.Connection, doc_id: int, tags: Iterable[str]) -> list[str]:
+        """Add tags to a document inside the caller's transaction."""
+        return DocumentStore._link_tags(conn, doc_id, tags)
 
     @staticmethod
     def _link_tags(conn: sqlite3.Connection, doc_id: int, tags: Iterable[str]) -> list[str]:

@@ -6,22 +6,16 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from emdx.errors import NotFoundError
-from emdx.models import ExecOptions, Execution, ExecutionStatus, now_iso
+from emdx.models import ACTIVE_STATUSES, ALLOWED, ExecOptions, Execution, ExecutionStatus, now_iso
 from emdx.store.connection import write_transaction
 
-ACTIVE = ("queued", "running")
-
-# Columns the runner and service may set after creation; anything else is a programming error.
+# Columns that may change without a change of status. Status, and what goes with a change of
+# status (reason, exit code, start and end times), is written by `transition` only.
 UPDATABLE = frozenset(
     {
-        "status",
-        "reason",
-        "exit_code",
-        "started_at",
-        "completed_at",
         "heartbeat_at",
         "pid",
         "pid_started_at",
@@ -42,8 +36,13 @@ UPDATABLE = frozenset(
         "output_doc_id",
         "repo",
         "branch_created",
+        "heartbeat_s",
+        "uptime_s",
+        "post_actions",
     }
 )
+TRANSITION_FIELDS = UPDATABLE | {"reason", "exit_code", "started_at", "completed_at"}
+Claim = Literal["claimed", "full", "gone"]
 
 
 def _execution(row: sqlite3.Row) -> Execution:
@@ -92,7 +91,18 @@ def _execution(row: sqlite3.Row) -> Execution:
         options=ExecOptions.from_dict(options),
         repo=row["repo"],
         branch_created=bool(row["branch_created"]),
+        creator_pid=row["creator_pid"],
+        creator_started_at=row["creator_started_at"],
+        heartbeat_s=row["heartbeat_s"],
+        uptime_s=row["uptime_s"],
+        post_actions=row["post_actions"],
     )
+
+
+def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
+    if key is None:
+        return "id = ?", (execution_id,)
+    return "id = ? AND run_key = ?", (execution_id, key)
 
 
 class ExecutionStore:
@@ -108,23 +118,27 @@ class ExecutionStore:
         doc_title: str,
         exec_type: str,
         options: ExecOptions,
-        status: ExecutionStatus = ExecutionStatus.QUEUED,
         parent_execution_id: int | None = None,
+        creator: tuple[int, float | None] | None = None,
     ) -> int:
+        """A new row in `preparing`, recording its creator (pid, start time)."""
+        creator_pid, creator_started = creator if creator is not None else (None, None)
         with write_transaction(self._conn, self._path) as conn:
             cur = conn.execute(
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
-                       created_at, options, parent_execution_id)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                       created_at, options, parent_execution_id, creator_pid,
+                       creator_started_at)
+                   VALUES (?, ?, ?, ?, 'preparing', ?, ?, ?, ?, ?)""",
                 (
                     run_key,
                     doc_id,
                     doc_title,
                     exec_type,
-                    status.value,
                     now_iso(),
                     json.dumps(options.to_dict()),
                     parent_execution_id,
+                    creator_pid,
+                    creator_started,
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -136,6 +150,12 @@ class ExecutionStore:
         if row is None:
             raise NotFoundError(f"execution {execution_id} not found")
         return _execution(row)
+
+    def by_key(self, run_key: str) -> Execution | None:
+        row = self._conn.execute(
+            "SELECT * FROM executions WHERE run_key = ?", (run_key,)
+        ).fetchone()
+        return _execution(row) if row is not None else None
 
     def resolve(self, ref: str | int) -> Execution:
         """An execution by numeric id or, for migrated rows, by its old text id."""
@@ -170,46 +190,65 @@ class ExecutionStore:
             params.append(limit)
         return [_execution(r) for r in self._conn.execute(sql, params)]
 
-    def update(self, execution_id: int, **fields: Any) -> None:
-        """Set progress fields. Never changes a final row's status: use `finish` for that."""
+    def update(
+        self,
+        execution_id: int,
+        *,
+        key: str | None = None,
+        only_supervised: bool = False,
+        **fields: Any,
+    ) -> bool:
+        """Set progress or bookkeeping fields (never the status: see `transition`). With `key`,
+        only the row of that run key (a supervisor never writes into a row that a restored
+        backup gave another run's id); with `only_supervised`, only while it is running or
+        waiting (a late progress write never lands on a final row). True when written."""
         if not fields:
-            return
+            return False
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
+        where, params = _where(execution_id, key)
+        if only_supervised:
+            where += " AND status IN ('running', 'waiting')"
         with write_transaction(self._conn, self._path) as conn:
-            conn.execute(
-                f"UPDATE executions SET {assignments} WHERE id = ?",
-                (*fields.values(), execution_id),
+            cur = conn.execute(
+                f"UPDATE executions SET {assignments} WHERE {where}", (*fields.values(), *params)
             )
+            return cur.rowcount == 1
 
     def transition(
         self,
         execution_id: int,
         from_statuses: Sequence[ExecutionStatus],
         to_status: ExecutionStatus,
+        *,
+        key: str | None = None,
         **fields: Any,
     ) -> bool:
         """Compare-and-set: move to `to_status` only if the row is in one of `from_statuses`.
 
-        This is the one guarded transition every state change goes through, so that a runner and a
-        reaper (health, cleanup, kill) can never both finish the same row.
+        The one status writer (a move outside `ALLOWED` is a programming error), so that a
+        runner and a reaper (health, cleanup, kill) can never both finish the same row.
         """
-        unknown = set(fields) - UPDATABLE
+        illegal = [s for s in from_statuses if to_status not in ALLOWED.get(s, frozenset())]
+        if illegal:
+            raise ValueError(f"illegal transition {illegal[0].value} → {to_status.value}")
+        unknown = set(fields) - TRANSITION_FIELDS
         if unknown:
-            raise ValueError(f"not updatable: {sorted(unknown)}")
+            raise ValueError(f"not settable: {sorted(unknown)}")
         if to_status.is_final:
             fields.setdefault("completed_at", now_iso())
         columns = ["status = ?", *(f"{name} = ?" for name in fields)]
         marks = ",".join("?" * len(from_statuses))
+        where, params = _where(execution_id, key)
         with write_transaction(self._conn, self._path) as conn:
             cur = conn.execute(
-                f"UPDATE executions SET {', '.join(columns)} WHERE id = ? AND status IN ({marks})",
+                f"UPDATE executions SET {', '.join(columns)} WHERE {where} AND status IN ({marks})",
                 (
                     to_status.value,
                     *fields.values(),
-                    execution_id,
+                    *params,
                     *(s.value for s in from_statuses),
                 ),
             )
@@ -221,13 +260,16 @@ class ExecutionStore:
         status: ExecutionStatus,
         exit_code: int | None,
         reason: str,
+        *,
+        key: str | None = None,
         **fields: Any,
     ) -> bool:
         """Write a final state unless the row already has one (compare-and-set)."""
         return self.transition(
             execution_id,
-            (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
+            tuple(s for s in ACTIVE_STATUSES if status in ALLOWED[s]),
             status,
+            key=key,
             exit_code=exit_code,
             reason=reason,
             **fields,
@@ -239,57 +281,76 @@ class ExecutionStore:
         ).fetchall()
         return [_execution(r) for r in rows]
 
-    def delete(self, execution_id: int) -> None:
-        """Remove a row that never started (a start that failed half way)."""
-        with write_transaction(self._conn, self._path) as conn:
-            conn.execute(
-                "DELETE FROM executions WHERE id = ? AND status = 'queued'", (execution_id,)
-            )
-
-    def beat(self, execution_id: int, at: str) -> bool:
-        """Record a heartbeat; only a running row takes one."""
+    def delete(self, execution_id: int) -> bool:
+        """Remove a row that never started (the undo of a start that failed half way)."""
         with write_transaction(self._conn, self._path) as conn:
             cur = conn.execute(
-                "UPDATE executions SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
-                (at, execution_id),
+                "DELETE FROM executions WHERE id = ? AND status IN ('preparing', 'queued')",
+                (execution_id,),
             )
             return cur.rowcount == 1
 
-    def count_by_status(self, statuses: Sequence[str]) -> int:
-        marks = ",".join("?" * len(statuses))
-        row = self._conn.execute(
-            f"SELECT COUNT(*) FROM executions WHERE status IN ({marks})", tuple(statuses)
-        ).fetchone()
-        return int(row[0])
+    def beat(self, execution_id: int, at: str, uptime_s: float | None, key: str) -> bool:
+        """Record a heartbeat (and the supervisor's boot-clock uptime); only a row its
+        supervisor owns takes one."""
+        with write_transaction(self._conn, self._path) as conn:
+            cur = conn.execute(
+                "UPDATE executions SET heartbeat_at = ?, uptime_s = ? WHERE id = ? "
+                "AND run_key = ? AND status IN ('running', 'waiting')",
+                (at, uptime_s, execution_id, key),
+            )
+            return cur.rowcount == 1
 
     def queued(self) -> list[Execution]:
         """Queued runs, oldest first."""
-        # log_file is set once the run's directory and prompt exist: an unprepared row (a start
-        # still in progress) is not startable yet; its own start launches it.
         rows = self._conn.execute(
-            "SELECT * FROM executions WHERE status = 'queued' AND log_file IS NOT NULL ORDER BY id"
+            "SELECT * FROM executions WHERE status = 'queued' ORDER BY id"
         ).fetchall()
         return [_execution(r) for r in rows]
 
-    def claim_slot(self, execution_id: int, max_parallel: int) -> bool:
-        """Atomically move a queued run to running if fewer than `max_parallel` are running."""
+    def claim_slot(
+        self, execution_id: int, max_parallel: int, from_status: ExecutionStatus
+    ) -> Claim:
+        """Atomically move a run from `from_status` (preparing or queued) to running, if fewer
+        than `max_parallel` runs hold a slot."""
+        if ExecutionStatus.RUNNING not in ALLOWED.get(from_status, frozenset()):
+            raise ValueError(f"illegal transition {from_status.value} → running")
         with write_transaction(self._conn, self._path) as conn:
             # Rows of earlier releases stuck in `running` have no supervisor: they hold no slot.
-            running = conn.execute(
-                "SELECT COUNT(*) FROM executions WHERE status = 'running' AND run_key IS NOT NULL"
+            holding = conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE status IN ('running', 'waiting') "
+                "AND run_key IS NOT NULL"
             ).fetchone()[0]
-            if running >= max_parallel:
-                return False
+            if holding >= max_parallel:
+                return "full"
             cur = conn.execute(
                 "UPDATE executions SET status = 'running', started_at = ? "
-                "WHERE id = ? AND status = 'queued' AND log_file IS NOT NULL",
-                (now_iso(), execution_id),
+                "WHERE id = ? AND status = ?",
+                (now_iso(), execution_id, from_status.value),
             )
-            return cur.rowcount == 1
+            return "claimed" if cur.rowcount == 1 else "gone"
 
-    def status_counts(self) -> dict[str, int]:
-        rows = self._conn.execute("SELECT status, COUNT(*) FROM executions GROUP BY status")
-        return {r[0]: int(r[1]) for r in rows}
+    def slots_in_use(self) -> int:
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE status IN ('running', 'waiting') "
+                "AND run_key IS NOT NULL"
+            ).fetchone()[0]
+        )
+
+    def active(self) -> list[Execution]:
+        """Every row not in a final state (preparing, queued, running, waiting), newest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM executions WHERE status IN "
+            "('preparing', 'queued', 'running', 'waiting') ORDER BY id DESC"
+        ).fetchall()
+        return [_execution(r) for r in rows]
+
+    def owing_post_actions(self) -> list[Execution]:
+        rows = self._conn.execute(
+            "SELECT * FROM executions WHERE post_actions = 'pending' ORDER BY id"
+        ).fetchall()
+        return [_execution(r) for r in rows]
 
     def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]:
         """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations."""

@@ -301,6 +301,21 @@ def m008_execution_ownership(conn: sqlite3.Connection) -> None:
         )
 
 
+def m009_crash_safe_runs(conn: sqlite3.Connection) -> None:
+    """A start's creator, the run's own heartbeat interval and boot-clock uptime, and owed
+    post-actions: what lets any later command finish or undo a run whose owner died."""
+    _run(
+        conn,
+        "ALTER TABLE executions ADD COLUMN creator_pid INTEGER",
+        "ALTER TABLE executions ADD COLUMN creator_started_at REAL",
+        "ALTER TABLE executions ADD COLUMN heartbeat_s REAL",
+        "ALTER TABLE executions ADD COLUMN uptime_s REAL",
+        "ALTER TABLE executions ADD COLUMN post_actions TEXT",
+        """CREATE INDEX idx_executions_post_actions ON executions(post_actions)
+           WHERE post_actions = 'pending'""",
+    )
+
+
 MIGRATIONS: list[Step] = [
     m000_documents,
     m001_tags,
@@ -311,6 +326,7 @@ MIGRATIONS: list[Step] = [
     m006_numeric_execution_ids,
     m007_supervised_executions,
     m008_execution_ownership,
+    m009_crash_safe_runs,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1

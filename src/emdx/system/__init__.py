@@ -22,6 +22,13 @@ START_TIME_TOLERANCE_S = 0.05
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def boot_clock() -> float:
+    """Seconds since boot, counting suspend: the clock of /proc's process start times, so
+    ages computed from it do not move when the wall clock is stepped."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
+
+
 def _proc_start_time(pid: int) -> float | None:
     """Seconds from boot to the process's start, from /proc/<pid>/stat; None for a missing or
     zombie process. Boot-relative on purpose: a wall-clock value (btime + ticks, what psutil
@@ -106,6 +113,20 @@ def signal_pid(pid: int, sig: signal.Signals) -> bool:
         return False
 
 
+def send_signal(pid: int, started: float, sig: signal.Signals) -> str:
+    """`sig` to the process (pid, start time): "sent", "gone" (not that process any more), or
+    "denied" (EPERM: it lives on, and is not reported as killed)."""
+    if not same_process(pid, started):
+        return "gone"
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "denied"
+    return "sent"
+
+
 def reap_children() -> None:
     """Collect every exited child so none lingers as a zombie (we are a subreaper)."""
     with contextlib.suppress(ChildProcessError):
@@ -160,47 +181,52 @@ def descendants(pid: int) -> list[int]:
 
 
 MARKER = "EMDX_EXECUTION_ID"
+MARKER_KEY = "EMDX_RUN_KEY"
 MARKER_DB = "EMDX_DB"
 
 
-def run_markers(execution_id: int, db: Path) -> dict[str, str]:
-    """Environment variables every process of a run carries: which run, of which database."""
-    return {MARKER: str(execution_id), MARKER_DB: str(db)}
+def run_markers(execution_id: int, run_key: str, db: Path) -> dict[str, str]:
+    """Environment variables every process of a run carries: which run (its id, for people;
+    its unique key, the identity: ids repeat across databases and restored backups), of which
+    database."""
+    return {MARKER: str(execution_id), MARKER_KEY: run_key, MARKER_DB: str(db)}
 
 
-def scan_marked_processes(db: Path | None = None) -> dict[int, list[tuple[int, float]]]:
-    """Execution id → (pid, start time) of every live process marked as belonging to a run of
+def scan_marked_processes(db: Path | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Run key → (pid, start time) of every live process marked as belonging to a run of
     database `db` (default: this EMDX_HOME's). The markers survive setsid and reparenting, so
     this finds a run's processes even after its supervisor died; runs of another EMDX_HOME are
     not ours. Processes whose environment we may not read are skipped."""
     import psutil
 
     wanted_db = str(db or paths.db_path())
-    found: dict[int, list[tuple[int, float]]] = {}
+    found: dict[str, list[tuple[int, float]]] = {}
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
             continue
         try:
             env = proc.environ()
-            marker = env.get(MARKER, "")
-            if not marker.isdigit() or env.get(MARKER_DB) != wanted_db:
+            key = env.get(MARKER_KEY, "")
+            if not key or env.get(MARKER_DB) != wanted_db:
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             started = process_start_time(proc.pid)
             if started is not None:
-                found.setdefault(int(marker), []).append((proc.pid, started))
+                found.setdefault(key, []).append((proc.pid, started))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
 
 
 def marked_processes(
-    execution_id: int, exclude: set[int] | None = None, db: Path | None = None
+    run_key: str | None, exclude: set[int] | None = None, db: Path | None = None
 ) -> list[tuple[int, float]]:
     """(pid, start time) of the live processes of one run (see scan_marked_processes)."""
+    if not run_key:
+        return []
     skip = exclude or set()
-    return [p for p in scan_marked_processes(db).get(execution_id, []) if p[0] not in skip]
+    return [p for p in scan_marked_processes(db).get(run_key, []) if p[0] not in skip]
 
 
 def wait_gone(identities: list[tuple[int, float]], timeout: float, poll_s: float = 0.05) -> bool:
@@ -228,24 +254,20 @@ def identify(pids: list[int]) -> list[tuple[int, float]]:
 def kill_identified(
     identities: list[tuple[int, float]], grace_s: float, force: bool = False
 ) -> bool:
-    """SIGTERM every process (checked by pid and start time), wait `grace_s`, SIGKILL the rest.
-
-    Returns True when SIGKILL was needed. A pid whose start time no longer matches is never
-    signalled: it is not our process any more.
-    """
+    """SIGTERM every process at once (each checked by pid and start time), wait `grace_s` for
+    all of them, SIGKILL the rest. Returns True when SIGKILL was needed. A pid whose start time
+    no longer matches is never signalled: it is not our process any more."""
     targets = [(pid, st) for pid, st in identities if same_process(pid, st)]
     if not targets:
         return False
     if not force:
         for pid, started in targets:
-            if same_process(pid, started):
-                signal_pid(pid, signal.SIGTERM)
+            send_signal(pid, started, signal.SIGTERM)
         if wait_gone(targets, grace_s):
             return False
     needed = False
     for pid, started in targets:
-        if same_process(pid, started):
-            signal_pid(pid, signal.SIGKILL)
+        if send_signal(pid, started, signal.SIGKILL) == "sent":
             needed = True
     wait_gone(targets, 5.0)
     return needed

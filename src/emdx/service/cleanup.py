@@ -14,13 +14,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emdx import paths, system
-from emdx.agent.outcome import EXIT_SIGKILL, EXIT_TIMEOUT
-from emdx.errors import EmdxError, EnvironmentProblem, NotFoundError
+from emdx import paths, settings, system
+from emdx.agent.outcome import EXIT_TIMEOUT
+from emdx.errors import EmdxError, EnvironmentProblem
 from emdx.models import Execution, ExecutionStatus, Reason, parse_time, utc_now
-from emdx.runner import launch
-from emdx.service import RUNNER_STARTUP_GRACE_S, Service, run_identities
+from emdx.service import repair
+from emdx.service.kill import finish_from_outside, run_identities
+from emdx.service.liveness import Verdict, default_probe, judge
+from emdx.service.scheduler import discard, fill_slots
+from emdx.store import Store
 from emdx.system import git
+
+Identity = tuple[int, float]
 
 # A directory with no row is only an orphan once it is this old (a start creates the row first,
 # but a clock skew or a slow disk should never make cleanup race a start).
@@ -45,142 +50,136 @@ def _age_s(moment: str | None) -> float | None:
     return None if parsed is None else (utc_now() - parsed).total_seconds()
 
 
-def _signal_report(identities: list[tuple[int, float]], dry_run: bool, why: str) -> list[Action]:
-    """Kill each (pid, start) process tree-wide; one action per pid: killed / already gone / no
-    permission (a pid whose start time changed is not ours and is never signalled)."""
+def _signal_report(identities: list[Identity], dry_run: bool, why: str) -> list[Action]:
+    """Stop the processes all at once (SIGTERM, one grace for all, SIGKILL the rest); one
+    action per pid: killed / already gone / no permission (a pid whose start time changed is
+    not ours and is never signalled)."""
+    if dry_run:
+        return [
+            Action("process", str(pid), why, "would do" if alive else "already gone")
+            for pid, st in identities
+            for alive in [system.same_process(pid, st)]
+        ]
+    sent = {pid: system.send_signal(pid, st, signal.SIGTERM) for pid, st in identities}
+    targets = [(pid, st) for pid, st in identities if sent[pid] == "sent"]
+    if targets and not system.wait_gone(targets, settings.kill_grace()):
+        for pid, st in targets:
+            system.send_signal(pid, st, signal.SIGKILL)
+        system.wait_gone(targets, 5.0)
     actions = []
-    for pid, started in identities:
-        if not system.same_process(pid, started):
-            actions.append(Action("process", str(pid), why, "already gone"))
-            continue
-        if dry_run:
-            actions.append(Action("process", str(pid), why, "would do"))
-            continue
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except PermissionError:
+    for pid, st in identities:
+        if sent[pid] == "denied":
             actions.append(Action("process", str(pid), why, "no permission"))
-            continue
-        except ProcessLookupError:
+        elif sent[pid] == "gone":
             actions.append(Action("process", str(pid), why, "already gone"))
-            continue
-        if not system.wait_gone([(pid, started)], launch.kill_grace()):
-            system.kill_identified([(pid, started)], 0, force=True)
-        actions.append(Action("process", str(pid), f"{why}: killed", "done"))
+        elif system.same_process(pid, st):
+            actions.append(Action("process", str(pid), f"{why}: still alive", "failed"))
+        else:
+            actions.append(Action("process", str(pid), f"{why}: killed", "done"))
     return actions
 
 
-def processes(service: Service, dry_run: bool = False) -> list[Action]:
-    """Zombie executions, orphaned agent processes and runs past their timeout."""
-    store = service.store
+def processes(store: Store, dry_run: bool = False) -> list[Action]:
+    """Zombie executions, abandoned starts, runs past their timeout whose supervisor stopped
+    enforcing it, and orphaned processes (by their run-key marker)."""
+    probe = default_probe()
     actions: list[Action] = []
-    handled: set[int] = set()
-    running = store.executions.list_executions(["running"], None)
-    for ex in running:
-        if ex.run_key is None:
-            continue  # a row from an earlier release: `cleanup executions` repairs those
-        alive = service.runner_alive(ex)
-        age = _age_s(ex.started_at or ex.created_at) or 0.0
-        if not alive and (ex.pid_started_at is not None or age > RUNNER_STARTUP_GRACE_S):
-            actions += _finish_dead(service, ex, dry_run)
-            handled.add(ex.id)
-        elif alive and ex.options.timeout_s and age > ex.options.timeout_s + 60 and _stale(ex):
-            # The supervisor should have enforced the timeout and stopped beating: it is frozen
-            # or wedged. (Age alone is wall-clock and jumps with the clock; a fresh heartbeat
-            # means the supervisor is at work and keeps its own monotonic watch.)
-            actions += _finish_overdue(service, ex, dry_run)
-            handled.add(ex.id)
-    actions += _orphans(service, dry_run, skip=handled)
+    handled: set[str] = set()
+    for ex in store.executions.active():
+        verdict = judge(ex, probe)
+        label = f"#{ex.id}"
+        if verdict.verdict is Verdict.ZOMBIE:
+            why = f"execution #{ex.id}: supervisor gone"
+            actions += _signal_report(run_identities(ex), dry_run, why)
+            outcome = repair.read_outcome(ex)
+            planned = (
+                f"{ex.status.value} → {outcome['status']} ({outcome['exit_code']}, "
+                f"{outcome['reason']}, from its outcome file)"
+                if outcome
+                else f"{ex.status.value} → failed (137, runner_lost)"
+            )
+            if dry_run:
+                actions.append(Action("execution", label, planned, "would do"))
+            else:
+                fixed = repair.repair_zombie(store, ex, "`emdx cleanup processes`")
+                if fixed.status.is_final:
+                    actions.append(Action("execution", label, planned, "done"))
+        elif verdict.verdict is Verdict.OVERDUE:
+            why = f"execution #{ex.id}: overdue ({verdict.detail})"
+            detail = f"{ex.status.value} → failed (124, overdue)"
+            if dry_run:
+                actions += _signal_report(run_identities(ex), dry_run, why)
+                actions.append(Action("execution", label, detail, "would do"))
+            else:
+                # Recorded first: the supervisor, if it wakes up, finds a final state and keeps it.
+                won = finish_from_outside(
+                    store,
+                    ex,
+                    ExecutionStatus.FAILED,
+                    EXIT_TIMEOUT,
+                    Reason.OVERDUE,
+                    f"stopped by `emdx cleanup processes` ({verdict.detail})",
+                )
+                actions += _signal_report(run_identities(ex), dry_run, why)
+                if won:
+                    actions.append(Action("execution", label, detail, "done"))
+        elif verdict.verdict is Verdict.ABANDONED and ex.run_key:
+            detail = "preparing, its creator gone → start undone"
+            if not dry_run:
+                discard(store, ex.id, ex.run_key)
+            actions.append(Action("execution", label, detail, "would do" if dry_run else "done"))
+        else:
+            continue
+        if ex.run_key:
+            handled.add(ex.run_key)
+    actions += _orphans(store, dry_run, skip=handled)
     if not dry_run:
-        launch.start_queued(store)
+        # Owed post-actions and the queue pass, as every command that looks at runs does.
+        repair.sweep(store, "`emdx cleanup processes`")
     return actions
 
 
-def _stale(ex: Execution) -> bool:
-    from emdx.runner.supervisor import heartbeat_interval
-
-    age = ex.heartbeat_age_s
-    return age is None or age > 3 * heartbeat_interval()
-
-
-def _finish_dead(service: Service, ex: Execution, dry_run: bool) -> list[Action]:
-    why = f"execution #{ex.id}: supervisor gone"
-    actions = _signal_report(run_identities(ex), dry_run, why)
-    if dry_run:
-        actions.append(
-            Action("execution", f"#{ex.id}", "running → failed (137, runner_lost)", "would do")
-        )
-    elif service.store.executions.finish(
-        ex.id, ExecutionStatus.FAILED, EXIT_SIGKILL, Reason.RUNNER_LOST
-    ):
-        actions.append(
-            Action("execution", f"#{ex.id}", "running → failed (137, runner_lost)", "done")
-        )
-    return actions
-
-
-def _finish_overdue(service: Service, ex: Execution, dry_run: bool) -> list[Action]:
-    why = f"execution #{ex.id}: past its {ex.options.timeout_s:g}s timeout"
-    actions = _signal_report(run_identities(ex), dry_run, why)
-    detail = "running → failed (124, timeout)"
-    if dry_run:
-        actions.append(Action("execution", f"#{ex.id}", detail, "would do"))
-    elif service.store.executions.finish(
-        ex.id, ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.TIMEOUT
-    ):
-        actions.append(Action("execution", f"#{ex.id}", detail, "done"))
-    return actions
-
-
-def _orphans(service: Service, dry_run: bool, skip: set[int]) -> list[Action]:
-    """Processes marked EMDX_EXECUTION_ID=<id> whose run no supervisor owns any more."""
-    by_run = system.scan_marked_processes(service.store.path)
+def _orphans(store: Store, dry_run: bool, skip: set[str]) -> list[Action]:
+    """Processes marked with a run key of this home whose run no supervisor owns any more."""
+    probe = default_probe()
     actions = []
-    for execution_id, identities in sorted(by_run.items()):
-        if execution_id in skip:
+    for key, identities in sorted(system.scan_marked_processes(store.path).items()):
+        if key in skip:
             continue
-        ex: Execution | None
-        try:
-            ex = service.store.executions.get(execution_id)
-        except NotFoundError:
-            ex = None
-        if ex is not None and ex.status.is_active:
-            if ex.status is ExecutionStatus.QUEUED or service.runner_alive(ex):
+        ex = store.executions.by_key(key)
+        if ex is not None:
+            verdict = judge(ex, probe)
+            if ex.status.is_active and verdict.verdict is not Verdict.ZOMBIE:
                 continue  # owned by a live supervisor (or about to be)
-            age = _age_s(ex.started_at or ex.created_at) or 0.0
-            if ex.pid_started_at is None and age <= RUNNER_STARTUP_GRACE_S:
+            if ex.status.is_final and verdict.runner_alive:
+                # The supervisor is still finishing (post-actions, the queue pass): its own
+                # cleanup kills what is left; do not race it.
                 continue
-        if ex is not None and ex.status.is_final and service.runner_alive(ex):
-            # The supervisor is still finishing (post-actions, starting the next run): its own
-            # cleanup kills what is left; do not race it.
-            continue
         label = "no such execution" if ex is None else f"execution #{ex.id} is {ex.status.value}"
         actions += _signal_report(identities, dry_run, f"orphaned agent process ({label})")
     return actions
 
 
-def executions(
-    service: Service, older_than_s: float = 1800.0, dry_run: bool = False
-) -> list[Action]:
+def executions(store: Store, older_than_s: float = 1800.0, dry_run: bool = False) -> list[Action]:
     """Rows still `running` after `older_than_s` with no live process → failed/124/stuck."""
     actions = []
-    for ex in service.store.executions.list_executions(["running"], None):
+    for ex in store.executions.list_executions(["running"], None):
         age = _age_s(ex.started_at or ex.created_at)
         if age is None or age < older_than_s:
             continue
-        if service.runner_alive(ex) or system.same_process(ex.agent_pid, ex.agent_started_at):
+        if system.same_process(ex.pid, ex.pid_started_at) or system.same_process(
+            ex.agent_pid, ex.agent_started_at
+        ):
             continue
         label = ex.old_id or f"#{ex.id}"
         detail = f"running for {age / 3600:.1f} h, no live process → failed (124, stuck)"
         if dry_run:
             actions.append(Action("execution", label, detail, "would do"))
             continue
-        if service.store.executions.finish(
-            ex.id, ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.STUCK
-        ):
+        if store.executions.finish(ex.id, ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.STUCK):
             actions.append(Action("execution", label, detail, "done"))
     if not dry_run and actions:
-        launch.start_queued(service.store)
+        fill_slots(store)
     return actions
 
 
@@ -220,9 +219,7 @@ def _remove_run_dir(path: Path, runs: Path, rows: list[Execution], repos: list[P
     return None
 
 
-def dirs(
-    service: Service, older_than_s: float = 7 * 86400.0, dry_run: bool = False
-) -> list[Action]:
+def dirs(store: Store, older_than_s: float = 7 * 86400.0, dry_run: bool = False) -> list[Action]:
     """Run directories (and worktrees) of runs finished more than `older_than_s` ago, and
     directories no row knows; never one of an active run, never through a symbolic link."""
     runs = paths.runs_dir()
@@ -230,7 +227,7 @@ def dirs(
         return []
     paths.private_dir(runs)  # a planted link in place of runs/ is refused, not followed
     runs_real = Path(os.path.realpath(runs))
-    rows_all = service.store.executions.list_executions(None, None)
+    rows_all = store.executions.list_executions(None, None)
     # A directory can serve several runs (a resume continues in its parent's directory).
     owners: dict[str, list[Execution]] = {}
     for row in rows_all:
@@ -302,9 +299,7 @@ class BranchInfo:
     """Its worktree is not the run's directory (moved by someone): never removed by emdx."""
 
 
-def branch_report(
-    service: Service, repo: Path, dry_run: bool = True
-) -> tuple[str, list[BranchInfo]]:
+def branch_report(store: Store, repo: Path, dry_run: bool = True) -> tuple[str, list[BranchInfo]]:
     """Every exec-* branch of `repo`, with what decides whether cleanup may delete it. A stale
     lock (the run ended but its supervisor died before unlocking) is lifted unless `dry_run`."""
     repo = Path(os.path.realpath(repo))
@@ -312,7 +307,7 @@ def branch_report(
     listing = git.run(["for-each-ref", "--format=%(refname:short)", "refs/heads/exec-*"], repo)
     merged = git.merged_branches(repo, base)
     trees = {tree.branch: tree for tree in git.worktrees(repo) if tree.branch}
-    rows = service.store.executions.list_executions(None, None)
+    rows = store.executions.list_executions(None, None)
     owned: dict[str, Execution] = {}
     for candidate in sorted(rows, key=lambda r: r.id):
         if (
@@ -382,14 +377,14 @@ def _verdict(info: BranchInfo, base: str, force: bool) -> tuple[str, str | None]
 
 
 def branches(
-    service: Service, repo: Path | None = None, force: bool = False, dry_run: bool = False
+    store: Store, repo: Path | None = None, force: bool = False, dry_run: bool = False
 ) -> list[Action]:
     """Delete merged exec-* branches this home created (and their worktrees); unmerged or dirty
     ones too with force; never a branch whose run is active, nor another home's or the user's."""
     repo = repo or git.toplevel()
     if repo is None:
         raise EnvironmentProblem("not inside a git repository: run `emdx cleanup branches` there")
-    base, infos = branch_report(service, repo, dry_run)
+    base, infos = branch_report(store, repo, dry_run)
     runs = paths.runs_dir()
     actions = []
     for info in infos:

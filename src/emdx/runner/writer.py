@@ -1,0 +1,131 @@
+"""The supervisor's one writer to its row, off the output pump: coalesced progress and heartbeats.
+
+The pump hands over the latest progress fields (`progress()`, never blocking) and goes back to
+the agent's output; this thread writes them, and a heartbeat with the supervisor's boot-clock
+uptime every interval, each in a short `BEGIN IMMEDIATE` transaction on its own connection. A
+locked or full database delays the row, never the log or the agent; a failed write is noted and
+retried at the next tick, never fatal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emdx.errors import EmdxError
+from emdx.models import now_iso, percentile
+from emdx.store import Store, open_store
+
+PROGRESS_EVERY_S = 0.5
+
+Note = Callable[[str, str, str], None]
+
+
+class RowWriter:
+    def __init__(
+        self,
+        db: Path,
+        execution_id: int,
+        key: str,
+        interval_s: float,
+        uptime: Callable[[], float],
+        note: Note,
+    ) -> None:
+        self.db = db
+        self.id = execution_id
+        self.key = key
+        self.interval_s = interval_s
+        self.uptime = uptime
+        self.note = note
+        self.beat_ms: list[float] = []
+        self.beat_failures = 0
+        self.write_failures = 0
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="row-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def progress(self, urgent: bool = False, **fields: Any) -> None:
+        """Queue fields for the row (the latest value of each wins); `urgent` writes them now
+        (an agent pid, which a kill from outside needs)."""
+        with self._lock:
+            self._pending.update(fields)
+        if urgent:
+            self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Stop the thread (its last write done, if it can be within `timeout`); returns the
+        fields it could not write, for the final write to carry."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        with self._lock:
+            left, self._pending = self._pending, {}
+        return left
+
+    def report(self) -> dict[str, float | int]:
+        beats = sorted(self.beat_ms)
+
+        def pct(p: float) -> float:
+            return round(percentile(beats, p) or 0.0, 2)
+
+        return {
+            "beats": len(beats),
+            "failures": self.beat_failures,
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "max_ms": round(beats[-1], 2) if beats else 0,
+        }
+
+    def _run(self) -> None:
+        try:
+            store = open_store(self.db)
+        except EmdxError as exc:
+            self.note(f"the row writer cannot open the database: {exc}", "error", "💔")
+            return
+        try:
+            next_beat = time.monotonic() + self.interval_s
+            while True:
+                now = time.monotonic()
+                self._wake.wait(max(0.0, min(PROGRESS_EVERY_S, next_beat - now)))
+                self._wake.clear()
+                self._flush(store)
+                if self._stop.is_set():
+                    return
+                if time.monotonic() >= next_beat:
+                    self._beat(store)
+                    next_beat = time.monotonic() + self.interval_s
+        finally:
+            store.close()
+
+    def _flush(self, store: Store) -> None:
+        with self._lock:
+            fields, self._pending = self._pending, {}
+        if not fields:
+            return
+        try:
+            store.executions.update(self.id, key=self.key, only_supervised=True, **fields)
+        except EmdxError as exc:
+            self.write_failures += 1
+            with self._lock:
+                # Newer values queued meanwhile win over the ones that failed.
+                self._pending = {**fields, **self._pending}
+            if self.write_failures == 1 or self.write_failures % 20 == 0:
+                self.note(f"progress write failed (will retry): {exc}", "warning", "💾")
+
+    def _beat(self, store: Store) -> None:
+        began = time.perf_counter()
+        try:
+            store.executions.beat(self.id, now_iso(), round(self.uptime(), 3), self.key)
+            self.beat_ms.append((time.perf_counter() - began) * 1000)
+        except EmdxError as exc:
+            # Never fatal: a missed beat only makes the run look unresponsive for a while.
+            self.beat_failures += 1
+            self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")

@@ -1,0 +1,224 @@
+"""The one API both shells call: documents, executions, health and cleanup.
+
+`Service` holds one open store and composes the modules of this package, each of which does one
+thing: `documents`, `scheduler` (the one start path and the queue), `liveness` (the one judge),
+`kill` (the one kill path), `repair` (the sweep every command that looks at runs does first),
+`monitor` (health, stats, following), `cleanup`, `preflight`. Returns dataclasses from
+`emdx.models`, raises `EmdxError` subclasses; never prints, never imports typer, rich or textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from emdx import system
+from emdx.models import Document, ExecOptions, ExecType, Execution, SearchHit, TagCount
+from emdx.service import cleanup as cleanups
+from emdx.service import kill, monitor, repair
+from emdx.service.documents import (
+    MAX_DOCUMENT_BYTES,
+    Documents,
+    SavedDocument,
+    decode_document,
+    title_from_content,
+)
+from emdx.service.kill import KillResult, run_identities
+from emdx.service.liveness import Judgement, default_probe, judge
+from emdx.service.monitor import ExecStats, RunHealth
+from emdx.service.scheduler import Scheduler, fill_slots, make_run_key
+from emdx.store import Store, open_store
+
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "ExecStats",
+    "KillResult",
+    "RunHealth",
+    "SavedDocument",
+    "Service",
+    "decode_document",
+    "make_run_key",
+    "run_identities",
+    "title_from_content",
+]
+
+
+class Service:
+    """Holds the open store; one per CLI invocation, TUI worker call or supervisor."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self._store = store
+        self.last_sweep: repair.SweepReport | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store()
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def documents(self) -> Documents:
+        return Documents(self.store)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.store)
+
+    # -- documents -------------------------------------------------------------------------
+
+    def save_document(
+        self,
+        content: str,
+        title: str | None = None,
+        tags: Sequence[str] | str | None = None,
+        project: str | None = None,
+        detect: bool = True,
+        parent_id: int | None = None,
+        source: str = "input",
+    ) -> SavedDocument:
+        return self.documents.save(content, title, tags, project, detect, parent_id, source)
+
+    def get_document(self, doc_id: int, touch: bool = False) -> Document:
+        return self.documents.get(doc_id, touch)
+
+    def list_documents(
+        self,
+        project: str | None = None,
+        limit: int | None = 50,
+        deleted: bool = False,
+        tags: Sequence[str] | str | None = None,
+    ) -> list[Document]:
+        return self.documents.listing(project, limit, deleted, tags)
+
+    def find_documents(
+        self,
+        query: str,
+        tags: Sequence[str] | str | None = None,
+        project: str | None = None,
+        limit: int = 20,
+    ) -> list[SearchHit]:
+        return self.documents.find(query, tags, project, limit)
+
+    def tag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
+        return self.documents.tag(doc_id, tags)
+
+    def untag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
+        return self.documents.untag(doc_id, tags)
+
+    def tag_counts(self) -> list[TagCount]:
+        return self.documents.tag_counts()
+
+    def delete_document(self, doc_id: int) -> Document:
+        return self.documents.delete(doc_id)
+
+    def restore_document(self, doc_id: int) -> Document:
+        return self.documents.restore(doc_id)
+
+    # -- starting --------------------------------------------------------------------------
+
+    def start_execution(
+        self,
+        doc_id: int,
+        options: ExecOptions | None = None,
+        *,
+        parent_execution_id: int | None = None,
+        working_dir: Path | None = None,
+        exec_type: ExecType | None = None,
+        prompt: str | None = None,
+        include_deleted: bool = False,
+    ) -> Execution:
+        return self.scheduler.start(
+            doc_id,
+            options,
+            parent_execution_id=parent_execution_id,
+            working_dir=working_dir,
+            exec_type=exec_type,
+            prompt=prompt,
+            include_deleted=include_deleted,
+        )
+
+    def retry_execution(self, ref: str | int) -> Execution:
+        return self.scheduler.retry(ref)
+
+    def resume_execution(self, ref: str | int, prompt: str) -> Execution:
+        return self.scheduler.resume(ref, prompt)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def sweep(self, who: str = "emdx") -> repair.SweepReport:
+        """What every command that looks at runs does first (see `emdx.service.repair`)."""
+        self.last_sweep = repair.sweep(self.store, who)
+        return self.last_sweep
+
+    def get_execution(self, ref: str | int) -> Execution:
+        return self.store.executions.resolve(ref)
+
+    def list_executions(
+        self, statuses: Sequence[str] | None = None, limit: int | None = 50
+    ) -> list[Execution]:
+        return self.store.executions.list_executions(statuses, limit)
+
+    def judge(self, execution: Execution) -> Judgement:
+        return judge(execution, default_probe())
+
+    def runner_alive(self, execution: Execution) -> bool:
+        return system.same_process(execution.pid, execution.pid_started_at)
+
+    def reconcile(self, execution: Execution) -> Execution:
+        """The row, repaired if its supervisor is gone (a zombie execution)."""
+        return monitor.current(self.store, execution.id, "emdx")
+
+    def follow_execution(
+        self, execution_id: int, poll_s: float = 0.2, last: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        return monitor.follow(self.store, execution_id, poll_s, last)
+
+    def wait_for_final(self, execution_id: int, timeout_s: float) -> Execution:
+        return monitor.wait_for_final(self.store, execution_id, timeout_s)
+
+    def execution_stats(self) -> ExecStats:
+        """Totals; `zombies` are the runs found with their supervisor gone — by this command's
+        sweep, which repaired them, if it ran one."""
+        swept = self.last_sweep.repaired if self.last_sweep is not None else None
+        return monitor.stats(self.store, swept)
+
+    def health(self, interval_s: float = 0.2) -> list[RunHealth]:
+        return monitor.health(self.store, interval_s)
+
+    # -- stopping and cleaning up ----------------------------------------------------------
+
+    def kill_execution(self, ref: str | int, force: bool = False) -> KillResult:
+        result = kill.kill_execution(self.store, ref, force)
+        if not result.already_final:
+            fill_slots(self.store)
+        return result
+
+    def cleanup_processes(self, dry_run: bool = False) -> list[cleanups.Action]:
+        return cleanups.processes(self.store, dry_run)
+
+    def cleanup_executions(
+        self, older_than_s: float = 1800.0, dry_run: bool = False
+    ) -> list[cleanups.Action]:
+        return cleanups.executions(self.store, older_than_s, dry_run)
+
+    def cleanup_dirs(
+        self, older_than_s: float = 7 * 86400.0, dry_run: bool = False
+    ) -> list[cleanups.Action]:
+        return cleanups.dirs(self.store, older_than_s, dry_run)
+
+    def cleanup_branches(
+        self, repo: Path | None = None, force: bool = False, dry_run: bool = False
+    ) -> list[cleanups.Action]:
+        return cleanups.branches(self.store, repo, force, dry_run)

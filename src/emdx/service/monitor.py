@@ -1,0 +1,198 @@
+"""Watching runs: health (the judge's verdicts with CPU and memory), stats, following a log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from emdx import runlog, system
+from emdx.errors import InvalidStateError
+from emdx.models import Execution, ExecutionStatus, percentile, utc_now
+from emdx.service.liveness import Judgement, Verdict, default_probe, judge
+from emdx.service.repair import repair_zombie
+from emdx.service.scheduler import fill_slots
+from emdx.store import Store
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    execution: Execution
+    judgement: Judgement
+    agent_alive: bool
+    runner: system.ProcessInfo | None
+    agent: system.ProcessInfo | None
+    repaired: Execution | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judgement.verdict
+
+    @property
+    def runner_alive(self) -> bool:
+        return self.judgement.runner_alive
+
+    @property
+    def heartbeat_age_s(self) -> float | None:
+        return self.judgement.heartbeat_age_s
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict.healthy
+
+    def to_dict(self) -> dict[str, Any]:
+        def proc(info: system.ProcessInfo | None) -> dict[str, Any] | None:
+            if info is None:
+                return None
+            return {
+                "pid": info.pid,
+                "cpu_percent": info.cpu_percent,
+                "rss_bytes": info.rss_bytes,
+                "children": info.num_children,
+            }
+
+        age = self.heartbeat_age_s
+        return {
+            "id": self.execution.id,
+            "doc_title": self.execution.doc_title,
+            "status": (self.repaired or self.execution).status.value,
+            "verdict": self.verdict.value,
+            "detail": self.judgement.detail,
+            "healthy": self.healthy,
+            "runner_alive": self.runner_alive,
+            "agent_alive": self.agent_alive,
+            "heartbeat_age_s": None if age is None else round(age, 3),
+            "runner": proc(self.runner),
+            "agent": proc(self.agent),
+            "repaired": self.repaired.to_dict() if self.repaired else None,
+        }
+
+
+def health(store: Store, interval_s: float = 0.2) -> list[RunHealth]:
+    """The verdict on every active run, with CPU and memory sampled over `interval_s`; zombies
+    are repaired (see `repair_zombie`) and reported as such."""
+    probe = default_probe()
+    rows = store.executions.active()
+    identities: list[tuple[int, float]] = []
+    for ex in rows:
+        for pid, started in ((ex.pid, ex.pid_started_at), (ex.agent_pid, ex.agent_started_at)):
+            if pid and started is not None:
+                identities.append((pid, started))
+    infos = system.sample_processes(identities, interval_s)
+    report = []
+    repaired_any = False
+    for ex in rows:
+        judgement = judge(ex, probe)
+        repaired = None
+        if judgement.verdict is Verdict.ZOMBIE:
+            repaired = repair_zombie(store, ex, "`emdx exec health`")
+            repaired_any = True
+        agent_alive = system.same_process(ex.agent_pid, ex.agent_started_at)
+        report.append(
+            RunHealth(
+                ex,
+                judgement,
+                agent_alive,
+                infos.get(ex.pid or -1) if judgement.runner_alive else None,
+                infos.get(ex.agent_pid or -1) if agent_alive else None,
+                repaired,
+            )
+        )
+    if repaired_any:
+        fill_slots(store)
+    return report
+
+
+@dataclass(frozen=True)
+class ExecStats:
+    total: int
+    by_status: dict[str, int]
+    last_24h: dict[str, int]
+    success_rate: float | None
+    median_duration_s: float | None
+    p95_duration_s: float | None
+    total_cost_usd: float
+    total_input_tokens: int
+    total_output_tokens: int
+    per_type: list[dict[str, Any]]
+    running: int
+    queued: int
+    zombies: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def stats(store: Store, zombies: list[int] | None = None) -> ExecStats:
+    since = utc_now() - timedelta(hours=24)
+    rows = store.executions.stats_rows(since.isoformat(timespec="microseconds"))
+    by_status: dict[str, int] = rows["by_status"]
+    finished_ok = by_status.get("completed", 0)
+    finished = finished_ok + by_status.get("failed", 0) + by_status.get("killed", 0)
+    durations = sorted(rows["durations"])
+    probe = default_probe()
+    active = store.executions.active()
+    if zombies is None:
+        zombies = [e.id for e in active if judge(e, probe).verdict is Verdict.ZOMBIE]
+    return ExecStats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        last_24h=rows["recent"],
+        success_rate=(finished_ok / finished) if finished else None,
+        median_duration_s=_rounded(percentile(durations, 50)),
+        p95_duration_s=_rounded(percentile(durations, 95)),
+        total_cost_usd=sum(t["cost_usd"] for t in rows["per_type"]),
+        total_input_tokens=sum(t["input_tokens"] for t in rows["per_type"]),
+        total_output_tokens=sum(t["output_tokens"] for t in rows["per_type"]),
+        per_type=rows["per_type"],
+        running=sum(1 for e in active if e.status.holds_slot),
+        queued=by_status.get("queued", 0),
+        zombies=zombies,
+    )
+
+
+def current(store: Store, execution_id: int, who: str) -> Execution:
+    """The row, repaired first if its supervisor is gone (a follower never waits forever)."""
+    execution = store.executions.get(execution_id)
+    if execution.status.is_active and judge(execution).verdict is Verdict.ZOMBIE:
+        execution = repair_zombie(store, execution, who)
+        fill_slots(store)
+    return execution
+
+
+def follow(
+    store: Store, execution_id: int, poll_s: float = 0.2, last: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Log entries of a run (the `last` ones, then new ones) until it has a final state."""
+    execution = store.executions.get(execution_id)
+    if execution.status is ExecutionStatus.RUNNING and execution.run_key is None:
+        raise InvalidStateError(
+            f"execution {execution.old_id or execution_id} is a running row from an earlier "
+            "emdx release with no supervisor to follow; `emdx cleanup executions` repairs it"
+        )
+    if not execution.log_file:
+        return
+    path = Path(execution.log_file)
+    if last is not None:
+        yield from runlog.read_entries(path, last)
+
+    def finished() -> bool:
+        return current(store, execution_id, "`emdx exec show --follow`").status.is_final
+
+    yield from runlog.follow(path, finished, poll_s, start_at_end=last is not None)
+
+
+def wait_for_final(store: Store, execution_id: int, timeout_s: float) -> Execution:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = current(store, execution_id, "emdx")
+        if row.status.is_final or time.monotonic() >= deadline:
+            return row
+        time.sleep(0.1)

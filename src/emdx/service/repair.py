@@ -1,0 +1,156 @@
+"""The sweep every command that looks at runs does first, so that no row stays non-final without
+a live owner: undo abandoned starts, finish runs whose supervisor died (as it decided, from its
+outcome file, else failed/137/runner_lost), apply owed post-actions, fill free slots."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emdx import paths, runlog, smart
+from emdx import tags as T
+from emdx.agent.outcome import EXIT_SIGKILL
+from emdx.errors import EmdxError
+from emdx.models import ExecType, Execution, ExecutionStatus, Reason
+from emdx.service.kill import finish_from_outside, stop_processes
+from emdx.service.liveness import Probe, Verdict, default_probe, judge
+from emdx.service.scheduler import discard, fill_slots
+from emdx.store import Store
+
+
+@dataclass
+class SweepReport:
+    """What a sweep fixed: each one a failure that nothing else would have repaired."""
+
+    undone: list[int] = field(default_factory=list)
+    repaired: list[int] = field(default_factory=list)
+    post_actions: list[int] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        lines = [f"execution #{i}: abandoned start undone" for i in self.undone]
+        lines += [f"execution #{i}: supervisor gone, row finished" for i in self.repaired]
+        lines += [f"execution #{i}: owed post-actions applied" for i in self.post_actions]
+        lines += [f"execution #{i}: queued with a free slot, started" for i in self.started]
+        return lines
+
+
+def read_outcome(execution: Execution) -> dict[str, Any] | None:
+    """The outcome a supervisor wrote before its final write (None if it wrote none, or it is
+    another run's)."""
+    if not execution.run_key:
+        return None
+    try:
+        data = json.loads(paths.final_path(execution.run_key).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("run_key") != execution.run_key:
+        return None
+    return data
+
+
+def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
+    """A running row whose supervisor is gone: kill what it left, then finish the row as the
+    supervisor decided (its outcome file) or failed/137/runner_lost."""
+    stop_processes(execution, grace_s=2.0)
+    outcome = read_outcome(execution)
+    if outcome is not None:
+        fields = {k: v for k, v in dict(outcome.get("fields") or {}).items() if k != "status"}
+        won = store.executions.finish(
+            execution.id,
+            ExecutionStatus(str(outcome["status"])),
+            int(outcome["exit_code"]),
+            str(outcome["reason"]),
+            key=execution.run_key,
+            completed_at=outcome.get("completed_at"),
+            **fields,
+        )
+        if won:
+            runlog.append_note(
+                execution.log_file,
+                f"the supervisor died before recording its outcome; {who} recorded it from "
+                f"its outcome file: {outcome['status']} (exit {outcome['exit_code']}, "
+                f"{outcome['reason']})",
+                "🩹",
+            )
+    else:
+        finish_from_outside(
+            store,
+            execution,
+            ExecutionStatus.FAILED,
+            EXIT_SIGKILL,
+            Reason.RUNNER_LOST,
+            f"the supervisor is gone; {who} repaired the row",
+        )
+    return store.executions.get(execution.id)
+
+
+def apply_post_actions(store: Store, execution: Execution) -> bool:
+    """The smart post-actions a completed run owes (save the result as a document, tag the
+    source), once: recorded in the same transaction as `post_actions = done`, so that the
+    supervisor and any command's sweep can both try. True when this call applied them."""
+    if execution.post_actions != "pending":
+        return False
+    outcome = read_outcome(execution) or {}
+    result = outcome.get("result")
+    if not isinstance(result, str):
+        result = _result_from_log(execution)
+    plan = None
+    if execution.doc_id is not None:
+        with contextlib.suppress(EmdxError):
+            doc = store.documents.get(execution.doc_id, include_deleted=True)
+            plan = smart.plan_for_type(doc, ExecType(execution.exec_type))
+    # The text was masked by the supervisor as it read the event.
+    text = (result or "").strip()
+    output = None
+    if plan is not None and plan.output_title and text:
+        output = (plan.output_title, text, doc.project, list(plan.output_tags), doc.id)
+    source_tags = list(plan.source_tags_on_success) if plan is not None else []
+    applied, output_id = store.complete_post_actions(
+        execution.id, output, add_tags=source_tags, remove_tags=[T.ACTIVE] if source_tags else []
+    )
+    if applied and plan is not None:
+        what = []
+        if output_id is not None:
+            what.append(f"saved the result as document #{output_id}: {plan.output_title}")
+        if source_tags:
+            what.append(f"tagged document #{execution.doc_id} {' '.join(source_tags)}")
+        if what:
+            runlog.append_note(execution.log_file, "; ".join(what), "💾")
+    return applied
+
+
+def _result_from_log(execution: Execution) -> str | None:
+    if not execution.log_file:
+        return None
+    for entry in reversed(runlog.read_entries(Path(execution.log_file), 200)):
+        raw = entry.get("raw")
+        if entry.get("type") == "result" and isinstance(raw, dict):
+            text = raw.get("result")
+            return text if isinstance(text, str) else None
+    return None
+
+
+def sweep(store: Store, who: str = "emdx", probe: Probe | None = None) -> SweepReport:
+    """One pass over every active row and every owed post-action, then the queue pass."""
+    probe = probe or default_probe()
+    report = SweepReport()
+    for execution in store.executions.active():
+        verdict = judge(execution, probe).verdict
+        with contextlib.suppress(EmdxError):
+            if verdict is Verdict.ABANDONED and execution.run_key:
+                discard(store, execution.id, execution.run_key)
+                report.undone.append(execution.id)
+            elif verdict is Verdict.ZOMBIE:
+                repair_zombie(store, execution, who)
+                report.repaired.append(execution.id)
+    for execution in store.executions.owing_post_actions():
+        with contextlib.suppress(EmdxError):
+            if apply_post_actions(store, execution):
+                report.post_actions.append(execution.id)
+    with contextlib.suppress(EmdxError):
+        report.started = fill_slots(store)
+    return report

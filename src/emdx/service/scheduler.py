@@ -1,0 +1,391 @@
+"""The one start path: prepare a run (crash-safe), claim a slot, spawn its supervisor; the queue
+pass that fills free slots without a daemon; `--after`; retry and resume.
+
+A start is a sequence of small committed steps, each of which leaves a row that any later
+command can finish or undo: the row is created `preparing` with its creator's identity (a
+creator that dies leaves an *abandoned* row, undone by the next sweep); the repository is
+recorded before a worktree is made and the branch once git made it; then the row goes
+`running` (a slot claimed by compare-and-set) or `queued`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from emdx import paths, settings, smart, system
+from emdx.errors import (
+    EmdxError,
+    EnvironmentProblem,
+    Interrupted,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    StoreError,
+)
+from emdx.models import Document, ExecOptions, ExecType, Execution, ExecutionStatus, Reason
+from emdx.service import preflight
+from emdx.store import Store
+from emdx.system import git, spawn
+
+
+def make_run_key(doc_id: int | None) -> str:
+    """Document id, microsecond timestamp, pid and a random suffix: unique across processes,
+    databases and restored backups (the identity of a run's files and processes)."""
+    # os.urandom, not secrets: the suffix only breaks ties, and `secrets` costs 5 ms to import.
+    return f"{doc_id or 0}-{time.time_ns() // 1000}-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def capture_environment() -> bytes:
+    """This process's environment, as the run will start with it (see `run_environment`)."""
+    return json.dumps(dict(os.environ), ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+def run_environment(execution: Execution) -> dict[str, str]:
+    """The environment captured when the run was created — not that of whichever process
+    frees its slot — plus EMDX_HOME and the run's markers. A row without one (an earlier
+    release's) gets the caller's."""
+    env: dict[str, str] | None = None
+    if execution.run_key:
+        try:
+            data = json.loads(paths.env_path(execution.run_key).read_bytes())
+            if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+                env = {str(k): v for k, v in data.items()}
+        except (OSError, ValueError):
+            env = None
+    env = dict(os.environ) if env is None else env
+    for name in (system.MARKER, system.MARKER_KEY, system.MARKER_DB):
+        env.pop(name, None)
+    env["EMDX_HOME"] = str(paths.emdx_home())
+    env.update(system.run_markers(execution.id, execution.run_key or "", paths.db_path()))
+    return env
+
+
+def launch(store: Store, execution_id: int, from_status: ExecutionStatus) -> bool:
+    """The one way a run starts: claim a slot (compare-and-set from `from_status`, under the
+    cap), spawn its supervisor, record it. False when no slot is free or the row moved on; a
+    spawn that fails ends the run failed/spawn_failed and raises."""
+    claim = store.executions.claim_slot(execution_id, settings.max_parallel(), from_status)
+    if claim != "claimed":
+        return False
+    execution = store.executions.get(execution_id)
+    try:
+        if not execution.run_key:
+            raise StoreError(f"execution {execution_id} has no run key: it cannot be supervised")
+        pid, started = spawn.supervisor(
+            execution.id,
+            run_environment(execution),
+            paths.runner_err_path(execution.run_key),
+            paths.emdx_home(),
+        )
+    except (OSError, EmdxError) as exc:
+        store.executions.finish(execution_id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreError(f"could not start the supervisor: {detail}") from exc
+    # The supervisor records itself too; whichever write lands last carries the same values.
+    store.executions.update(execution_id, key=execution.run_key, pid=pid, pid_started_at=started)
+    return True
+
+
+def fill_slots(store: Store) -> list[int]:
+    """The queue pass: start queued runs, oldest first, while slots are free; fail those whose
+    dependency failed. Every finishing supervisor and every command that looks at runs repeats
+    it, so the queue moves without a daemon; the compare-and-set claim means concurrent passes
+    never start a run twice or exceed the cap. Costs no write while nothing can start."""
+    started: list[int] = []
+    queued = store.executions.queued()
+    if not queued:
+        return started
+    cap = settings.max_parallel()
+    for row in queued:
+        after = row.options.after_id
+        if after is not None:
+            try:
+                dependency: Execution | None = store.executions.get(after)
+            except NotFoundError:
+                dependency = None
+            if dependency is not None and dependency.status.is_active:
+                continue
+            if dependency is None or dependency.status is not ExecutionStatus.COMPLETED:
+                store.executions.finish(row.id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
+                continue
+        if store.executions.slots_in_use() >= cap:
+            break
+        try:
+            if launch(store, row.id, ExecutionStatus.QUEUED):
+                started.append(row.id)
+        except StoreError:
+            continue  # recorded as spawn_failed; the next one may start
+    return started
+
+
+def _is_real_dir(path: str) -> bool:
+    """A directory, not a symbolic link to one (an agent may have swapped its directory)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def discard(store: Store, execution_id: int, run_key: str) -> None:
+    """Undo a start that never ran: its row, directory or worktree, files, and its branch —
+    only if this start created it (recorded in the row, or proven by git: the worktree
+    registered at the run's own directory is on the branch its `worktree add -b` made)."""
+    try:
+        row: Execution | None = store.executions.get(execution_id)
+    except EmdxError:
+        row = None
+    if row is not None and row.run_key != run_key:
+        row = None  # the id now belongs to another run (a restored backup): not ours to touch
+    runs = paths.runs_dir()
+    path = runs / run_key
+    repo = Path(row.repo) if row is not None and row.repo else None
+    branch = row.branch if row is not None and row.branch_created else None
+    if repo is not None and branch is None:
+        for tree in git.worktrees(repo):
+            where = Path(tree.path)
+            if where.name == run_key and os.path.realpath(where.parent) == os.path.realpath(runs):
+                branch = tree.branch
+    if row is not None:
+        with contextlib.suppress(EmdxError):
+            store.executions.delete(execution_id)
+    if repo is not None:
+        git.unlock_worktree(repo, path)
+    with contextlib.suppress(OSError, EmdxError):
+        paths.remove_tree(path, runs)
+    if repo is not None:
+        git.prune_worktrees(repo)
+        if branch is not None:
+            git.delete_branch(repo, branch)
+    for file in (paths.prompt_path(run_key), paths.env_path(run_key)):
+        with contextlib.suppress(OSError):
+            file.unlink()
+
+
+class Scheduler:
+    """Starting runs, over one open store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start(
+        self,
+        doc_id: int,
+        options: ExecOptions | None = None,
+        *,
+        parent_execution_id: int | None = None,
+        working_dir: Path | None = None,
+        exec_type: ExecType | None = None,
+        prompt: str | None = None,
+        include_deleted: bool = False,
+    ) -> Execution:
+        """The one start path (CLI foreground/background, TUI, retry, resume)."""
+        options = options or ExecOptions()
+        preflight.ensure_ready(worktree=options.worktree is True and working_dir is None)
+        doc = self.store.documents.get(doc_id, include_deleted=include_deleted)
+        plan = smart.plan_for(doc, options.smart, options.tools)
+        repo: Path | None = None
+        # --worktree asks for one; a gameplan gets one by default when run inside a repo.
+        wanted = options.worktree or (options.worktree is None and plan.wants_worktree)
+        if working_dir is None and wanted:
+            repo = git.toplevel()
+        options = replace(options, worktree=repo is not None)
+        if exec_type is not None:
+            plan = replace(plan, exec_type=exec_type)
+        if prompt is not None:
+            plan = replace(plan, prompt=prompt)
+        if options.after_id is not None:
+            self.store.executions.get(options.after_id)  # unknown id: fail before any row exists
+        options = replace(options, tools=plan.tools)
+
+        execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
+        try:
+            try:
+                if repo is not None:
+                    workdir, branch = self._make_worktree(execution_id, repo, run_key, doc.title)
+                    if prompt is None:
+                        plan = replace(
+                            plan, prompt=smart.plan_for_type(doc, plan.exec_type, branch).prompt
+                        )
+                else:
+                    workdir = working_dir or self._make_run_dir(run_key)
+                text = plan.prompt.encode("utf-8", "surrogatepass")
+                # New files only (O_EXCL): a run's files are its own, never another's.
+                paths.write_private(paths.prompt_path(run_key), text)
+                paths.write_private(paths.env_path(run_key), capture_environment())
+                self.store.executions.update(
+                    execution_id,
+                    working_dir=str(workdir),
+                    log_file=str(paths.run_log_path(run_key)),
+                    heartbeat_s=settings.heartbeat_seconds(),
+                )
+            except OSError as exc:
+                raise StoreError(f"could not prepare execution: {exc.strerror or exc}") from exc
+            self._schedule(execution_id, options.after_id)
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(execution_id, run_key, interrupted)
+            if interrupted:
+                raise Interrupted(
+                    f"interrupted: the start of execution #{execution_id} was undone"
+                ) from exc
+            raise
+        return self.store.executions.get(execution_id)
+
+    def _create_row(
+        self,
+        doc: Document,
+        exec_type: ExecType,
+        options: ExecOptions,
+        parent_execution_id: int | None,
+    ) -> tuple[int, str]:
+        me = os.getpid()
+        for _ in range(5):
+            run_key = make_run_key(doc.id)
+            try:
+                execution_id = self.store.executions.create(
+                    run_key=run_key,
+                    doc_id=doc.id,
+                    doc_title=doc.title,
+                    exec_type=exec_type.value,
+                    options=options,
+                    parent_execution_id=parent_execution_id,
+                    creator=(me, system.process_start_time(me)),
+                )
+            except StoreError as exc:
+                if "UNIQUE" in str(exc.__cause__):
+                    continue
+                raise
+            return execution_id, run_key
+        raise StoreError("could not allocate a unique run key; try again")
+
+    def _make_run_dir(self, run_key: str) -> Path:
+        run_dir = paths.private_dir(paths.runs_dir()) / run_key
+        # mkdir, not exist_ok: two runs must never share a directory, even on a key collision.
+        os.mkdir(run_dir, paths.DIR_MODE)
+        return run_dir
+
+    def _make_worktree(
+        self, execution_id: int, repo: Path, run_key: str, title: str
+    ) -> tuple[Path, str]:
+        """A worktree on a branch emdx creates: `exec-<id>-<slug>`, or `…-2`, `…-3` when that
+        name is taken (ids repeat across homes and fresh databases; a user's branch is never
+        reused, nor deleted by the undo). The row records the repository first and the branch
+        once it is created, so that only what this run created is ever removed."""
+        runs = paths.private_dir(paths.runs_dir())
+        path = runs / run_key
+        self.store.executions.update(execution_id, repo=str(repo))
+        base = smart.branch_name(execution_id, title)
+        for attempt in range(1, 100):
+            branch = base if attempt == 1 else f"{base}-{attempt}"
+            if git.branch_exists(repo, branch):
+                continue
+            result = git.add_worktree(repo, path, branch)
+            if result.ok:
+                break
+            if git.branch_exists(repo, branch) and "already exists" in result.err:
+                continue  # taken between our check and git's: try the next name
+            detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
+            raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")
+        else:
+            raise EnvironmentProblem(f"no free branch name for {base} in {repo}")
+        self.store.executions.update(execution_id, branch=branch, branch_created=True)
+        # git made the directory through whatever `runs` was at that moment: it must be ours.
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or os.path.realpath(path.parent) != str(runs):
+            raise EnvironmentProblem(f"the worktree {path} is not inside {runs}")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, paths.DIR_MODE)
+        finally:
+            os.close(fd)
+        return path, branch
+
+    def _schedule(self, execution_id: int, after_id: int | None) -> None:
+        """A prepared row goes `running` (a slot is free and it depends on nothing unfinished),
+        `queued`, or `failed` (its dependency failed)."""
+        executions = self.store.executions
+        if after_id is not None:
+            dependency = executions.get(after_id)
+            if dependency.status.is_final and dependency.status is not ExecutionStatus.COMPLETED:
+                executions.finish(execution_id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
+                return
+            if dependency.status.is_active:
+                executions.transition(
+                    execution_id, (ExecutionStatus.PREPARING,), ExecutionStatus.QUEUED
+                )
+                # It may have ended between our read and our queueing: its queue pass would
+                # have missed us, so pass once more.
+                fill_slots(self.store)
+                return
+        if not launch(self.store, execution_id, ExecutionStatus.PREPARING):
+            executions.transition(
+                execution_id, (ExecutionStatus.PREPARING,), ExecutionStatus.QUEUED
+            )
+            fill_slots(self.store)  # a slot may have freed meanwhile
+
+    def _abandon(self, execution_id: int, run_key: str, interrupted: bool) -> None:
+        """After a start failed or was interrupted: undo a row that never started; a run whose
+        supervisor is already up is killed like any other (when interrupted)."""
+        try:
+            current: Execution | None = self.store.executions.get(execution_id)
+        except EmdxError:
+            current = None
+        if current is None or current.status in (ExecutionStatus.PREPARING, ExecutionStatus.QUEUED):
+            discard(self.store, execution_id, run_key)
+        elif current.status.is_active and interrupted:
+            from emdx.service.kill import kill_execution
+
+            with contextlib.suppress(EmdxError):
+                kill_execution(self.store, execution_id)
+
+    def retry(self, ref: str | int) -> Execution:
+        """A new run of the same document with the same options, linked to the old one (for a
+        resume: the same continuation of the same session)."""
+        old = self.store.executions.resolve(ref)
+        if old.doc_id is None:
+            raise InvalidStateError(f"execution {old.id} has no document to run again")
+        if old.status.is_active:
+            raise InvalidStateError(f"execution {old.id} is still {old.status.value}")
+        options = replace(old.options, after_id=None)
+        if old.exec_type == ExecType.RESUME.value and old.options.resume_prompt:
+            return self.resume(old.parent_execution_id or old.id, old.options.resume_prompt)
+        return self.start(old.doc_id, options, parent_execution_id=old.id)
+
+    def resume(self, ref: str | int, prompt: str) -> Execution:
+        """Continue the agent session of a finished run, as a new linked run in the same dir."""
+        old = self.store.executions.resolve(ref)
+        if not prompt.strip():
+            raise InvalidInputError("give a prompt to continue the session with")
+        if old.status.is_active:
+            raise InvalidStateError(f"execution {old.id} is still {old.status.value}")
+        if not old.session_id:
+            raise InvalidStateError(f"execution {old.id} has no agent session to resume")
+        if old.doc_id is None:
+            raise InvalidStateError(f"execution {old.id} has no document")
+        if not old.working_dir or not _is_real_dir(old.working_dir):
+            raise InvalidStateError(
+                f"the working directory of execution {old.id} is gone or not a directory "
+                f"(a symbolic link is never followed): {old.working_dir}"
+            )
+        options = replace(
+            old.options,
+            smart=False,
+            after_id=None,
+            resume_session=old.session_id,
+            resume_prompt=prompt,
+        )
+        return self.start(
+            old.doc_id,
+            options,
+            parent_execution_id=old.id,
+            working_dir=Path(old.working_dir),
+            exec_type=ExecType.RESUME,
+            prompt=prompt,
+            include_deleted=True,
+        )

@@ -1,0 +1,67 @@
+"""Every EMDX_* setting, parsed in one place with one rule: a missing, unparsable or
+out-of-range value means the default (documented in the README's table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
+
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_MAX_PARALLEL = 4
+DEFAULT_KILL_GRACE_S = 10.0
+DEFAULT_RESULT_EXIT_GRACE_S = 30.0
+DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _number(name: str, default: T, parse: Callable[[str], T], minimum: T, inclusive: bool) -> T:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        return default
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
+        return default
+    ok = value >= minimum if inclusive else value > minimum
+    return value if ok else default
+
+
+def heartbeat_seconds() -> float:
+    """EMDX_HEARTBEAT_SECONDS: how often a supervisor beats (recorded in its row)."""
+    return _number("EMDX_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_S, float, 0.0, False)
+
+
+def max_parallel() -> int:
+    """EMDX_MAX_PARALLEL: runs holding a slot at once; more wait as `queued`."""
+    return _number("EMDX_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, int, 1, True)
+
+
+def kill_grace() -> float:
+    """EMDX_KILL_GRACE_SECONDS: SIGTERM → SIGKILL grace."""
+    return _number("EMDX_KILL_GRACE_SECONDS", DEFAULT_KILL_GRACE_S, float, 0.0, True)
+
+
+def result_exit_grace() -> float:
+    """EMDX_RESULT_EXIT_GRACE_SECONDS: how long an agent may stay after its result (with no
+    background task open) before it is stopped as hung."""
+    return _number("EMDX_RESULT_EXIT_GRACE_SECONDS", DEFAULT_RESULT_EXIT_GRACE_S, float, 0.0, False)
+
+
+def log_max_bytes() -> int:
+    """EMDX_LOG_MAX_BYTES: the size cap of a run's log (positive)."""
+    return _number("EMDX_LOG_MAX_BYTES", DEFAULT_LOG_MAX_BYTES, int, 1, True)
+
+
+def final_write_deadline() -> float:
+    """EMDX_FINAL_WRITE_DEADLINE_SECONDS: how long a supervisor retries its final write
+    through locks and a full disk before leaving it to the next command (its outcome file)."""
+    return _number("EMDX_FINAL_WRITE_DEADLINE_SECONDS", 600.0, float, 0.0, False)
+
+
+def claude_bin() -> str | None:
+    """EMDX_CLAUDE_BIN: the agent binary (None: `claude` on PATH)."""
+    return os.environ.get("EMDX_CLAUDE_BIN") or None
