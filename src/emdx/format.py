@@ -31,6 +31,9 @@ _UNSAFE = re.compile(rf"\r\n|[{_UNSAFE_CLASS}]")
 _JSON_RAW = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 # A run of whitespace holding anything but plain spaces (a line break, a tab, a form feed…).
 _BREAK_RUN = re.compile(r" *[^\S ]\s*")
+# A bracket after a backslash that starts no tag: Rich reads `\[` there as `[` (and
+# `rich.markup.escape` leaves it), so the typed backslash would vanish.
+_BARE_BRACKET = re.compile(r"(?<=\\)\[(?![a-z#/@][^\[]*?\])")
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -59,11 +62,17 @@ def one_line(text: str) -> str:
 
 
 def markup_safe(text: str) -> str:
-    """`sanitize`, then Rich markup escaped, for text that Rich (or a Textual widget) parses as
-    markup: `[bold]` prints as typed."""
+    """`sanitize`, then Rich markup escaped, for text put into Rich markup: `[bold]` and `\\[`
+    print as typed. Trailing backslashes are doubled so that they cannot escape a tag that
+    follows (where none follows, Rich shows them doubled)."""
     from rich.markup import escape
 
-    return escape(sanitize(text))
+    shown = sanitize(text)
+    safe = _BARE_BRACKET.sub(r"\\[", escape(shown))
+    trailing = len(shown) - len(shown.rstrip("\\"))
+    if trailing:  # `escape` doubles one trailing backslash, not an even run of them
+        safe = safe.rstrip("\\") + "\\" * (2 * trailing)
+    return safe
 
 
 def _json_escaped(match: re.Match[str]) -> str:
@@ -74,7 +83,9 @@ def json_dumps(data: Any) -> str:
     """The one JSON encoder for `--json` and `--raw` output: compact, UTF-8 text kept readable,
     and every character `sanitize` would escape written as a `\\uXXXX` escape (json leaves DEL,
     C1, bidi controls, U+2028/U+2029 and lone surrogates raw), so the output is still JSON that
-    decodes to `data`, and no terminal it reaches interprets it."""
+    decodes to `data`, and no terminal it reaches interprets it. (A lone high surrogate right
+    before a lone low one is written as the pair, which JSON reads as the character they
+    encode: JSON has no other way to write them.)"""
     # No `indent`: with it json falls back to its pure-Python encoder (10 ms on 50 runs).
     text = json.dumps(data, ensure_ascii=False, default=str)
     # Outside strings JSON is ASCII, so every match is inside a string, where `\uXXXX` is valid.

@@ -45,10 +45,13 @@ def cell(text: str) -> str:
 def notify_error(
     app: App[None], exc: EmdxError, title: str = "", timeout: float | None = None
 ) -> None:
-    """Show a worker's error as a notification (from the worker's thread); the message can quote
-    agent or document text, and notifications parse markup."""
-    message = markup_safe(one_line(str(exc)))
-    app.call_from_thread(app.notify, message, title=title, severity="error", timeout=timeout)
+    """Show a worker's error as a notification (from the worker's thread). The message can quote
+    agent or document text: sanitised, and not read as markup (Textual's own markup has tags,
+    `[$variable]`, that no escape function covers)."""
+    message = one_line(str(exc))
+    app.call_from_thread(
+        app.notify, message, title=title, severity="error", timeout=timeout, markup=False
+    )
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -65,7 +68,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(markup_safe(self.question))
+            yield Label(sanitize(self.question), markup=False)
             yield Label("[b]y[/b] yes   [b]n[/b] no")
 
     def action_answer(self, answer: bool) -> None:
@@ -116,7 +119,7 @@ class DocumentsScreen(Screen[None]):
             yield table
             with Vertical(id="doc-side"):
                 yield Markdown("", id="preview")
-                yield Static("", id="doc-runs")
+                yield Static("", id="doc-runs", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -176,7 +179,7 @@ class DocumentsScreen(Screen[None]):
     def _show_preview(self, content: str, runs: list[Execution]) -> None:
         self.query_one("#preview", Markdown).update(sanitize(content[:20_000]))
         lines = [
-            cell(
+            one_line(
                 f"#{r.id} {r.status.value} {duration(r.duration_s)} exit "
                 f"{'-' if r.exit_code is None else r.exit_code}"
             )
@@ -256,9 +259,7 @@ class ExecutionsScreen(Screen[None]):
 
     def _show_filter(self) -> None:
         name = data.STATUS_FILTERS[self.filter_index][0]
-        self.query_one("#exec-filter", Static).update(
-            f"status: [b]{markup_safe(name)}[/b]  (f to change)"
-        )
+        self.query_one("#exec-filter", Static).update(f"status: [b]{name}[/b]  (f to change)")
 
     def action_cycle_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(data.STATUS_FILTERS)
