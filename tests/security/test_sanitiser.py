@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.text import Text
 from security_helpers import (
@@ -54,6 +54,10 @@ piece = st.one_of(
 hostile_text = st.lists(piece, max_size=24).map("".join)
 plain_text = st.lists(st.one_of(printable, st.sampled_from("\n\t\\")), max_size=60).map("".join)
 
+# Shared 2-core machines: an example that is slow because of the load is not a failure (no
+# timing assertions), so no per-example deadline and no "too slow" health check.
+patient = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
 # A visible escape, as sanitize writes one (and as a literal backslash sequence may already be).
 ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4})")
 
@@ -63,6 +67,7 @@ def shown_safely(text: str, allowed: str = "\n\t") -> None:
     assert not bad, (bad, text)
 
 
+@patient
 @given(hostile_text)
 def test_sanitize_leaves_nothing_a_terminal_interprets(text: str) -> None:
     out = sanitize(text)
@@ -76,12 +81,14 @@ def test_sanitize_leaves_nothing_a_terminal_interprets(text: str) -> None:
     )
 
 
+@patient
 @given(plain_text)
 def test_printable_text_passes_unchanged(text: str) -> None:
     assert sanitize(text) == text
     assert json.loads(json_dumps(text)) == text
 
 
+@patient
 @given(hostile_text)
 def test_one_line_is_one_printable_line(text: str) -> None:
     out = one_line(text)
@@ -89,6 +96,7 @@ def test_one_line_is_one_printable_line(text: str) -> None:
     assert out.isprintable()
 
 
+@patient
 @given(hostile_text)
 def test_markup_safe_renders_as_the_sanitised_text(text: str) -> None:
     out = markup_safe(text)
@@ -114,6 +122,7 @@ json_value = st.recursive(
 )
 
 
+@patient
 @given(json_value)
 def test_json_dumps_round_trips_with_nothing_raw(data: object) -> None:
     out = json_dumps(data)
@@ -121,11 +130,13 @@ def test_json_dumps_round_trips_with_nothing_raw(data: object) -> None:
     assert json.loads(out) == data
 
 
+@patient
 @given(st.dictionaries(plain_text, plain_text, max_size=4))
 def test_json_dumps_keeps_readable_text_as_json_does(data: dict[str, str]) -> None:
     assert json_dumps(data) == json.dumps(data, ensure_ascii=False)
 
 
+@patient
 @given(hostile_text, hostile_text, hostile_text)
 def test_log_line_is_one_safe_line(message: str, icon: str, ts: str) -> None:
     out = log_line({"ts": ts, "icon": icon, "message": message, "level": "info"})
