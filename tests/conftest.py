@@ -43,6 +43,9 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
+    # The bytes as written (the texts above are decoded with "replace", which hides raw bytes).
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
 
 
 def run_emdx(
@@ -70,6 +73,8 @@ def run_emdx(
         done.returncode,
         done.stdout.decode("utf-8", "replace"),
         done.stderr.decode("utf-8", "replace"),
+        done.stdout,
+        done.stderr,
     )
 
 

@@ -1,8 +1,8 @@
 """The run log: one JSON object a line in EMDX_HOME/logs/<id>.jsonl, size-capped; and its reader.
 
 Entry fields: `ts` (ISO UTC), `level`, `source` (runner | agent | agent-stderr), `pid`, `type`,
-`icon`, `message`, and `raw` (the agent's event as parsed). One renderer, `render`, turns entries
-into the readable lines that `exec show`, foreground runs and the TUI print.
+`icon`, `message`, and `raw` (the agent's event as parsed). The one renderer of entries into the
+readable lines that `exec show`, foreground runs and the TUI print is `format.log_line`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import IO, Any
 from emdx import paths, settings
 from emdx.errors import EmdxError
 from emdx.masking import Masker
-from emdx.models import now_iso, parse_time
+from emdx.models import now_iso
 
 # Past the cap we still record what decides the outcome and what the runner says.
 ALWAYS_KEPT = frozenset({"result", "runner", "malformed-summary"})
@@ -301,11 +301,3 @@ def follow(
         if finished:
             return
         time.sleep(poll_s)
-
-
-def render(entry: dict[str, Any]) -> str:
-    """`HH:MM:SS icon message`, the one readable form of a log entry."""
-    moment = parse_time(entry.get("ts"))
-    stamp = moment.astimezone().strftime("%H:%M:%S") if moment else "--:--:--"
-    icon = entry.get("icon") or {"warning": "⚠️", "error": "❌"}.get(str(entry.get("level")), "•")
-    return f"{stamp} {icon} {entry.get('message', '')}"

@@ -173,7 +173,7 @@ def test_view_raw_json_and_access_count(cli: Cli) -> None:
     assert (plain.code, plain.stderr) == (0, "")
     assert plain.stdout == "# Viewed 📖\n\nline one\nline two\n"
     raw = cli("view", str(doc_id), "--raw")
-    assert raw.stdout == plain.stdout
+    assert raw.stdout == "# Viewed 📖\n\nline one\nline two"  # byte-exact: no newline added
     data = json_out(cli("view", str(doc_id), "--json"))
     assert data["id"] == doc_id
     assert data["title"] == "Viewed 📖"

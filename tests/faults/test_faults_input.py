@@ -27,6 +27,7 @@ from faults_helpers import (
 )
 from testkit import started_id
 
+from emdx.format import sanitize
 from emdx.service import Service
 from emdx.service.cleanup import Action
 
@@ -149,9 +150,12 @@ def test_hostile_document_content(world: World, cli: Any) -> None:
     assert doc.content == content
     assert doc.title == "--help --version -rf --dangerously-skip-permissions"
 
-    raw = cli("view", str(doc_id))
+    raw = cli("view", str(doc_id), "--raw")
     assert (raw.code, raw.stderr) == (0, "")
-    assert raw.stdout == content  # not a terminal: the content as stored
+    assert raw.stdout == content  # --raw: the content as stored
+    plain = cli("view", str(doc_id))
+    assert (plain.code, plain.stderr) == (0, "")
+    assert plain.stdout == sanitize(content)  # not a terminal: the text, control bytes escaped
     as_json = cli("view", str(doc_id), "--json")
     assert as_json.code == 0, as_json
     assert json.loads(as_json.stdout)["content"] == content

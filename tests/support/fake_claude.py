@@ -23,6 +23,9 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:touch=PATH      create PATH (after the flood)
   FAKE:wait-file=PATH  wait until PATH exists (60 s at most), before the assistant events
   FAKE:env=A,B         report the values of $A and $B in the result
+  FAKE:hostile         terminal escape sequences (HOSTILE) in everything the agent controls:
+                       session id, model, assistant text, a tool call and its result, stderr,
+                       an unparsable stdout line (with raw 8-bit C1 bytes), the result text
 The result text reports the prompt's size and sha256, the argv, the cwd (and FAKE:env
 variables), so tests can check them.
 """
@@ -34,6 +37,14 @@ import signal
 import subprocess
 import sys
 import time
+
+# What an attacker prints to a terminal: OSC 52 (clipboard write) ended by BEL, OSC 0 (window
+# title) ended by ST, CSI clear screen and colour, 8-bit CSI / OSC / ST, DCS, BEL, backspace,
+# DEL, a carriage return and a right-to-left override. tests/security checks for each.
+HOSTILE = (
+    "\x1b]52;c;cHduZWQ=\x07 \x1b]0;pwned-title\x1b\\ \x1b[2J\x1b[31mred "
+    "\x9b1m \x9d0;c1-title\x9c \x1bPdcs\x1b\\ \x07\x08\x7f\rover \u202eevil"
+)
 
 
 def emit(obj):
@@ -142,6 +153,10 @@ def main():
     secret = os.environ.get(directives.get("leak", ""), "") if "leak" in directives else ""
     if secret:
         session, model = f"session-{secret}", f"model-{secret}"
+    hostile = "hostile" in directives
+    if hostile:
+        session += HOSTILE
+        model += HOSTILE
     (emit_utf8 if secret else emit)(
         {
             "type": "system",
@@ -183,6 +198,8 @@ def main():
         open(directives["touch"], "w").close()
     if "wait-file" in directives:
         wait_file(directives["wait-file"])
+    if hostile:
+        emit_hostile(session, model)
     interval = float(directives.get("interval", "0") or 0)
     for i in range(int(directives.get("events", "1") or 1)):
         emit(
@@ -232,11 +249,34 @@ def main():
             exit_code = exit_code or 1
         if secret:
             result["result"] = f"# Analysis\n\nThe environment holds {secret} as its key."
+        if hostile:
+            result["result"] = "result " + HOSTILE
         (emit_utf8 if secret else emit)(result)
     if "hang-after-result" in directives:
         while True:
             time.sleep(1)
     sys.exit(exit_code)
+
+
+def emit_hostile(session, model):
+    def assistant(block):
+        emit(
+            {
+                "type": "assistant",
+                "session_id": session,
+                "message": {"model": model, "content": [block], "usage": {"output_tokens": 1}},
+            }
+        )
+
+    assistant({"type": "text", "text": "assistant says " + HOSTILE})
+    assistant({"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": HOSTILE}})
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": "tool says " + HOSTILE}
+    emit({"type": "user", "session_id": session, "message": {"content": [tool_result]}})
+    for line in ("stderr says " + HOSTILE, "stderr again " + HOSTILE):
+        sys.stderr.buffer.write(line.encode() + b" raw \x9b\x9d\n")
+    sys.stderr.flush()
+    sys.stdout.buffer.write(b"not json " + HOSTILE.encode() + b" raw \x9b\x9d\xff\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -59,3 +59,11 @@ def test_probe_sees_textual_when_it_is_imported() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "textual" in modules
     assert "emdx.tui.app" in textual_modules(modules)
+
+
+def test_tui_does_not_import_the_cli() -> None:
+    """A shell never imports the other shell (DESIGN §1): what both need is in `emdx.format`."""
+    modules, done = imported_by(["-c", "import emdx.tui.app"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "emdx.format" in modules
+    assert sorted(m for m in modules if m.split(".")[:2] == ["emdx", "cli"]) == []

@@ -350,15 +350,20 @@ def insert_run(db: Path, doc_id: int, title: str, status: str, exit_code: int | 
         conn.close()
 
 
-def test_status_filter_cycles(service: Service) -> None:
+def test_status_filter_cycles(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One slot, held by a live run: the queued row stays queued through the TUI's sweep
+    # (whose queue pass would otherwise start it).
+    monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
+    holder = start(service, doc(service, "Holder", "FAKE:sleep=60"))
     doc_id = doc(service, "Filtered", "FAKE:events=1")
     db = paths.db_path()
     ids = {
         status: insert_run(db, doc_id, "Filtered", status, code)
         for status, code in (("completed", 0), ("failed", 1), ("killed", 143), ("queued", None))
     }
+    ids["running"] = holder.id
     expected = [
-        ("active", [ids["queued"]]),
+        ("active", sorted([ids["queued"], holder.id], reverse=True)),
         ("completed", [ids["completed"]]),
         ("failed", [ids["failed"]]),
         ("killed", [ids["killed"]]),
@@ -366,7 +371,7 @@ def test_status_filter_cycles(service: Service) -> None:
     ]
 
     async def scenario(app: RecordingApp, pilot: Pilot[None]) -> None:
-        await wait_documents(pilot, 1)
+        await wait_documents(pilot, 2)
         await open_executions(pilot, list(ids.values()))
         assert "status: all" in static_text(app, "#exec-filter")
         assert {r[3] for r in run_cells(app).values()} == {
@@ -374,6 +379,7 @@ def test_status_filter_cycles(service: Service) -> None:
             "failed",
             "killed",
             "queued",
+            "running",
         }
         for name, wanted in expected:
             await pilot.press("f")

@@ -8,33 +8,35 @@ import typer
 if TYPE_CHECKING:
     from emdx.service import Service
 
-from emdx import runlog
 from emdx.cli.render import error, open_service, parse_duration, print_json
 from emdx.errors import InvalidInputError
+from emdx.format import log_line, one_line
 from emdx.models import DEFAULT_STALL_TIMEOUT_S, ExecOptions, Execution
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
 
 
 def describe_start(execution: Execution) -> str:
-    where = execution.working_dir or "-"
+    where = one_line(execution.working_dir or "-")
+    kind = one_line(execution.exec_type)
     if execution.status.value == "queued":
         waiting = (
             f"after execution #{execution.options.after_id}"
             if execution.options.after_id
             else "for a free slot (EMDX_MAX_PARALLEL)"
         )
-        return f"queued execution #{execution.id} ({execution.exec_type}) — waiting {waiting}"
+        return f"queued execution #{execution.id} ({kind}) — waiting {waiting}"
     text = (
-        f"{execution.status.value} execution #{execution.id} ({execution.exec_type}) "
-        f"for document #{execution.doc_id}: {execution.doc_title}\n  working dir: {where}"
+        f"{execution.status.value} execution #{execution.id} ({kind}) "
+        f"for document #{execution.doc_id}: {one_line(execution.doc_title)}\n"
+        f"  working dir: {where}"
     )
     if execution.branch:
         from emdx.smart import branch_name
 
         wanted = branch_name(execution.id, execution.doc_title)
         taken = f" ({wanted} already existed)" if execution.branch != wanted else ""
-        text += f"\n  branch: {execution.branch}{taken}"
+        text += f"\n  branch: {one_line(execution.branch)}{taken}"
     return text
 
 
@@ -45,7 +47,7 @@ def summary_line(execution: Execution) -> str:
     took = f" in {duration:.1f}s" if duration is not None else ""
     return (
         f"execution #{execution.id} {execution.status.value}{took} "
-        f"(exit {execution.exit_code}, {execution.reason}{turns}{cost})"
+        f"(exit {execution.exit_code}, {one_line(str(execution.reason))}{turns}{cost})"
     )
 
 
@@ -100,7 +102,7 @@ def follow_to_end(service: "Service", execution_id: int) -> Execution:
     """Print the run's log until it ends; Ctrl-C kills the run (and still waits for its end)."""
     try:
         for entry in service.follow_execution(execution_id):
-            print(runlog.render(entry), flush=True)
+            print(log_line(entry), flush=True)
     except KeyboardInterrupt:
         error(f"interrupted: killing execution #{execution_id}")
         service.kill_execution(execution_id)
@@ -124,9 +126,10 @@ def check_env(
             mark = "✅" if check.ok else ("❌" if check.required else "⚠️")
             line = f"{mark} {check.name}"
             if verbose or not check.ok:
+                # Details quote what the agent binary printed (its --version output).
                 line += f": {check.detail}"
-            print(line)
+            print(one_line(line))
             if check.fix and not check.ok:
-                print(f"   fix: {check.fix}")
+                print(f"   fix: {one_line(check.fix)}")
         print("ready" if ready else "not ready")
     raise typer.Exit(0 if ready else 1)

@@ -6,8 +6,9 @@ from pathlib import Path
 import typer
 
 from emdx import tags as tagvocab
-from emdx.cli.render import console, open_service, print_json, short_time
+from emdx.cli.render import console, open_service, print_json
 from emdx.errors import InvalidInputError
+from emdx.format import markup_safe, one_line, sanitize, short_time
 from emdx.models import Document
 
 
@@ -43,12 +44,12 @@ def save(
     content = decode_document(data, source)
     with open_service() as service:
         saved = service.save_document(content, title or None, tags, project, source=source)
-    tag_text = f"  tags: {' '.join(saved.tags)}" if saved.tags else ""
-    print(f"saved #{saved.id}: {saved.title}{tag_text}")
+    tag_text = f"  tags: {one_line(' '.join(saved.tags))}" if saved.tags else ""
+    print(f"saved #{saved.id}: {one_line(saved.title)}{tag_text}")
 
 
 def _tag_text(doc: Document) -> str:
-    return " ".join(doc.tags)
+    return one_line(" ".join(doc.tags))
 
 
 def list_documents(
@@ -78,29 +79,42 @@ def list_documents(
 
 def view(
     doc_id: int = typer.Argument(..., metavar="ID", help="Document id."),
-    raw: bool = typer.Option(False, "--raw", "-r", help="Print the content only, unrendered."),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        "-r",
+        help="Print the content exactly as stored (control characters too), unrendered.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a document."""
+    """Show a document: rendered on a terminal, else its text; control characters (terminal
+    escape sequences) are shown escaped unless --raw."""
     with open_service() as service:
         doc = service.get_document(doc_id, touch=True)
     if as_json:
         print_json(doc.to_dict())
         return
-    if raw or not sys.stdout.isatty():
-        sys.stdout.write(doc.content if doc.content.endswith("\n") else doc.content + "\n")
+    if raw:
+        # Byte-exact, so that `emdx view ID --raw > FILE` gives back what was saved.
+        sys.stdout.flush()
+        sys.stdout.buffer.write(doc.content.encode("utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+        return
+    content = sanitize(doc.content)
+    if not sys.stdout.isatty():
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
         return
     from rich.markdown import Markdown
-    from rich.markup import escape
     from rich.rule import Rule
 
     out = console()
     meta = f"#{doc.id} · {doc.project or 'no project'} · {short_time(doc.created_at)}"
     if doc.tags:
         meta += f" · {' '.join(tagvocab.label(t) for t in doc.tags)}"
-    out.print(Rule(escape(doc.title)))
-    out.print(escape(meta), style="dim")
-    out.print(Markdown(doc.content))
+    out.print(Rule(markup_safe(one_line(doc.title))))
+    out.print(markup_safe(one_line(meta)), style="dim")
+    # No terminal hyperlinks: a link's text could hide where it points; show the address.
+    out.print(Markdown(content, hyperlinks=False))
 
 
 def find(
@@ -127,9 +141,9 @@ def find(
     for hit in hits:
         doc = hit.document
         tag_text = f"  {_tag_text(doc)}" if doc.tags else ""
-        print(f"#{doc.id}  {doc.title}{tag_text}")
+        print(f"#{doc.id}  {one_line(doc.title)}{tag_text}")
         if hit.snippet:
-            print(f"    {' '.join(hit.snippet.split())}")
+            print(f"    {one_line(' '.join(hit.snippet.split()))}")
 
 
 def tag(
@@ -140,7 +154,7 @@ def tag(
     with open_service() as service:
         added = service.tag_document(doc_id, tags)
         doc = service.get_document(doc_id)
-    state = f"added {' '.join(added)}" if added else "no new tags"
+    state = f"added {one_line(' '.join(added))}" if added else "no new tags"
     print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
 
 
@@ -152,7 +166,7 @@ def untag(
     with open_service() as service:
         removed = service.untag_document(doc_id, tags)
         doc = service.get_document(doc_id)
-    state = f"removed {' '.join(removed)}" if removed else "none of those tags were set"
+    state = f"removed {one_line(' '.join(removed))}" if removed else "none of those tags were set"
     print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
 
 
@@ -167,21 +181,21 @@ def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         print("no tags")
         return
     for count in counts:
-        print(f"{count.count:6d}  {tagvocab.label(count.name)}")
+        print(f"{count.count:6d}  {one_line(tagvocab.label(count.name))}")
 
 
 def delete(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
     """Move a document to the trash (`emdx restore` brings it back)."""
     with open_service() as service:
         doc = service.delete_document(doc_id)
-    print(f"moved #{doc.id} to the trash: {doc.title}")
+    print(f"moved #{doc.id} to the trash: {one_line(doc.title)}")
 
 
 def restore(doc_id: int = typer.Argument(..., metavar="ID")) -> None:
     """Bring a document back from the trash."""
     with open_service() as service:
         doc = service.restore_document(doc_id)
-    print(f"restored #{doc.id}: {doc.title}")
+    print(f"restored #{doc.id}: {one_line(doc.title)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,16 +9,18 @@ if TYPE_CHECKING:
     from emdx.service import Service
 
 from emdx import runlog
-from emdx.cli.render import (
+from emdx.cli.render import console, open_service, print_json
+from emdx.errors import InvalidInputError
+from emdx.format import (
     STATUS_STYLES,
-    console,
     duration,
+    json_dumps,
+    log_line,
+    markup_safe,
     money,
-    open_service,
-    print_json,
+    one_line,
     short_time,
 )
-from emdx.errors import InvalidInputError
 from emdx.models import Execution, ExecutionStatus
 
 app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
@@ -91,22 +93,20 @@ def exec_show(
         _panel(execution)
         if follow:
             for entry in service.follow_execution(execution.id, last=lines):
-                print(runlog.render(entry), flush=True)
+                print(log_line(entry), flush=True)
             final = service.get_execution(execution.id)
             raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
     path = execution.log_file
     entries = runlog.read_entries(Path(path), lines) if path and lines else []
     for entry in entries:
-        print(runlog.render(entry))
+        print(log_line(entry))
 
 
 def _panel(ex: Execution) -> None:
-    from rich.markup import escape
     from rich.panel import Panel
 
-    style = STATUS_STYLES.get(ex.status.value, "")
     rows = [
-        ("status", f"[{style}]{ex.status.value}[/]" + (f" ({ex.reason})" if ex.reason else "")),
+        ("status", ex.status.value),
         ("document", f"#{ex.doc_id} {ex.doc_title}"),
         ("type", ex.exec_type),
         ("exit code", "-" if ex.exit_code is None else str(ex.exit_code)),
@@ -129,8 +129,18 @@ def _panel(ex: Execution) -> None:
         rows.insert(0, ("old id", ex.old_id))
     if ex.output_doc_id:
         rows.append(("output doc", f"#{ex.output_doc_id}"))
-    # Every value but the status is user or system text: escape it, so `[x]` prints as typed.
-    body = "\n".join(f"[bold]{k:>11}[/] {v if k == 'status' else escape(v)}" for k, v in rows)
+    style = STATUS_STYLES.get(ex.status.value, "")
+
+    def shown(key: str, value: str) -> str:
+        # Every value is user, agent or system text: sanitised, on one line, markup escaped (so
+        # `[x]` prints as typed); only the status gets a colour.
+        text = markup_safe(one_line(value))
+        if key != "status":
+            return text
+        reason = f" ({markup_safe(one_line(ex.reason))})" if ex.reason else ""
+        return (f"[{style}]{text}[/]" if style else text) + reason
+
+    body = "\n".join(f"[bold]{key:>11}[/] {shown(key, value)}" for key, value in rows)
     console().print(Panel(body, title=f"execution #{ex.id}", expand=False))
 
 
@@ -138,11 +148,11 @@ def _panel(ex: Execution) -> None:
 def exec_logs(
     ref: str = typer.Argument(..., metavar="ID"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the end."),
-    raw: bool = typer.Option(False, "--raw", help="Print the JSONL entries as stored."),
+    raw: bool = typer.Option(
+        False, "--raw", help="Print the entries as JSON lines (control characters escaped)."
+    ),
 ) -> None:
     """Print an execution's whole log."""
-    import json
-
     with open_service(sweep="exec logs") as service:
         execution = service.get_execution(ref)
         if follow:
@@ -151,9 +161,7 @@ def exec_logs(
             path = execution.log_file
             entries = iter(runlog.read_entries(Path(path)) if path else [])
         for entry in entries:
-            print(
-                json.dumps(entry, ensure_ascii=False) if raw else runlog.render(entry), flush=True
-            )
+            print(json_dumps(entry) if raw else log_line(entry), flush=True)
 
 
 @app.command("tail")
@@ -173,6 +181,7 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f}%"
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_status.items())) or "none"
     recent = ", ".join(f"{k} {v}" for k, v in sorted(stats.last_24h.items())) or "none"
+    by_status, recent = one_line(by_status), one_line(recent)
     print(f"executions: {stats.total} ({by_status})")
     print(f"last 24 h:  {recent}")
     print(f"success:    {rate}")
@@ -185,7 +194,8 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         f"({stats.total_input_tokens} tokens in, {stats.total_output_tokens} out)"
     )
     for row in stats.per_type:
-        print(f"  {row['exec_type']:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
+        exec_type = one_line(str(row["exec_type"]))
+        print(f"  {exec_type:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
     print(
         f"now:        {stats.running} running, {stats.queued} queued, {len(stats.zombies)} zombie"
     )
@@ -263,7 +273,7 @@ def exec_running(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         beat = f"{duration(age)} ago" if age is not None and ex.heartbeat_at else "none yet"
         print(
             f"#{ex.id:<6} {ex.status.value:<9} {duration(ex.duration_s):>7}  "
-            f"heartbeat {beat:<10} {j.verdict.value:<12} {ex.doc_title}"
+            f"heartbeat {beat:<10} {j.verdict.value:<12} {one_line(ex.doc_title)}"
         )
 
 
@@ -318,7 +328,7 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             if h.repaired is not None:
                 print(
                     f"   repaired: now {h.repaired.status.value} "
-                    f"(exit {h.repaired.exit_code}, {h.repaired.reason})"
+                    f"(exit {h.repaired.exit_code}, {one_line(str(h.repaired.reason))})"
                 )
     if not as_json:
         for line in repairs:
@@ -332,7 +342,6 @@ def exec_monitor(
 ) -> None:
     """A live table of active runs with CPU and memory, until Ctrl-C."""
     from rich.live import Live
-    from rich.markup import escape
     from rich.table import Table
 
     def render(service: "Service") -> Table:
@@ -361,9 +370,9 @@ def exec_monitor(
             style = STATUS_STYLES.get(ex.status.value, "")
             table.add_row(
                 str(ex.id),
-                escape(ex.doc_title[:40]),
-                f"[{style}]{ex.status.value}[/]",
-                h.verdict,
+                markup_safe(one_line(ex.doc_title)[:40]),
+                f"[{style}]{markup_safe(ex.status.value)}[/]" if style else ex.status.value,
+                markup_safe(str(h.verdict)),
                 duration(ex.duration_s),
                 "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s",
                 _pct(h.runner.cpu_percent if h.runner else None),
@@ -416,6 +425,6 @@ def exec_resume(
         execution = service.resume_execution(ref, prompt)
     print(describe_start(execution))
     print(
-        f"  resumes session {execution.options.resume_session} of "
+        f"  resumes session {one_line(execution.options.resume_session or '-')} of "
         f"#{execution.parent_execution_id}; follow: emdx exec show {execution.id} --follow"
     )

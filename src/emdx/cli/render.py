@@ -1,10 +1,14 @@
-"""Output helpers shared by the command modules: JSON, errors, durations, money."""
+"""Output helpers shared by the command modules: the service, JSON, errors, the console.
+
+What they print goes through `emdx.format` (one sanitiser for everything shown to a person).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any
+
+from emdx.format import json_dumps, one_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,13 +34,13 @@ def open_service(sweep: str | None = None) -> Service:
 
 
 def error(message: str) -> None:
-    print(f"emdx: error: {message}", file=sys.stderr)
+    """`emdx: error: …` on stderr, one line: messages can quote agent or document text."""
+    print(f"emdx: error: {one_line(message)}", file=sys.stderr)
 
 
 def print_json(data: Any) -> None:
-    # Compact: with `indent` json falls back to its pure-Python encoder (10 ms on 50 runs).
-    # Pipe through `jq` for reading.
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+    """`data` as one compact JSON document on stdout (pipe through `jq` for reading)."""
+    sys.stdout.write(json_dumps(data) + "\n")
     sys.stdout.flush()
 
 
@@ -44,34 +48,6 @@ def console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
-
-
-def money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
-
-
-def short_time(iso: str | None) -> str:
-    from emdx.models import parse_time
-
-    moment = parse_time(iso)
-    if moment is None:
-        return "-"
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -96,12 +72,3 @@ def parse_duration(text: str | None, allow_zero: bool = False) -> float | None:
     if value < 0 or (value == 0 and not allow_zero):
         raise typer.BadParameter(f"{text!r}: a duration must be positive")
     return value
-
-
-STATUS_STYLES = {
-    "queued": "cyan",
-    "running": "yellow",
-    "completed": "green",
-    "failed": "red",
-    "killed": "magenta",
-}

@@ -2,7 +2,8 @@
 
 Rich renders tables beautifully but costs ~100 ms to import and lay out 50 rows, which is most of
 the time budget of `emdx exec list`; listings are read many times a minute, so they use this.
-Colour only on a terminal, and never with NO_COLOR.
+Colour only on a terminal, and never with NO_COLOR. Cells are user, agent or system text: each is
+`format.one_line`d (sanitised, on one line).
 """
 
 import os
@@ -11,6 +12,8 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from typing import TextIO
+
+from emdx.format import one_line
 
 Cell = str | tuple[str, str]  # text, or (text, colour name)
 
@@ -35,17 +38,6 @@ def display_width(text: str) -> int:
             continue
         total += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
     return total
-
-
-def inert(text: str) -> str:
-    """User text safe for one table cell: control characters (newlines, tabs, terminal escape
-    sequences, which could move the cursor or recolour the screen) become spaces or `?`."""
-    if text.isprintable():
-        return text
-    return "".join(
-        (" " if char.isspace() else "?") if unicodedata.category(char) == "Cc" else char
-        for char in text
-    )
 
 
 def clip(text: str, width: int) -> str:
@@ -80,7 +72,7 @@ def print_table(
     out = stream or sys.stdout
     colour = _use_colour(out)
     cells = [[(c, None) if isinstance(c, str) else c for c in row] for row in rows]
-    clean = [[(inert(text), col) for text, col in row] for row in cells]
+    clean = [[(one_line(text), col) for text, col in row] for row in cells]
     widths = [display_width(h) for h in headers]
     for row in clean:
         for index, (text, _) in enumerate(row):
@@ -104,7 +96,7 @@ def print_table(
         return "  ".join(parts).rstrip()
 
     if title:
-        out.write(title + "\n")
+        out.write(one_line(title) + "\n")
     out.write(line([(h, None) for h in headers], bold=True) + "\n")
     for row in clean:
         out.write(line(row) + "\n")

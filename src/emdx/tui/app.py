@@ -2,6 +2,8 @@
 
 All database and process work runs in thread workers; results come back to the UI thread with
 `call_from_thread`, so the interface never blocks on SQLite, psutil or a kill's grace period.
+Every string that reaches a widget goes through `emdx.format` (sanitised; markup escaped where the
+widget parses markup): titles, log lines and error messages can carry agent text.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -19,8 +20,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, RichLog, Static
 
 from emdx import runlog
-from emdx.cli.render import STATUS_STYLES, duration, money
 from emdx.errors import EmdxError
+from emdx.format import STATUS_STYLES, duration, log_line, markup_safe, money, one_line, sanitize
 from emdx.models import Execution
 from emdx.tui import data
 
@@ -33,7 +34,24 @@ def refresh_interval(app: App[None]) -> float:
 
 
 def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(one_line(status), style=STATUS_STYLES.get(status, ""))
+
+
+def cell(text: str) -> str:
+    """A table cell from user or agent text: one line, sanitised, markup escaped."""
+    return markup_safe(one_line(text))
+
+
+def notify_error(
+    app: App[None], exc: EmdxError, title: str = "", timeout: float | None = None
+) -> None:
+    """Show a worker's error as a notification (from the worker's thread). The message can quote
+    agent or document text: sanitised, and not read as markup (Textual's own markup has tags,
+    `[$variable]`, that no escape function covers)."""
+    message = one_line(str(exc))
+    app.call_from_thread(
+        app.notify, message, title=title, severity="error", timeout=timeout, markup=False
+    )
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -50,7 +68,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.question)
+            yield Label(sanitize(self.question), markup=False)
             yield Label("[b]y[/b] yes   [b]n[/b] no")
 
     def action_answer(self, answer: bool) -> None:
@@ -101,7 +119,7 @@ class DocumentsScreen(Screen[None]):
             yield table
             with Vertical(id="doc-side"):
                 yield Markdown("", id="preview")
-                yield Static("", id="doc-runs")
+                yield Static("", id="doc-runs", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -127,7 +145,7 @@ class DocumentsScreen(Screen[None]):
         try:
             rows = data.documents(query)
         except EmdxError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            notify_error(self.app, exc)
             return
         self.app.call_from_thread(self._show_documents, query, rows)
 
@@ -138,7 +156,7 @@ class DocumentsScreen(Screen[None]):
         table.clear()
         for row in rows:
             table.add_row(
-                str(row.id), escape(row.title), row.tags, escape(row.project), key=str(row.id)
+                str(row.id), cell(row.title), cell(row.tags), cell(row.project), key=str(row.id)
             )
         if not rows:
             self.query_one("#preview", Markdown).update("*no documents*")
@@ -154,15 +172,17 @@ class DocumentsScreen(Screen[None]):
         try:
             doc, runs = data.document(doc_id)
         except EmdxError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            notify_error(self.app, exc)
             return
         self.app.call_from_thread(self._show_preview, doc.content, runs)
 
     def _show_preview(self, content: str, runs: list[Execution]) -> None:
-        self.query_one("#preview", Markdown).update(content[:20_000])
+        self.query_one("#preview", Markdown).update(sanitize(content[:20_000]))
         lines = [
-            f"#{r.id} {r.status.value} {duration(r.duration_s)} exit "
-            f"{'-' if r.exit_code is None else r.exit_code}"
+            one_line(
+                f"#{r.id} {r.status.value} {duration(r.duration_s)} exit "
+                f"{'-' if r.exit_code is None else r.exit_code}"
+            )
             for r in runs
         ]
         self.query_one("#doc-runs", Static).update(
@@ -188,9 +208,7 @@ class DocumentsScreen(Screen[None]):
         try:
             execution = data.start(doc_id)
         except EmdxError as exc:
-            self.app.call_from_thread(
-                self.app.notify, str(exc), title="cannot execute", severity="error", timeout=8
-            )
+            notify_error(self.app, exc, title="cannot execute", timeout=8)
             return
         message = f"execution #{execution.id} {execution.status.value} for document #{doc_id}"
         self.app.call_from_thread(self.app.notify, message, title="started")
@@ -255,7 +273,7 @@ class ExecutionsScreen(Screen[None]):
         try:
             runs = data.executions(data.STATUS_FILTERS[filter_index][1])
         except EmdxError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            notify_error(self.app, exc)
             return
         entries = tail.poll() if tail is not None else []
         self.app.call_from_thread(self._show_runs, filter_index, runs, tail, entries)
@@ -270,7 +288,7 @@ class ExecutionsScreen(Screen[None]):
         if tail is self.tail:
             log = self.query_one("#run-log", RichLog)
             for entry in entries:
-                log.write(runlog.render(entry))
+                log.write(log_line(entry))
         if filter_index != self.filter_index:
             return  # a refresh for the previous filter finished late; a newer one follows
         table = self.query_one("#runs", DataTable)
@@ -300,8 +318,8 @@ class ExecutionsScreen(Screen[None]):
             )
             table.add_row(
                 str(ex.id),
-                escape(ex.doc_title[:40]),
-                ex.exec_type,
+                cell(one_line(ex.doc_title)[:40]),
+                cell(ex.exec_type),
                 status_text(ex.status.value),
                 duration(ex.duration_s),
                 money(ex.cost_usd),
@@ -340,7 +358,7 @@ class ExecutionsScreen(Screen[None]):
         log.clear()
         log.write(f"— execution #{execution_id} —")
         for entry in entries:
-            log.write(runlog.render(entry))
+            log.write(log_line(entry))
 
     def action_kill(self) -> None:
         execution_id = self.selected
@@ -358,7 +376,7 @@ class ExecutionsScreen(Screen[None]):
         try:
             result = data.kill(execution_id)
         except EmdxError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            notify_error(self.app, exc)
             return
         ex = result.execution
         text = (
@@ -378,9 +396,7 @@ class ExecutionsScreen(Screen[None]):
         try:
             ex = data.retry(execution_id)
         except EmdxError as exc:
-            self.app.call_from_thread(
-                self.app.notify, str(exc), title="cannot retry", severity="error"
-            )
+            notify_error(self.app, exc, title="cannot retry")
             return
         self.app.call_from_thread(
             self.app.notify,

@@ -62,7 +62,13 @@ def document(doc_id: int) -> tuple[Document, list[Execution]]:
 
 
 def executions(statuses: list[str] | None, limit: int = 200) -> list[Execution]:
-    return _with_service(lambda service: service.list_executions(statuses, limit))
+    """The runs, after the sweep every look at runs does (see `emdx.service.repair`)."""
+
+    def load(service: Service) -> list[Execution]:
+        service.sweep("`emdx gui`")
+        return service.list_executions(statuses, limit)
+
+    return _with_service(load)
 
 
 def execution(execution_id: int) -> Execution:
