@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from emdx.models import parse_time
+from emdx.models import Execution, parse_time
 
 # C0 but newline and tab, DEL, C1, U+061C / U+200E / U+200F (bidi marks), U+2028 / U+2029 (line
 # and paragraph separators), U+202A–U+202E and U+2066–U+2069 (bidi embeddings, overrides and
@@ -133,10 +134,89 @@ def short_time(iso: str | None) -> str:
 
 
 STATUS_STYLES = {
+    "preparing": "dim",
     "queued": "cyan",
     "running": "yellow",
+    "waiting": "blue",
     "completed": "green",
     "failed": "red",
     "killed": "magenta",
 }
 """Colour of each execution status, in both shells."""
+
+
+def clock_time(iso: str | None) -> str:
+    """`23:54` (local), or `Dec 02 23:54` when not today."""
+    moment = parse_time(iso)
+    if moment is None:
+        return "-"
+    local = moment.astimezone()
+    today = datetime.now().astimezone().date()
+    return local.strftime("%H:%M" if local.date() == today else "%b %d %H:%M")
+
+
+def state_note(execution: Execution, hold: str | None = None) -> str:
+    """What an active run is doing beyond its status, in words every view shows the same way:
+    "waiting for usage limit until 23:54 (4h12m)", "retrying 3/10 after 529 overloaded",
+    "held: usage limit until 23:54", "2 background tasks open". Empty when nothing to say."""
+    from emdx.models import ExecutionStatus, utc_now
+
+    status = execution.status
+    if status is ExecutionStatus.WAITING:
+        what = {"usage_limit": "usage limit", "retry_backoff": "retry backoff"}.get(
+            execution.waiting_reason or "", execution.waiting_reason or "?"
+        )
+        until = parse_time(execution.waiting_until)
+        left = (until - utc_now()).total_seconds() if until else None
+        span = f" ({duration(max(0.0, left))})" if left is not None else ""
+        return one_line(f"waiting for {what} until {clock_time(execution.waiting_until)}{span}")
+    if status is ExecutionStatus.QUEUED and hold:
+        return one_line(f"held: {hold}")
+    if status is ExecutionStatus.RUNNING:
+        retrying = execution.details.get("retrying")
+        if isinstance(retrying, dict):
+            cause = " ".join(
+                str(part)
+                for part in (retrying.get("error_status"), retrying.get("error"))
+                if part not in (None, "")
+            )
+            attempt = f"{retrying.get('attempt', '?')}/{retrying.get('max_retries', '?')}"
+            return one_line(f"retrying {attempt}" + (f" after {cause}" if cause else ""))
+        open_tasks = execution.details.get("background_open")
+        if isinstance(open_tasks, int) and open_tasks > 0:
+            return f"{plural(open_tasks, 'background task')} open"
+    return ""
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 turn`, `2 turns`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def reason_lines(execution: Execution) -> list[str]:
+    """Why a finished run ended so: the reason's meaning and usual fix, the API error, the
+    tools that were refused, the CLI's errors — for `exec show` and the TUI."""
+    from emdx.models import reason_help
+
+    lines = []
+    found = reason_help(execution.reason)
+    if found is not None and execution.status.is_final:
+        meaning, fix = found
+        lines.append(f"{meaning}" + (f" — {fix}" if fix else ""))
+    details = execution.details
+    if execution.resets_at:
+        lines.append(f"usage limit resets {clock_time(execution.resets_at)}")
+    status = details.get("api_error_status")
+    text = details.get("error_text")
+    if status or text:
+        kind = details.get("api_error") or details.get("api_error_type") or ""
+        head = " ".join(str(p) for p in ("API error", status, kind) if p)
+        lines.append(f"{head}: {text}" if text else head)
+    for error in details.get("errors") or []:
+        lines.append(f"error: {error}")
+    for denial in details.get("permission_denials") or []:
+        if isinstance(denial, dict):
+            tool_input = denial.get("tool_input")
+            shown = json_dumps(tool_input) if tool_input is not None else ""
+            lines.append(f"denied: {denial.get('tool_name', '?')} {shown[:200]}".rstrip())
+    return [one_line(line) for line in lines]

@@ -139,25 +139,143 @@ class ExecType(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """Why a run ended the way it did (stored in `executions.reason`)."""
+    """Why a run ended the way it did (stored in `executions.reason`); `REASON_HELP` says what
+    each means and the usual fix, once (`exec show` prints it)."""
 
     SUCCESS = "success"
+    USAGE_LIMIT = "usage_limit"
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    INVALID_REQUEST = "invalid_request"
+    AUTH_ERROR = "auth_error"
+    MAX_TURNS = "max_turns"
+    MAX_BUDGET = "max_budget"
+    ERROR_DURING_EXECUTION = "error_during_execution"
     AGENT_ERROR = "agent_error"
-    MAX_TURNS = "error_max_turns"
     NO_RESULT = "no_result"
     EXIT_CODE = "nonzero_exit"
     TIMEOUT = "timeout"
     STALLED = "stalled"
-    AGENT_NOT_FOUND = "agent_not_found"
-    KILLED = "killed_by_user"
-    RUNNER_LOST = "runner_lost"
-    STUCK = "stuck"
-    DEPENDENCY_FAILED = "dependency_failed"
-    SPAWN_FAILED = "spawn_failed"
     HUNG_AFTER_RESULT = "hung_after_result"
+    AGENT_NOT_FOUND = "agent_not_found"
+    SPAWN_FAILED = "spawn_failed"
+    DEPENDENCY_FAILED = "dependency_failed"
     SUPERVISOR_ERROR = "supervisor_error"
+    KILLED = "killed_by_user"
     OVERDUE = "overdue"
+    RUNNER_LOST = "runner_lost"
+    HOST_LOST = "host_lost"
+    STUCK = "stuck"
     START_INTERRUPTED = "start_interrupted"
+    BUDGET_HELD = "daily_budget"
+
+
+REASON_HELP: dict[str, tuple[str, str]] = {
+    Reason.SUCCESS: ("the agent finished and said its work succeeded", ""),
+    Reason.USAGE_LIMIT: (
+        "the subscription's usage limit was reached",
+        "it resets at the time shown; runs wait for it unless --no-wait-limit",
+    ),
+    Reason.RATE_LIMITED: (
+        "the API rate-limited the requests (429) until Claude Code's own retries gave up",
+        "run fewer at once (EMDX_MAX_PARALLEL) or retry later; --retries N retries for you",
+    ),
+    Reason.OVERLOADED: (
+        "the API was overloaded (529) until Claude Code's own retries gave up",
+        "retry later; --retries N retries with a backoff",
+    ),
+    Reason.SERVER_ERROR: (
+        "the API failed (5xx) until Claude Code's own retries gave up",
+        "retry later; --retries N retries with a backoff",
+    ),
+    Reason.INVALID_REQUEST: (
+        "the API refused the request (400: too long, bad model, bad parameters)",
+        "read the error text; shorten the document or change --model",
+    ),
+    Reason.AUTH_ERROR: (
+        "the API refused the credentials (401/403)",
+        "check ANTHROPIC_API_KEY / the Claude Code login (`claude` once, interactively)",
+    ),
+    Reason.MAX_TURNS: ("the agent used all its --max-turns", "raise --max-turns or split the task"),
+    Reason.MAX_BUDGET: (
+        "the run reached its --max-budget-usd",
+        "raise --max-budget-usd, or resume it (`emdx exec resume`) to go on",
+    ),
+    Reason.ERROR_DURING_EXECUTION: (
+        "Claude Code stopped with an error during execution (or was interrupted)",
+        "read the log's last lines; retry",
+    ),
+    Reason.AGENT_ERROR: (
+        "the agent's result said it failed, with no more precise cause",
+        "read the error text and the log",
+    ),
+    Reason.NO_RESULT: (
+        "the agent exited without a result event",
+        "read its stderr in the log (a crash, a killed process)",
+    ),
+    Reason.EXIT_CODE: (
+        "the agent reported success but exited non-zero",
+        "read its stderr in the log",
+    ),
+    Reason.TIMEOUT: ("the run reached its --timeout and was stopped", "raise --timeout"),
+    Reason.STALLED: (
+        "the agent printed nothing for --stall-timeout and was stopped",
+        "raise --stall-timeout if a tool is legitimately slow",
+    ),
+    Reason.HUNG_AFTER_RESULT: (
+        "the agent printed its result but did not exit, and was stopped",
+        "the result is in the log; a stuck tool may have held it",
+    ),
+    Reason.AGENT_NOT_FOUND: (
+        "the agent binary could not be found or run",
+        "`emdx claude check-env`; set EMDX_CLAUDE_BIN",
+    ),
+    Reason.SPAWN_FAILED: (
+        "the supervisor or the agent could not be started",
+        "read runner.err (`emdx exec show`); check disk space and EMDX_HOME",
+    ),
+    Reason.DEPENDENCY_FAILED: (
+        "the run it was to start --after did not complete",
+        "fix that run, then `emdx exec retry` this one",
+    ),
+    Reason.SUPERVISOR_ERROR: (
+        "a bug in emdx's supervisor ended the run (the agent was stopped)",
+        "the traceback is in runner.err: please report it",
+    ),
+    Reason.KILLED: ("stopped by the user", ""),
+    Reason.OVERDUE: (
+        "its supervisor stopped enforcing --timeout; emdx stopped the run",
+        "look for a frozen process or a stuck database lock",
+    ),
+    Reason.RUNNER_LOST: (
+        "its supervisor died (killed, reboot, out of memory) while the run went",
+        "`emdx exec retry` or `emdx exec resume`",
+    ),
+    Reason.HOST_LOST: (
+        "the worker host running it stopped answering (team mode)",
+        "`emdx exec retry` runs it again on a live worker",
+    ),
+    Reason.STUCK: (
+        "a row of an earlier emdx release that was running when its process died",
+        "nothing to do: it is closed",
+    ),
+    Reason.START_INTERRUPTED: (
+        "its start was interrupted before the agent ran",
+        "start it again",
+    ),
+    Reason.BUDGET_HELD: (
+        "today's spend reached EMDX_DAILY_BUDGET_USD; new runs wait",
+        "raise EMDX_DAILY_BUDGET_USD or wait for tomorrow",
+    ),
+    # Rows written by emdx before reasons were renamed.
+    "error_max_turns": ("the agent used all its --max-turns", "raise --max-turns"),
+}
+
+
+def reason_help(reason: str | None) -> tuple[str, str] | None:
+    """(what it means, the usual fix) for a stored reason; None for an unknown one."""
+    return REASON_HELP.get(reason or "")
 
 
 @dataclass(frozen=True)
@@ -217,6 +335,12 @@ class ExecOptions:
     after_id: int | None = None
     resume_session: str | None = None
     resume_prompt: str | None = None
+    wait_limit: bool = True
+    """Wait for a usage limit to reset and resume, rather than fail (--no-wait-limit)."""
+    retries: int = 0
+    """Retries of an overloaded / server-error / rate-limited ending (--retries)."""
+    max_budget_usd: float | None = None
+    """Passed to Claude Code's --max-budget-usd."""
 
     def to_dict(self) -> dict[str, Any]:
         data = shallow_dict(self)
@@ -284,6 +408,20 @@ class Execution:
     the wall clock (which steps)."""
     post_actions: str | None = None
     """`pending` while the smart post-actions of a completed run are owed, then `done`."""
+    waiting_until: str | None = None
+    """While `waiting`: when the supervisor resumes the agent."""
+    waiting_reason: str | None = None
+    """Why it waits: `usage_limit` or `retry_backoff`."""
+    resets_at: str | None = None
+    """When the usage limit that stopped the run resets."""
+    attempt: int = 1
+    """Agent processes this run has started (a resume after a wait is the next attempt)."""
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    claude_code_version: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """What explains the ending: API error status and text, denials, errors, per-model usage,
+    retries in progress, background tasks open…"""
 
     @property
     def duration_s(self) -> float | None:
@@ -305,7 +443,15 @@ class Execution:
         data = shallow_dict(self)
         data["status"] = self.status.value
         data["options"] = self.options.to_dict()
-        for key in ("created_at", "started_at", "completed_at", "heartbeat_at", "last_event_at"):
+        for key in (
+            "created_at",
+            "started_at",
+            "completed_at",
+            "heartbeat_at",
+            "last_event_at",
+            "waiting_until",
+            "resets_at",
+        ):
             data[key] = iso_or_none(data[key])
         duration = self.duration_s
         data["duration_s"] = round(duration, 3) if duration is not None else None

@@ -62,6 +62,29 @@ def final_write_deadline() -> float:
     return _number("EMDX_FINAL_WRITE_DEADLINE_SECONDS", 600.0, float, 0.0, False)
 
 
+def max_limit_wait() -> float:
+    """EMDX_MAX_LIMIT_WAIT_SECONDS: the most a run waits in all for usage limits to reset
+    before it fails with `usage_limit` (default 24 h)."""
+    return _number("EMDX_MAX_LIMIT_WAIT_SECONDS", 86400.0, float, 0.0, True)
+
+
+def limit_jitter() -> float:
+    """EMDX_LIMIT_JITTER_SECONDS: at most this much is added, at random, to a reset time, so
+    that many waiting runs do not all resume in the same second."""
+    return _number("EMDX_LIMIT_JITTER_SECONDS", 15.0, float, 0.0, True)
+
+
+def retry_backoff() -> float:
+    """EMDX_RETRY_BACKOFF_SECONDS: the first wait of `--retries` (doubled each time)."""
+    return _number("EMDX_RETRY_BACKOFF_SECONDS", 30.0, float, 0.0, True)
+
+
+def daily_budget_usd() -> float | None:
+    """EMDX_DAILY_BUDGET_USD: once today's spend reaches it, new runs wait (none: no budget)."""
+    value = _number("EMDX_DAILY_BUDGET_USD", -1.0, float, 0.0, True)
+    return None if value < 0 else value
+
+
 def claude_bin() -> str | None:
     """EMDX_CLAUDE_BIN: the agent binary (None: `claude` on PATH)."""
     return os.environ.get("EMDX_CLAUDE_BIN") or None

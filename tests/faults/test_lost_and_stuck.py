@@ -116,6 +116,8 @@ def test_a_restored_backup_never_mixes_two_runs_with_one_id(world: World, tmp_pa
     assert {e.get("pid") for e in b_log if e.get("source") == "agent"} == {row_b.agent_pid}
     wait_until(lambda: not alive(agent_a), 30, message="the old run's agent to finish")
     wait_until(lambda: not alive(child_a), 15, message="the old run's tool to be cleaned up")
+    supervisor_a = (int(row_a.pid or 0), float(row_a.pid_started_at or 0))
+    wait_until(lambda: not alive(supervisor_a), 30, message="the old run's supervisor to end")
     # A's supervisor found no row with its key: it wrote nothing into B's.
     assert world.get(second.id) == row_b
     assert "belongs to another run" in run_files(row_a)["runner.err"].read_text()

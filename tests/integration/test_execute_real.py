@@ -319,7 +319,7 @@ def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
 
     assert result.code == 1, result.stdout + result.stderr
     row = show(cli, 1)
-    assert_outcome(row, "failed", 1, "agent_error")
+    assert_outcome(row, "failed", 1, "invalid_request")
     assert "scripted bad request" in result.stdout
 
 
@@ -333,7 +333,7 @@ def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
 
     assert result.code == 1, result.stdout + result.stderr
     row = show(cli, 1)
-    assert_outcome(row, "failed", 1, "error_max_turns")
+    assert_outcome(row, "failed", 1, "max_turns")
     workdir = Path(row["working_dir"])
     assert (workdir / "one.txt").exists()
     assert not (workdir / "two.txt").exists()
@@ -448,7 +448,7 @@ def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> N
     assert_outcome(row_a, "completed", 0, "success")
     assert_outcome(row_b, "completed", 0, "success")
     assert iso(row_b["started_at"]) >= iso(row_a["completed_at"])
-    assert_outcome(row_d, "failed", 1, "agent_error")
+    assert_outcome(row_d, "failed", 1, "invalid_request")
     assert_outcome(row_c, "failed", 1, "dependency_failed")
     assert row_c["agent_pid"] is None
     assert row_c["session_id"] is None
@@ -492,7 +492,7 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
         monkeypatch.setattr(service.store.executions, "create", create_after_dependency_ended)
         c = service.start_execution(hello, ExecOptions(after_id=d)).id
 
-    assert_outcome(show(cli, d), "failed", 1, "agent_error")
+    assert_outcome(show(cli, d), "failed", 1, "invalid_request")
     deadline = time.monotonic() + 5
     row_c = show(cli, c)
     while row_c["status"] == "queued" and time.monotonic() < deadline:

@@ -165,7 +165,7 @@ def test_outcomes_from_result_and_exit_code(runs: Runs) -> None:
     cases = {
         "FAKE:no-result": ("failed", 1, "no_result"),
         "FAKE:error-result": ("failed", 1, "agent_error"),
-        "FAKE:max-turns": ("failed", 1, "error_max_turns"),
+        "FAKE:max-turns": ("failed", 1, "max_turns"),
         "FAKE:exit=3": ("failed", 3, "nonzero_exit"),
         "FAKE:no-result\nFAKE:exit=5": ("failed", 5, "no_result"),
     }

@@ -16,13 +16,13 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("EMDX_TEST_BREAK_PARSER"):
     try:
-        import emdx.agent.stream as stream
+        import emdx.agent.progress as progress
     except ImportError:
         pass
     else:
         def broken(self, event):
             raise RuntimeError("injected parser bug")
-        stream.Progress.update = broken
+        progress.Progress.update = broken
 """
 
 

@@ -234,13 +234,13 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("EMDX_TEST_LEAKY_BUG"):
     try:
-        import emdx.agent.stream as stream
+        import emdx.agent.progress as progress
     except ImportError:
         pass
     else:
         def broken(self, event):
             raise RuntimeError("injected bug, quoting " + os.environ["EMDX_TEST_API_KEY"])
-        stream.Progress.update = broken
+        progress.Progress.update = broken
 """
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from emdx.agent.outcome import decide
-from emdx.agent.stream import LineFramer, Progress, StreamEvent, parse_line
+from emdx.agent.progress import Progress
+from emdx.agent.stream import LineFramer, StreamEvent, parse_line
 from emdx.agent.summary import summarize
 from emdx.models import ExecutionStatus, Reason
 
@@ -50,7 +51,8 @@ def test_success_multitool_recording() -> None:
     assert progress.model == "claude-opus-5-5"
     assert progress.num_turns == 4  # the result's count wins over assistant events seen
     assert progress.cost_usd == pytest.approx(0.0472)
-    assert progress.input_tokens == 10800 and progress.output_tokens == 200
+    assert progress.tokens is not None
+    assert (progress.tokens.input, progress.tokens.output) == (10800, 200)
     outcome = decide(0, progress.result)
     assert (outcome.status, outcome.exit_code, outcome.reason) == (
         ExecutionStatus.COMPLETED, 0, Reason.SUCCESS,
@@ -76,7 +78,7 @@ def test_api_error_recording_is_a_failure_despite_subtype_success() -> None:
     assert progress.result["subtype"] == "success" and progress.result["is_error"] is True
     outcome = decide(1, progress.result)
     assert (outcome.status, outcome.exit_code, outcome.reason) == (
-        ExecutionStatus.FAILED, 1, Reason.AGENT_ERROR,
+        ExecutionStatus.FAILED, 1, Reason.INVALID_REQUEST,
     )  # fmt: skip
     # Even with exit 0, is_error wins.
     assert decide(0, progress.result).status is ExecutionStatus.FAILED

@@ -50,6 +50,7 @@ def build_argv(
     model: str | None = None,
     max_turns: int | None = None,
     resume_session: str | None = None,
+    max_budget_usd: float | None = None,
 ) -> list[str]:
     """argv for a headless run; the prompt itself goes on stdin, never here (E2BIG at 128 KiB)."""
     argv = [
@@ -69,6 +70,8 @@ def build_argv(
         argv += ["--max-turns", str(max_turns)]
     if resume_session:
         argv += ["--resume", resume_session]
+    if max_budget_usd is not None:
+        argv += ["--max-budget-usd", f"{max_budget_usd:g}"]
     return argv
 
 

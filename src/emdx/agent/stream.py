@@ -1,4 +1,5 @@
-"""Claude Code's stream-json output: framing bytes into lines, parsing events, tracking progress.
+"""Claude Code's stream-json output: framing bytes into lines and parsing events (what they add
+up to is `emdx.agent.progress`).
 
 Unknown event types are kept (newer CLIs add them); malformed lines are kept and counted. Nothing
 the agent prints can crash the parser.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from emdx.masking import Masker
@@ -134,103 +135,3 @@ def _malformed(stripped: bytes, masker: Masker | None) -> StreamEvent:
     # A malformed line is often one a line cap cut: its end may start a secret.
     text = masker.mask_cut(window.decode("utf-8", "replace"), MALFORMED_TEXT_CHARS, cut=True)
     return StreamEvent("malformed", None, None, text, masked=True)
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    return float(value) if isinstance(value, int | float) else None
-
-
-@dataclass
-class Progress:
-    """What the row shows while a run goes: updated from every event."""
-
-    session_id: str | None = None
-    model: str | None = None
-    num_turns: int | None = None
-    cost_usd: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    event_count: int = 0
-    malformed_count: int = 0
-    result: dict[str, Any] | None = None
-    tool_uses: dict[str, int] = field(default_factory=dict)
-    _assistant_turns: int = 0
-    _in_tokens: int = 0
-    _out_tokens: int = 0
-
-    def update(self, event: StreamEvent) -> None:
-        self.event_count += 1
-        if event.kind == "malformed":
-            self.malformed_count += 1
-            return
-        data = event.data or {}
-        session = data.get("session_id")
-        if isinstance(session, str) and session:
-            self.session_id = session
-        if event.kind == "system" and event.subtype == "init":
-            model = data.get("model")
-            if isinstance(model, str):
-                self.model = model
-        elif event.kind == "assistant":
-            self._on_assistant(data)
-        elif event.is_result:
-            self._on_result(data)
-
-    def _on_assistant(self, data: dict[str, Any]) -> None:
-        message = data.get("message")
-        if not isinstance(message, dict):
-            return
-        self._assistant_turns += 1
-        if self.result is None:
-            self.num_turns = self._assistant_turns
-        model = message.get("model")
-        if isinstance(model, str) and model and not self.model:
-            self.model = model
-        usage = message.get("usage")
-        if isinstance(usage, dict) and self.result is None:
-            self._in_tokens += _int(usage.get("input_tokens")) or 0
-            self._out_tokens += _int(usage.get("output_tokens")) or 0
-            self.input_tokens, self.output_tokens = self._in_tokens, self._out_tokens
-        for block in message.get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                name = str(block.get("name") or "?")
-                self.tool_uses[name] = self.tool_uses.get(name, 0) + 1
-
-    def _on_result(self, data: dict[str, Any]) -> None:
-        self.result = data
-        self.num_turns = _int(data.get("num_turns")) or self.num_turns
-        cost = _float(data.get("total_cost_usd"))
-        if cost is None:
-            cost = _float(data.get("cost_usd"))
-        if cost is not None:
-            self.cost_usd = cost
-        usage = data.get("usage")
-        if isinstance(usage, dict):
-            tokens_in = _int(usage.get("input_tokens"))
-            if tokens_in is not None:
-                # Cached prompt tokens are still input the run consumed.
-                tokens_in += (_int(usage.get("cache_read_input_tokens")) or 0) + (
-                    _int(usage.get("cache_creation_input_tokens")) or 0
-                )
-                self.input_tokens = tokens_in
-            tokens_out = _int(usage.get("output_tokens"))
-            if tokens_out is not None:
-                self.output_tokens = tokens_out
-
-    def row_fields(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "model": self.model,
-            "num_turns": self.num_turns,
-            "cost_usd": self.cost_usd,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "event_count": self.event_count,
-            "malformed_count": self.malformed_count,
-        }

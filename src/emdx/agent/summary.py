@@ -52,7 +52,12 @@ def summarize(event: StreamEvent) -> tuple[str, str]:
                 f"session {data.get('session_id', '?')} · {data.get('model', '?')} · "
                 f"{count} tools · claude {version}",
             )
+        special = _system(event.subtype, data)
+        if special is not None:
+            return special
         return "⚙️", f"system {event.subtype or ''}".strip()
+    if event.kind == "rate_limit_event":
+        return _rate_limit(data.get("rate_limit_info"))
     if event.kind == "assistant":
         return _assistant(data)
     if event.kind == "user":
@@ -69,6 +74,55 @@ def summarize(event: StreamEvent) -> tuple[str, str]:
             f"{data.get('subtype', 'error')} after {turns} turns{cost_text}: {_clip(str(detail))}",
         )
     return "•", f"{event.kind} {event.subtype or ''}".strip()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _system(subtype: str | None, data: dict[str, Any]) -> tuple[str, str] | None:
+    """Readable lines for the system events that matter to someone watching a run."""
+    if subtype == "api_retry":
+        attempt, most = data.get("attempt", "?"), data.get("max_retries", "?")
+        delay = _number(data.get("retry_delay_ms"))
+        wait = f" in {delay / 1000:.1f} s" if delay is not None else ""
+        status = data.get("error_status")
+        cause = " ".join(str(p) for p in (status, data.get("error")) if p not in (None, ""))
+        return "🔁", f"retry {attempt}/{most}{wait}" + (f" after {cause}" if cause else "")
+    if subtype == "task_started":
+        what = data.get("description") or data.get("task_type") or data.get("task_id") or ""
+        where = "background task" if data.get("is_backgrounded") is True else "task"
+        return "⏳", _clip(f"{where} started: {what}".strip())
+    if subtype == "task_notification":
+        status = data.get("status") or "update"
+        what = data.get("summary") or data.get("description") or data.get("task_id") or ""
+        return "📣", _clip(f"task {status}: {what}".strip())
+    if subtype == "background_tasks_changed":
+        tasks = data.get("tasks")
+        count = len(tasks) if isinstance(tasks, list) else data.get("count")
+        return "⏳", f"background tasks: {count if count is not None else '?'} open"
+    if subtype == "permission_denied":
+        tool = data.get("tool_name") or data.get("tool") or "?"
+        return "🚫", _clip(f"tool not allowed: {tool} {_tool_detail(tool, data.get('tool_input'))}")
+    return None
+
+
+def _rate_limit(info: Any) -> tuple[str, str]:
+    if not isinstance(info, dict):
+        return "⏱️", "rate limit event"
+    status = info.get("status") or "?"
+    kind = info.get("rateLimitType") or ""
+    resets = _number(info.get("resetsAt"))
+    when = ""
+    if resets is not None:
+        from datetime import datetime
+
+        when = " · resets " + datetime.fromtimestamp(resets).strftime("%H:%M")
+    if status == "rejected":
+        return "⛔", f"usage limit{' (' + str(kind) + ')' if kind else ''} reached{when}"
+    return "⏱️", f"rate limit {status}{' (' + str(kind) + ')' if kind else ''}{when}"
 
 
 def _assistant(data: dict[str, Any]) -> tuple[str, str]:

@@ -69,6 +69,21 @@ def execute(
     model: str | None = typer.Option(None, "--model", help="Model name passed to Claude Code."),
     max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Turn limit."),
     after: int | None = typer.Option(None, "--after", help="Start after this run completes."),
+    max_budget_usd: float | None = typer.Option(
+        None, "--max-budget-usd", min=0.0, help="Stop the run once it has cost this much (USD)."
+    ),
+    wait_limit: bool = typer.Option(
+        True,
+        "--wait-limit/--no-wait-limit",
+        help="On a usage limit, wait for its reset and resume the session (default), or fail.",
+    ),
+    retries: int = typer.Option(
+        0,
+        "--retries",
+        min=0,
+        max=20,
+        help="Retry an overloaded / server-error / rate-limited ending this many times.",
+    ),
 ) -> None:
     """Execute a document with Claude Code, supervised; foreground unless --background."""
     tool_list = None
@@ -85,6 +100,9 @@ def execute(
         model=model,
         max_turns=max_turns,
         after_id=after,
+        max_budget_usd=max_budget_usd,
+        wait_limit=wait_limit,
+        retries=retries,
     )
     with open_service() as service:
         execution = service.start_execution(doc_id, options)

@@ -1,5 +1,6 @@
 """`emdx exec`: list, show, follow, stats and stop executions."""
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -387,16 +388,15 @@ def exec_monitor(
 
     import time
 
+    # Ctrl-C is how a monitor ends, at any moment (also while its first screen is drawn).
     with (
+        contextlib.suppress(KeyboardInterrupt),
         open_service(sweep="exec monitor") as service,
         Live(render(service), auto_refresh=False) as live,
     ):
-        try:
-            while True:
-                time.sleep(interval)
-                live.update(render(service), refresh=True)
-        except KeyboardInterrupt:
-            pass
+        while True:
+            time.sleep(interval)
+            live.update(render(service), refresh=True)
 
 
 @app.command("retry")

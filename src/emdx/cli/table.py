@@ -23,6 +23,7 @@ _COLOURS = {
     "yellow": "33",
     "cyan": "36",
     "magenta": "35",
+    "blue": "34",
     "dim": "2",
     "bold": "1",
 }

@@ -48,6 +48,14 @@ def after_run(argv: list[str]) -> None:
             print(f"emdx runner: after the run: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-code = main(sys.argv[1:], _early)
+def queue_pass(store: object) -> None:
+    from emdx.service.scheduler import fill_slots
+    from emdx.store import Store
+
+    if isinstance(store, Store):
+        fill_slots(store)
+
+
+code = main(sys.argv[1:], _early, queue_pass)
 after_run(sys.argv[1:])
 sys.exit(code)

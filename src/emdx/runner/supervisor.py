@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +26,14 @@ from typing import Any
 
 from emdx import agent, paths, settings, smart, system
 from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
-from emdx.agent.stream import Progress, StreamEvent, line_max_bytes, parse_line
+from emdx.agent.progress import Banked, Progress
+from emdx.agent.stream import StreamEvent, line_max_bytes, parse_line
 from emdx.agent.summary import summarize
 from emdx.errors import EmdxError, StoreError
 from emdx.masking import Masker, MaskingStream
-from emdx.models import ExecType, Execution, ExecutionStatus, Reason, now_iso, to_iso
+from emdx.models import Execution, ExecutionStatus, Reason, now_iso, to_iso
 from emdx.runlog import LogWriter
+from emdx.runner import policy
 from emdx.runner.agent_process import AgentProcess
 from emdx.runner.watchdog import Alarm, Limits, Readings, due
 from emdx.runner.writer import RowWriter
@@ -73,8 +76,12 @@ class Supervisor:
         execution: Execution,
         early_signals: list[int] | None = None,
         masker: Masker | None = None,
+        on_resume: Callable[[Store], object] | None = None,
     ) -> None:
         assert execution.run_key is not None
+        # What the entry point does when a wait ends (the queue pass: runs held while a usage
+        # limit was active may start now); the service lives above this layer.
+        self.on_resume = on_resume
         self.early_signals = early_signals if early_signals is not None else []
         self.masker = masker if masker is not None else Masker.from_env(os.environ)
         self.store = store
@@ -92,7 +99,9 @@ class Supervisor:
         self.watch = Watch()
         self.agent: AgentProcess | None = None
         self.stderr_lines = 0
-        self.cost_offset = self._earlier_session_cost() if self.options.resume_session else 0.0
+        self.banked = Banked()
+        self.last = self.progress
+        self.attempt = execution.attempt
         self.writer = RowWriter(
             store.path, self.id, self.key, self.heartbeat_s, self.uptime, self.note
         )
@@ -100,27 +109,6 @@ class Supervisor:
     def uptime(self) -> float:
         """Seconds since this process started, on the boot clock (what readers compare)."""
         return system.boot_clock() - (self.started_at or 0.0)
-
-    def _earlier_session_cost(self) -> float:
-        """Cost already recorded for the session this run resumes: Claude Code reports the
-        session's running total, and every earlier run of it (the chain of parents, and other
-        resumes of the same session) has recorded its own share."""
-        earlier: dict[int, float] = {}
-        parent_id = self.execution.parent_execution_id
-        while parent_id is not None and parent_id not in earlier:
-            try:
-                parent = self.store.executions.get(parent_id)
-            except EmdxError:
-                break
-            earlier[parent.id] = parent.cost_usd or 0.0
-            if parent.exec_type != ExecType.RESUME.value:
-                break
-            parent_id = parent.parent_execution_id
-        if self.options.resume_session:
-            for row in self.store.executions.by_session(self.options.resume_session):
-                if row.id != self.id and row.status.is_final:
-                    earlier[row.id] = row.cost_usd or 0.0
-        return sum(earlier.values())
 
     # -- logging --------------------------------------------------------------------------
 
@@ -161,7 +149,7 @@ class Supervisor:
         self.note(f"supervisor {me} started ({'subreaper' if subreaper else 'no subreaper'})")
         self.writer.start()
         try:
-            outcome = self._attempt()
+            outcome = self._supervise()
         finally:
             self._cleanup_descendants()
             left = self.writer.stop()
@@ -192,26 +180,127 @@ class Supervisor:
         if self.watch.stop_signal is None:
             self.watch.stop_signal = signum
 
-    # -- the agent ------------------------------------------------------------------------
+    # -- attempts -------------------------------------------------------------------------
 
-    def _attempt(self) -> Outcome:
-        """One run of the agent, from spawn to its decided outcome."""
-        binary = agent.resolve_binary()
-        if binary is None:
-            self.note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
-            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
+    def _supervise(self) -> Outcome:
+        """Agent processes until one ends for good: after a usage limit (unless --no-wait-limit)
+        or a transient failure (--retries), wait — heartbeating, no agent — then resume the
+        session in the same directory, in this same execution."""
         try:
             prompt = paths.prompt_path(self.key).read_bytes()
         except OSError as exc:
             self.note(f"cannot read the prompt: {exc}", "error", "❌")
             return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        resume = self.options.resume_session
+        waited = 0.0
+        retries = 0
+        while True:
+            outcome = self._attempt(prompt, resume)
+            limit = self.progress.usage_limit
+            # Its counts move into the run's totals; the next process starts from zero.
+            self.banked = self.banked.plus(self.progress)
+            self.last = self.progress
+            self.progress = Progress()
+            if outcome.reason == Reason.USAGE_LIMIT and limit and limit.resets_at is not None:
+                self.writer.progress(resets_at=_iso(limit.resets_at))
+            if self.watch.stop_signal is not None:
+                return outcome
+            wait = policy.next_wait(
+                outcome,
+                self.options,
+                limit,
+                now=time.time(),
+                waited_s=waited,
+                retries_done=retries,
+                max_wait_s=settings.max_limit_wait(),
+                jitter_s=settings.limit_jitter(),
+                backoff_s=settings.retry_backoff(),
+            )
+            if wait is None:
+                if outcome.reason == Reason.USAGE_LIMIT and self.options.wait_limit:
+                    self.note(
+                        "usage limit: not waiting (no reset time, or past the most a run "
+                        "may wait in all)",
+                        "warning",
+                        "⏳",
+                    )
+                return outcome
+            if wait.reason == "retry_backoff":
+                retries += 1
+            began = time.time()
+            if not self._wait(wait):
+                return decide(None, None, killed=True)
+            waited += time.time() - began
+            resume = self.banked.session_id or resume
+            prompt = policy.CONTINUATION_PROMPT.format(why=wait.why).encode()
+
+    def _wait(self, wait: policy.Wait) -> bool:
+        """`waiting` until `wait.until` (the writer keeps heartbeating); False when a signal
+        stopped it (the run is then killed) or the row was finished from outside."""
+        until = _iso(wait.until)
+        moved = self.store.executions.transition(
+            self.id,
+            (ExecutionStatus.RUNNING,),
+            ExecutionStatus.WAITING,
+            key=self.key,
+            waiting_until=until,
+            waiting_reason=wait.reason,
+        )
+        if not moved:
+            return False
+        left = max(0.0, wait.until - time.time())
+        session = self.banked.session_id or "-"
+        self.note(
+            f"{wait.why}: waiting until {_local(wait.until)} ({_span(left)}), then resuming "
+            f"session {session} (attempt {self.attempt + 1})",
+            "warning",
+            "⏳",
+        )
+        while time.time() < wait.until:
+            if self.watch.stop_signal is not None:
+                name = signal.Signals(self.watch.stop_signal).name
+                self.note(f"received {name} while waiting: stopping", "warning", "🛑")
+                return False
+            time.sleep(min(0.2, max(0.0, wait.until - time.time())))
+        self.attempt += 1
+        moved = self.store.executions.transition(
+            self.id,
+            (ExecutionStatus.WAITING,),
+            ExecutionStatus.RUNNING,
+            key=self.key,
+            waiting_until=None,
+            waiting_reason=None,
+            attempt=self.attempt,
+        )
+        if moved:
+            self.note(f"resuming session {session} (attempt {self.attempt})", icon="▶️")
+            if self.on_resume is not None:
+                with contextlib.suppress(Exception):
+                    self.on_resume(self.store)
+        return moved
+
+    # -- the agent ------------------------------------------------------------------------
+
+    def _attempt(self, prompt: bytes, resume: str | None) -> Outcome:
+        """One run of the agent, from spawn to its decided outcome."""
+        self.progress = Progress()
+        self.watch.alarm = None
+        binary = agent.resolve_binary()
+        if binary is None:
+            self.note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
+            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
         workdir = self.execution.working_dir or str(paths.runs_dir())
         if not _is_real_dir(workdir):
             self.note(f"the working directory {workdir} is not a directory (a link?)", "error")
             return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
         tools = self.options.tools if self.options.tools is not None else agent.FULL_TOOLS
         argv = agent.build_argv(
-            binary, tools, self.options.model, self.options.max_turns, self.options.resume_session
+            binary,
+            tools,
+            self.options.model,
+            self.options.max_turns,
+            resume,
+            self.options.max_budget_usd,
         )
         if self.watch.stop_signal is not None:
             return decide(None, None, killed=True)
@@ -257,6 +346,7 @@ class Supervisor:
             stalled=self.watch.alarm is Alarm.STALLED,
             killed=self.watch.stop_signal is not None,
             needed_sigkill=proc.needed_sigkill,
+            usage_limit=self.progress.usage_limit is not None,
         )
 
     def _pump(self, proc: AgentProcess) -> None:
@@ -271,13 +361,17 @@ class Supervisor:
         readings = Readings(began=now, last_event=now)
         last_flush = now
         stopping = False
+        seen_results = 0
         while True:
             for line in proc.read(POLL_S):
                 if self._on_line(line):
                     readings.last_event = time.monotonic()
             now = time.monotonic()
-            if readings.result_at is None and self.progress.result is not None:
-                readings.result_at = now
+            # Another result (after background tasks) restarts the grace.
+            results = len(self.progress.results)
+            if results and results != seen_results:
+                readings.result_at, seen_results = now, results
+            readings.background_open = self.progress.background_open
             if now - last_flush >= 0.5:
                 self._flush_progress()
                 last_flush = now
@@ -365,10 +459,8 @@ class Supervisor:
         )
 
     def _row_progress(self) -> dict[str, Any]:
-        fields = self.progress.row_fields()
-        if fields["cost_usd"] is not None and self.cost_offset:
-            # A resumed session reports its whole history's cost; the row keeps this run's share.
-            fields["cost_usd"] = max(0.0, float(fields["cost_usd"]) - self.cost_offset)
+        running = self.progress if self.progress.event_count else self.last
+        fields = self.banked.row_fields(self.progress, self.attempt, running)
         if self.last_event_at is not None:
             fields["last_event_at"] = to_iso(datetime.fromtimestamp(self.last_event_at, UTC))
         return fields
@@ -426,7 +518,7 @@ class Supervisor:
             "reason": str(outcome.reason),
             "completed_at": now_iso(),
             "fields": fields,
-            "result": (self.progress.result or {}).get("result") if owes else None,
+            "result": self.last.result_text if owes else None,
         }
         try:
             data = json.dumps(record, ensure_ascii=False).encode("utf-8", "replace")
@@ -484,6 +576,20 @@ class Supervisor:
         return won
 
 
+def _iso(epoch: float) -> str:
+    return to_iso(datetime.fromtimestamp(epoch, UTC))
+
+
+def _local(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
+
+
+def _span(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def warn(message: str) -> None:
     """A line on our stderr (runner.err); never raises: that file may be on a full disk, and a
     failed print must not cost the run its final write."""
@@ -508,7 +614,11 @@ def _is_real_dir(path: str) -> bool:
         return False
 
 
-def main(argv: list[str], early_signals: list[int] | None = None) -> int:
+def main(
+    argv: list[str],
+    early_signals: list[int] | None = None,
+    on_resume: Callable[[Store], object] | None = None,
+) -> int:
     masker = Masker.from_env(os.environ)
     if masker:
         # Our stderr is logs/<key>.runner.err: tracebacks and notes quote exception texts.
@@ -531,7 +641,7 @@ def main(argv: list[str], early_signals: list[int] | None = None) -> int:
         # Killed while queued, or already finished: nothing to supervise.
         warn(f"emdx runner: execution {execution.id} is {execution.status.value}")
         return 0
-    supervisor = Supervisor(store, execution, early_signals, masker)
+    supervisor = Supervisor(store, execution, early_signals, masker, on_resume)
     try:
         return supervisor.run()
     except Exception as exc:

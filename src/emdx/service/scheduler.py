@@ -16,6 +16,7 @@ import os
 import stat
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from emdx import paths, settings, smart, system
@@ -28,7 +29,17 @@ from emdx.errors import (
     NotFoundError,
     StoreError,
 )
-from emdx.models import Document, ExecOptions, ExecType, Execution, ExecutionStatus, Reason
+from emdx.models import (
+    Document,
+    ExecOptions,
+    ExecType,
+    Execution,
+    ExecutionStatus,
+    Reason,
+    now_iso,
+    parse_time,
+    to_iso,
+)
 from emdx.service import preflight
 from emdx.store import Store
 from emdx.system import git, spawn
@@ -66,10 +77,39 @@ def run_environment(execution: Execution) -> dict[str, str]:
     return env
 
 
+def hold_reason(store: Store) -> str | None:
+    """Why new runs must not start now, if they must not: a usage limit is active (a run
+    waits for it to reset: starting others would only fail them), or today's spend reached
+    EMDX_DAILY_BUDGET_USD. Queued runs wait, and every view says why."""
+    limited = store.executions.usage_limit_until(now_iso())
+    if limited is not None:
+        return f"usage limit until {_local(limited)}"
+    budget = settings.daily_budget_usd()
+    if budget is not None:
+        spent = store.executions.spent_since(local_midnight())
+        if spent >= budget:
+            return f"daily budget ${budget:.2f} spent (${spent:.2f} today)"
+    return None
+
+
+def local_midnight() -> str:
+    """The start of today (local time) as an ISO-8601 UTC time: the daily budget's day."""
+    now = datetime.now().astimezone()
+    return to_iso(now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def _local(iso: str) -> str:
+    moment = parse_time(iso)
+    return moment.astimezone().strftime("%H:%M") if moment else iso
+
+
 def launch(store: Store, execution_id: int, from_status: ExecutionStatus) -> bool:
     """The one way a run starts: claim a slot (compare-and-set from `from_status`, under the
-    cap), spawn its supervisor, record it. False when no slot is free or the row moved on; a
-    spawn that fails ends the run failed/spawn_failed and raises."""
+    cap), spawn its supervisor, record it. False when no slot is free, new runs are held (see
+    `hold_reason`) or the row moved on; a spawn that fails ends the run failed/spawn_failed
+    and raises."""
+    if hold_reason(store) is not None:
+        return False
     claim = store.executions.claim_slot(execution_id, settings.max_parallel(), from_status)
     if claim != "claimed":
         return False
@@ -114,7 +154,7 @@ def fill_slots(store: Store) -> list[int]:
             if dependency is None or dependency.status is not ExecutionStatus.COMPLETED:
                 store.executions.finish(row.id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
                 continue
-        if store.executions.slots_in_use() >= cap:
+        if store.executions.slots_in_use() >= cap or hold_reason(store) is not None:
             break
         try:
             if launch(store, row.id, ExecutionStatus.QUEUED):

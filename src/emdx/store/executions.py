@@ -39,9 +39,22 @@ UPDATABLE = frozenset(
         "heartbeat_s",
         "uptime_s",
         "post_actions",
+        "resets_at",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "claude_code_version",
+        "details",
     }
 )
-TRANSITION_FIELDS = UPDATABLE | {"reason", "exit_code", "started_at", "completed_at"}
+TRANSITION_FIELDS = UPDATABLE | {
+    "reason",
+    "exit_code",
+    "started_at",
+    "completed_at",
+    "waiting_until",
+    "waiting_reason",
+    "attempt",
+}
 Claim = Literal["claimed", "full", "gone"]
 
 
@@ -96,7 +109,32 @@ def _execution(row: sqlite3.Row) -> Execution:
         heartbeat_s=row["heartbeat_s"],
         uptime_s=row["uptime_s"],
         post_actions=row["post_actions"],
+        waiting_until=row["waiting_until"],
+        waiting_reason=row["waiting_reason"],
+        resets_at=row["resets_at"],
+        attempt=row["attempt"] or 1,
+        cache_read_tokens=row["cache_read_tokens"],
+        cache_creation_tokens=row["cache_creation_tokens"],
+        claude_code_version=row["claude_code_version"],
+        details=_details(row["details"]),
     )
+
+
+def _details(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values as SQLite takes them: `details` as JSON text."""
+    if isinstance(fields.get("details"), dict):
+        fields = {**fields, "details": json.dumps(fields["details"], ensure_ascii=False)}
+    return fields
 
 
 def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
@@ -207,6 +245,7 @@ class ExecutionStore:
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
+        fields = _encoded(fields)
         assignments = ", ".join(f"{name} = ?" for name in fields)
         where, params = _where(execution_id, key)
         if only_supervised:
@@ -239,6 +278,7 @@ class ExecutionStore:
             raise ValueError(f"not settable: {sorted(unknown)}")
         if to_status.is_final:
             fields.setdefault("completed_at", now_iso())
+        fields = _encoded(fields)
         columns = ["status = ?", *(f"{name} = ?" for name in fields)]
         marks = ",".join("?" * len(from_statuses))
         where, params = _where(execution_id, key)
@@ -329,6 +369,22 @@ class ExecutionStore:
                 (now_iso(), execution_id, from_status.value),
             )
             return "claimed" if cur.rowcount == 1 else "gone"
+
+    def usage_limit_until(self, now: str) -> str | None:
+        """The latest reset time of a usage limit a run is waiting out, if one is active."""
+        row = self._conn.execute(
+            "SELECT MAX(waiting_until) FROM executions WHERE status = 'waiting' "
+            "AND waiting_reason = 'usage_limit' AND waiting_until > ?",
+            (now,),
+        ).fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def spent_since(self, since: str) -> float:
+        """The cost of the runs created since `since` (ISO-8601 UTC)."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM executions WHERE created_at >= ?", (since,)
+        ).fetchone()
+        return float(row[0] or 0.0)
 
     def slots_in_use(self) -> int:
         return int(

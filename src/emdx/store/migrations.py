@@ -316,6 +316,25 @@ def m009_crash_safe_runs(conn: sqlite3.Connection) -> None:
     )
 
 
+def m010_agent_fidelity(conn: sqlite3.Connection) -> None:
+    """Waiting (usage limits, retry backoff), attempts, cache tokens, the CLI's version and the
+    details that explain an ending (JSON)."""
+    _run(
+        conn,
+        "ALTER TABLE executions ADD COLUMN waiting_until TEXT",
+        "ALTER TABLE executions ADD COLUMN waiting_reason TEXT",
+        "ALTER TABLE executions ADD COLUMN resets_at TEXT",
+        "ALTER TABLE executions ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE executions ADD COLUMN cache_read_tokens INTEGER",
+        "ALTER TABLE executions ADD COLUMN cache_creation_tokens INTEGER",
+        "ALTER TABLE executions ADD COLUMN claude_code_version TEXT",
+        "ALTER TABLE executions ADD COLUMN details TEXT",
+        "UPDATE executions SET reason = 'max_turns' WHERE reason = 'error_max_turns'",
+        # Today's spend (the daily budget) is a sum over recently created rows.
+        "CREATE INDEX IF NOT EXISTS idx_executions_created ON executions(created_at)",
+    )
+
+
 MIGRATIONS: list[Step] = [
     m000_documents,
     m001_tags,
@@ -327,6 +346,7 @@ MIGRATIONS: list[Step] = [
     m007_supervised_executions,
     m008_execution_ownership,
     m009_crash_safe_runs,
+    m010_agent_fidelity,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1
