@@ -24,8 +24,54 @@ for _signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 
 import contextlib  # noqa: E402
 import os  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
-from emdx.runner.supervisor import main  # noqa: E402
+from emdx import system  # noqa: E402
+from emdx.errors import EmdxError  # noqa: E402
+from emdx.masking import Masker, MaskingStream  # noqa: E402
+from emdx.models import ExecutionStatus  # noqa: E402
+from emdx.runner.finish import warn  # noqa: E402
+from emdx.runner.supervisor import Supervisor  # noqa: E402
+from emdx.store import Store, open_store  # noqa: E402
+
+
+def main(
+    argv: list[str],
+    early_signals: list[int] | None = None,
+    on_resume: Callable[[Store], object] | None = None,
+) -> int:
+    masker = Masker.from_env(os.environ)
+    if masker:
+        # Our stderr is logs/<key>.runner.err: tracebacks and notes quote exception texts.
+        sys.stderr = MaskingStream(sys.stderr, masker)
+    if len(argv) != 1 or not argv[0].isdigit():
+        warn("usage: python -m emdx.runner EXECUTION_ID")
+        return 2
+    try:
+        store = open_store()
+        execution = store.executions.get(int(argv[0]))
+    except EmdxError as exc:
+        warn(f"emdx runner: {exc}")
+        return 1
+    key = os.environ.get(system.MARKER_KEY)
+    if key and execution.run_key != key:
+        # The id belongs to another run now (a restored backup handed it out again).
+        warn(f"emdx runner: execution {execution.id} is not run {key}")
+        return 1
+    if execution.status is not ExecutionStatus.RUNNING or execution.run_key is None:
+        # Killed while queued, or already finished: nothing to supervise.
+        warn(f"emdx runner: execution {execution.id} is {execution.status.value}")
+        return 0
+    supervisor = Supervisor(store, execution, early_signals, masker, on_resume)
+    try:
+        return supervisor.run()
+    except Exception as exc:
+        # A bug in emdx must still end the run, kill what it started and say why.
+        with contextlib.suppress(OSError, ValueError):
+            traceback.print_exc()
+        supervisor.abort(exc)
+        return 1
 
 
 def after_run(argv: list[str]) -> None:
@@ -34,9 +80,7 @@ def after_run(argv: list[str]) -> None:
     if len(argv) != 1 or not argv[0].isdigit():
         return
     try:
-        from emdx import system
         from emdx.service import repair
-        from emdx.store import open_store
 
         with open_store() as store:
             execution = store.executions.get(int(argv[0]))

@@ -11,12 +11,10 @@ Post-actions and the next queued run are the service's (see `emdx.runner.__main_
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import sys
+import stat
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,31 +24,24 @@ from typing import Any
 
 from emdx import agent, paths, settings, smart, system
 from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
-from emdx.agent.progress import Banked, Progress
-from emdx.agent.stream import StreamEvent, line_max_bytes, parse_line
-from emdx.agent.summary import summarize
-from emdx.errors import EmdxError, StoreError
-from emdx.masking import Masker, MaskingStream
+from emdx.agent.progress import Banked
+from emdx.agent.stream import line_max_bytes
+from emdx.masking import Masker
 from emdx.models import Execution, ExecutionStatus, Reason, now_iso, to_iso
 from emdx.runlog import LogWriter
 from emdx.runner import policy
 from emdx.runner.agent_process import AgentProcess
-from emdx.runner.watchdog import Alarm, Limits, Readings, due
+from emdx.runner.finish import record_outcome, warn
+from emdx.runner.output import AgentOutput
+from emdx.runner.watchdog import Alarm, Limits, Readings, alarm_text, background_ceiling, due
 from emdx.runner.writer import RowWriter
-from emdx.store import Store, open_store
-from emdx.store.connection import retry_transient
+from emdx.store import Store
 from emdx.system import git
 
-MAX_STDERR_LINES = 2000
-# Of each stderr line at most this much is kept (the rest is counted and dropped), and at most
-# STDERR_TEXT_CHARS of it shown: memory stays bounded whatever the agent prints.
+# Of each stderr line at most this much is kept (the rest is counted and dropped): memory stays
+# bounded whatever the agent prints.
 STDERR_LINE_MAX_BYTES = 64 * 1024
-STDERR_TEXT_CHARS = 4000
 POLL_S = 0.2
-# Claude Code waits for open background tasks up to CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS after
-# its result (default 10 min); past that plus this margin it is hung.
-DEFAULT_BG_CEILING_S = 600.0
-BG_CEILING_MARGIN_S = 60.0
 
 
 @dataclass
@@ -59,14 +50,6 @@ class Watch:
 
     stop_signal: int | None = None
     alarm: Alarm | None = None
-
-
-def background_ceiling(env: dict[str, str]) -> float:
-    try:
-        ceiling = float(env.get("CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS", "")) / 1000
-    except ValueError:
-        ceiling = DEFAULT_BG_CEILING_S
-    return (ceiling if ceiling > 0 else DEFAULT_BG_CEILING_S) + BG_CEILING_MARGIN_S
 
 
 class Supervisor:
@@ -94,13 +77,11 @@ class Supervisor:
         self.started_at = system.process_start_time(os.getpid())
         log_path = Path(execution.log_file) if execution.log_file else paths.run_log_path(self.key)
         self.log = LogWriter(log_path, masker=self.masker)
-        self.progress = Progress()
-        self.last_event_at: float | None = None
+        self.output = AgentOutput(self.log, self.masker)
         self.watch = Watch()
         self.agent: AgentProcess | None = None
-        self.stderr_lines = 0
         self.banked = Banked()
-        self.last = self.progress
+        self.last = self.output.progress
         self.attempt = execution.attempt
         self.writer = RowWriter(
             store.path, self.id, self.key, self.heartbeat_s, self.uptime, self.note
@@ -196,11 +177,10 @@ class Supervisor:
         retries = 0
         while True:
             outcome = self._attempt(prompt, resume)
-            limit = self.progress.usage_limit
+            limit = self.output.progress.usage_limit
             # Its counts move into the run's totals; the next process starts from zero.
-            self.banked = self.banked.plus(self.progress)
-            self.last = self.progress
-            self.progress = Progress()
+            self.last = self.output.restart()
+            self.banked = self.banked.plus(self.last)
             if outcome.reason == Reason.USAGE_LIMIT and limit and limit.resets_at is not None:
                 self.writer.progress(resets_at=_iso(limit.resets_at))
             if self.watch.stop_signal is not None:
@@ -283,7 +263,6 @@ class Supervisor:
 
     def _attempt(self, prompt: bytes, resume: str | None) -> Outcome:
         """One run of the agent, from spawn to its decided outcome."""
-        self.progress = Progress()
         self.watch.alarm = None
         binary = agent.resolve_binary()
         if binary is None:
@@ -311,7 +290,7 @@ class Supervisor:
             prompt,
             line_max_bytes(),
             min(STDERR_LINE_MAX_BYTES, line_max_bytes()),
-            self._on_stderr,
+            self.output.on_stderr,
         )
         try:
             pid, started = proc.start()
@@ -325,6 +304,7 @@ class Supervisor:
             self.note(f"cannot start the agent: {exc}", "error", "❌")
             return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
         self.agent = proc
+        self.output.agent_pid = pid
         self.writer.progress(urgent=True, agent_pid=pid, agent_started_at=started)
         self.note(f"agent {pid} started: {' '.join(argv[1:])}", icon="🤖")
         self._pump(proc)
@@ -339,14 +319,15 @@ class Supervisor:
             )
         if self.watch.alarm is Alarm.HUNG_AFTER_RESULT:
             return Outcome(ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.HUNG_AFTER_RESULT)
+        progress = self.output.progress
         return decide(
             returncode,
-            self.progress.result,
+            progress.result,
             timed_out=self.watch.alarm is Alarm.TIMEOUT,
             stalled=self.watch.alarm is Alarm.STALLED,
             killed=self.watch.stop_signal is not None,
             needed_sigkill=proc.needed_sigkill,
-            usage_limit=self.progress.usage_limit is not None,
+            usage_limit=progress.usage_limit is not None,
         )
 
     def _pump(self, proc: AgentProcess) -> None:
@@ -355,7 +336,7 @@ class Supervisor:
             timeout_s=self.options.timeout_s,
             stall_s=self.options.stall_timeout_s,
             result_grace_s=settings.result_exit_grace(),
-            background_ceiling_s=background_ceiling(dict(os.environ)),
+            background_ceiling_s=background_ceiling(os.environ),
         )
         now = time.monotonic()
         readings = Readings(began=now, last_event=now)
@@ -364,14 +345,15 @@ class Supervisor:
         seen_results = 0
         while True:
             for line in proc.read(POLL_S):
-                if self._on_line(line):
+                if self.output.on_line(line):
                     readings.last_event = time.monotonic()
             now = time.monotonic()
+            progress = self.output.progress
             # Another result (after background tasks) restarts the grace.
-            results = len(self.progress.results)
+            results = len(progress.results)
             if results and results != seen_results:
                 readings.result_at, seen_results = now, results
-            readings.background_open = self.progress.background_open
+            readings.background_open = progress.background_open
             if now - last_flush >= 0.5:
                 self._flush_progress()
                 last_flush = now
@@ -388,10 +370,10 @@ class Supervisor:
                     continue
                 self.watch.alarm = alarm
                 self.note(
-                    _alarm_text(alarm, limits), "error", "⏰" if alarm is Alarm.TIMEOUT else "🧊"
+                    alarm_text(alarm, limits), "error", "⏰" if alarm is Alarm.TIMEOUT else "🧊"
                 )
             stopping = True
-            proc.terminate(self.kill_grace, self._on_line_quietly)
+            proc.terminate(self.kill_grace, self.output.on_line_quietly)
             if proc.needed_sigkill:
                 self.note(
                     f"agent ignored SIGTERM for {self.kill_grace:g}s: SIGKILL", "warning", "🔪"
@@ -400,69 +382,13 @@ class Supervisor:
             self.note(f"{proc.truncated} over-long output line(s) were cut", "warning", "✂️")
         self._flush_progress()
 
-    def _on_line(self, line: bytes) -> bool:
-        # Masked here, before anything reads the event: row fields and summaries too.
-        event = parse_line(line, self.masker)
-        if event is None:
-            return False
-        self.last_event_at = time.time()
-        self.progress.update(event)
-        self._log_event(event, line)
-        return True
-
-    def _on_line_quietly(self, line: bytes) -> None:
-        self._on_line(line)
-
-    def _log_event(self, event: StreamEvent, line: bytes) -> None:
-        icon, message = summarize(event)
-        level = "warning" if event.kind == "malformed" else "info"
-        if event.is_result and (event.data or {}).get("is_error") is not False:
-            level = "error"
-        type_ = event.kind if event.subtype is None else f"{event.kind}/{event.subtype}"
-        if event.is_result:
-            type_ = "result"
-        raw: object = None
-        raw_json: bytes | None = None
-        if event.data is None:
-            raw = event.text
-        elif event.masked:
-            raw = event.data
-        else:
-            # Valid JSON as printed, with nothing to mask: log its own text (the hot path).
-            raw_json = line
-        self.log.write(
-            type_,
-            message,
-            level=level,
-            source="agent",
-            pid=self.agent.pid if self.agent else None,
-            icon=icon,
-            raw=raw,
-            raw_json=raw_json,
-        )
-
-    def _on_stderr(self, raw: bytes, cut: bool) -> None:
-        """From the stderr thread: each line, masked before it is cut."""
-        self.stderr_lines += 1
-        if self.stderr_lines > MAX_STDERR_LINES:
-            return
-        text = raw.decode("utf-8", "replace").rstrip()
-        if not text:
-            return
-        self.log.write(
-            "stderr",
-            self.masker.mask_cut(text, STDERR_TEXT_CHARS, cut=cut),
-            level="warning",
-            source="agent-stderr",
-            pid=self.agent.pid if self.agent else None,
-            icon="🟧",
-        )
-
     def _row_progress(self) -> dict[str, Any]:
-        running = self.progress if self.progress.event_count else self.last
-        fields = self.banked.row_fields(self.progress, self.attempt, running)
-        if self.last_event_at is not None:
-            fields["last_event_at"] = to_iso(datetime.fromtimestamp(self.last_event_at, UTC))
+        current = self.output.progress
+        explained_by = current if current.event_count else self.last
+        fields = self.banked.row_fields(current, self.attempt, explained_by)
+        if self.output.last_event_at is not None:
+            moment = datetime.fromtimestamp(self.output.last_event_at, UTC)
+            fields["last_event_at"] = to_iso(moment)
         return fields
 
     def _flush_progress(self) -> None:
@@ -503,77 +429,20 @@ class Supervisor:
         )
 
     def _finish(self, outcome: Outcome, left: dict[str, Any]) -> bool:
-        """The outcome to its side file first (fsync'd: a later command finishes the row from
-        it if we cannot), then the final state, retried through locks and a full disk."""
+        """The final state (see `finish.record_outcome`); a completed smart run owes its
+        post-actions, which the entry point applies right after."""
         fields = {**left, **self._row_progress()}
         owes = outcome.status is ExecutionStatus.COMPLETED and smart.has_post_actions(
             self.execution.exec_type
         )
         if owes:
             fields["post_actions"] = "pending"
-        record = {
-            "run_key": self.key,
-            "status": outcome.status.value,
-            "exit_code": outcome.exit_code,
-            "reason": str(outcome.reason),
-            "completed_at": now_iso(),
-            "fields": fields,
-            "result": self.last.result_text if owes else None,
-        }
-        try:
-            data = json.dumps(record, ensure_ascii=False).encode("utf-8", "replace")
-            paths.write_private(paths.final_path(self.key), data, sync=True)
-        except (OSError, EmdxError) as exc:
-            self.note(f"could not write the outcome file: {exc}", "warning", "💾")
-            warn(f"emdx runner: could not write the outcome file: {exc}")
+        result = self.last.result_text if owes else None
 
-        def write() -> bool:
-            return self.store.executions.finish(
-                self.id,
-                outcome.status,
-                outcome.exit_code,
-                str(outcome.reason),
-                key=self.key,
-                completed_at=record["completed_at"],
-                **fields,
-            )
+        def note(message: str, level: str, icon: str) -> None:
+            self.note(message, level, icon)
 
-        failures: list[str] = []
-
-        def retrying(exc: StoreError) -> None:
-            if not failures:
-                self.note(f"final write failed (retrying): {exc}", "warning", "💾")
-                warn(f"emdx runner: final write failed (retrying): {exc}")
-            failures.append(str(exc))
-
-        try:
-            won = retry_transient(write, settings.final_write_deadline(), on_retry=retrying)
-        except StoreError as exc:
-            message = (
-                f"could not record the final state: {exc}; it is in "
-                f"{paths.final_path(self.key)} and the next emdx command records it"
-            )
-            self.note(message, "error", "❌")
-            warn(f"emdx runner: {message}")
-            return False
-        if won:
-            self.note(
-                f"finished: {outcome.status.value}, exit {outcome.exit_code}, "
-                f"reason {outcome.reason}",
-                icon="🏁",
-            )
-        else:
-            current = self.store.executions.by_key(self.key)
-            if current is None:
-                message = (
-                    f"execution {self.id} now belongs to another run (a restored backup?): "
-                    f"not recording into it; the outcome is in {paths.final_path(self.key)}"
-                )
-                self.note(message, "error", "❌")
-                warn(f"emdx runner: {message}")
-            else:
-                self.note(f"final state was already recorded ({current.status.value}); kept")
-        return won
+        return record_outcome(self.store, self.id, self.key, outcome, fields, result, note)
 
 
 def _iso(epoch: float) -> str:
@@ -590,63 +459,8 @@ def _span(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def warn(message: str) -> None:
-    """A line on our stderr (runner.err); never raises: that file may be on a full disk, and a
-    failed print must not cost the run its final write."""
-    with contextlib.suppress(OSError, ValueError):
-        print(message, file=sys.stderr, flush=True)
-
-
-def _alarm_text(alarm: Alarm, limits: Limits) -> str:
-    if alarm is Alarm.TIMEOUT:
-        return f"wall-clock timeout of {limits.timeout_s:g}s reached"
-    if alarm is Alarm.STALLED:
-        return f"no agent event for {limits.stall_s:g}s: stalled"
-    return f"agent did not exit {limits.result_grace_s:g}s after its result"
-
-
 def _is_real_dir(path: str) -> bool:
-    import stat
-
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
-
-
-def main(
-    argv: list[str],
-    early_signals: list[int] | None = None,
-    on_resume: Callable[[Store], object] | None = None,
-) -> int:
-    masker = Masker.from_env(os.environ)
-    if masker:
-        # Our stderr is logs/<key>.runner.err: tracebacks and notes quote exception texts.
-        sys.stderr = MaskingStream(sys.stderr, masker)
-    if len(argv) != 1 or not argv[0].isdigit():
-        warn("usage: python -m emdx.runner EXECUTION_ID")
-        return 2
-    try:
-        store = open_store()
-        execution = store.executions.get(int(argv[0]))
-    except EmdxError as exc:
-        warn(f"emdx runner: {exc}")
-        return 1
-    key = os.environ.get(system.MARKER_KEY)
-    if key and execution.run_key != key:
-        # The id belongs to another run now (a restored backup handed it out again).
-        warn(f"emdx runner: execution {execution.id} is not run {key}")
-        return 1
-    if execution.status is not ExecutionStatus.RUNNING or execution.run_key is None:
-        # Killed while queued, or already finished: nothing to supervise.
-        warn(f"emdx runner: execution {execution.id} is {execution.status.value}")
-        return 0
-    supervisor = Supervisor(store, execution, early_signals, masker, on_resume)
-    try:
-        return supervisor.run()
-    except Exception as exc:
-        # A bug in emdx must still end the run, kill what it started and say why.
-        with contextlib.suppress(OSError, ValueError):
-            traceback.print_exc()
-        supervisor.abort(exc)
-        return 1

@@ -4,7 +4,13 @@ clock): the wall-clock timeout, the stall watchdog, and the grace after a result
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+# Claude Code waits for open background tasks up to CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS after
+# its result (default 10 min); past that plus this margin it is hung.
+DEFAULT_BG_CEILING_S = 600.0
+BG_CEILING_MARGIN_S = 60.0
 
 
 class Alarm(enum.Enum):
@@ -51,3 +57,20 @@ def due(limits: Limits, readings: Readings, now: float) -> Alarm | None:
         if now - readings.result_at >= grace:
             return Alarm.HUNG_AFTER_RESULT
     return None
+
+
+def background_ceiling(env: Mapping[str, str]) -> float:
+    """How long after a result an agent with background tasks open may stay."""
+    try:
+        ceiling = float(env.get("CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS", "")) / 1000
+    except ValueError:
+        ceiling = DEFAULT_BG_CEILING_S
+    return (ceiling if ceiling > 0 else DEFAULT_BG_CEILING_S) + BG_CEILING_MARGIN_S
+
+
+def alarm_text(alarm: Alarm, limits: Limits) -> str:
+    if alarm is Alarm.TIMEOUT:
+        return f"wall-clock timeout of {limits.timeout_s:g}s reached"
+    if alarm is Alarm.STALLED:
+        return f"no agent event for {limits.stall_s:g}s: stalled"
+    return f"agent did not exit {limits.result_grace_s:g}s after its result"
