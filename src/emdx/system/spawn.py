@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from emdx import paths
-from emdx.system import process_start_time
+from emdx.system.process import process_start_time
 
 
 def supervisor(
