@@ -8,12 +8,13 @@ cut or encoded (DESIGN §8).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 MASK = "***"
 MIN_SECRET_CHARS = 8
@@ -91,10 +92,18 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
 
 def variants(secret: str) -> set[str]:
     """The forms a secret takes in text emdx handles: as is, JSON-escaped (with and without
-    non-ASCII escaped), `/` as `\\/`; and as undecodable bytes read back with replacement."""
-    forms = {secret, json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]}
+    non-ASCII escaped, and escaped twice: JSON text inside a JSON string, as secret managers
+    print it), `/` as `\\/`, URL-encoded (`%2F`, `+` for spaces), base64 (alone, or with the
+    newline `echo` adds); and as undecodable bytes read back with replacement."""
+    once = {json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]}
+    twice = {json.dumps(form, ensure_ascii=False)[1:-1] for form in once}
+    forms = {secret, *once, *twice}
     forms |= {form.replace("/", "\\/") for form in forms}
     raw = _encode(secret)
+    forms |= {quote(raw, safe=""), quote_plus(raw, safe=""), quote(raw, safe="/")}
+    for data in (raw, raw + b"\n"):
+        encoded = base64.b64encode(data).decode()
+        forms |= {encoded, encoded.rstrip("="), base64.urlsafe_b64encode(data).decode()}
     forms.add(raw.decode("utf-8", "replace"))
     return {form for form in forms if form}
 
@@ -118,7 +127,10 @@ class Masker:
                 forms |= variants(secret)
         # Longest first: a secret that contains another is replaced whole.
         self.variants: tuple[str, ...] = tuple(sorted(forms, key=lambda f: (-len(f), f)))
-        self._bytes = tuple(dict.fromkeys(_encode(form) for form in self.variants))
+        # What the gate looks for in an encoded line: each variant as it decodes, and as the
+        # line's own JSON escaping writes it (a variant is looked for in decoded strings).
+        gate = [*self.variants, *(json.dumps(form, ensure_ascii=False)[1:-1] for form in forms)]
+        self._bytes = tuple(dict.fromkeys(_encode(form) for form in gate))
         # `\/` only hides a secret that holds a `/`.
         has_slash = any("/" in form for form in self.variants)
         self._escape = (_UNICODE_OR_SLASH_ESCAPE if has_slash else _UNICODE_ESCAPE).search

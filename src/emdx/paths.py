@@ -66,6 +66,14 @@ def env_path(run_key: str) -> Path:
     return run_file(run_key, "env.json")
 
 
+def forget_environment(run_key: str | None) -> None:
+    """Delete a run's captured environment (it holds its secrets) once the run has ended, how
+    ever it ended: by its supervisor, a kill, a repair, a failed dependency or spawn."""
+    if run_key:
+        with contextlib.suppress(OSError):
+            env_path(run_key).unlink()
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700; tighten it if it already exists. A symbolic
     link is never followed, nor chmodded through (see `private_dir`)."""

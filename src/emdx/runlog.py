@@ -242,7 +242,9 @@ def _decoded(raw_json: bytes) -> Any:
 def parse_entry(line: bytes | str) -> dict[str, Any] | None:
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # A line an agent appended to its own log (nested deeper than the parser goes) is not
+        # an entry; readers skip it.
         return None
     return data if isinstance(data, dict) else None
 

@@ -208,4 +208,5 @@ def test_git_is_only_run_through_the_helper() -> None:
         text=True,
         check=True,
     )
-    assert "core.fsmonitor=false" in done.stdout and "core.hooksPath=/dev/null" in done.stdout
+    assert "('core.fsmonitor', 'false')" in done.stdout
+    assert "('core.hooksPath', '/dev/null')" in done.stdout

@@ -138,8 +138,7 @@ class Supervisor:
         self._finish(outcome, left)
         if self.execution.repo and self.execution.branch and self.execution.working_dir:
             git.unlock_worktree(Path(self.execution.repo), Path(self.execution.working_dir))
-        with contextlib.suppress(OSError):
-            paths.env_path(self.key).unlink()  # secrets at rest no longer than needed
+        paths.forget_environment(self.key)  # secrets at rest no longer than needed
         self.log.close()
         system.reap_children()
         return outcome.exit_code
@@ -156,6 +155,7 @@ class Supervisor:
             self.writer.stop(1.0)
         with contextlib.suppress(Exception):
             self._finish(Outcome(ExecutionStatus.FAILED, 1, Reason.SUPERVISOR_ERROR), {})
+        paths.forget_environment(self.key)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.watch.stop_signal is None:

@@ -133,9 +133,51 @@ def processes(store: Store, dry_run: bool = False) -> list[Action]:
         if ex.run_key:
             handled.add(ex.run_key)
     actions += _orphans(store, dry_run, skip=handled)
+    actions += _stale_environments(store, dry_run)
     if not dry_run:
         # Owed post-actions and the queue pass, as every command that looks at runs does.
         repair.sweep(store, "`emdx cleanup processes`")
+    return actions
+
+
+# A start writes the environment file before its row can be read as prepared: younger files
+# may belong to a start still in progress.
+STALE_ENV_MIN_AGE_S = 60.0
+
+
+def _stale_environments(store: Store, dry_run: bool) -> list[Action]:
+    """Captured environments (they hold the secrets of the runs' callers) of runs that are no
+    longer active, or that no row knows: removed."""
+    logs = paths.logs_dir()
+    if not os.path.isdir(logs) or os.path.islink(logs):
+        return []
+    actions = []
+    now = time.time()
+    with os.scandir(logs) as listing:
+        found = [entry for entry in listing if entry.name.endswith(".env.json")]
+    for entry in sorted(found, key=lambda e: e.name):
+        key = entry.name[: -len(".env.json")]
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if now - info.st_mtime < STALE_ENV_MIN_AGE_S:
+            continue
+        row = store.executions.by_key(key)
+        if row is not None and row.status.is_active:
+            continue
+        label = "no such execution" if row is None else f"execution #{row.id} is {row.status.value}"
+        if dry_run:
+            actions.append(
+                Action("file", entry.name, f"captured environment ({label})", "would do")
+            )
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError as exc:
+            actions.append(Action("file", entry.name, f"captured environment: {exc}", "failed"))
+            continue
+        actions.append(Action("file", entry.name, f"captured environment ({label})", "done"))
     return actions
 
 
@@ -219,6 +261,22 @@ def _remove_run_dir(path: Path, runs: Path, rows: list[Execution], repos: list[P
     return None
 
 
+def _unsaved_work(path: Path, rows: list[Execution], repos: list[Path]) -> str | None:
+    """Why a worktree must not be removed without --force, if it must not: uncommitted
+    changes, or a `.git` that no longer points into its repository (so git cannot tell)."""
+    repo = next((Path(row.repo) for row in rows if row.repo and row.branch), None)
+    if repo is None:
+        repo = next((r for r in repos if git.admin_dir(r, path) is not None), None)
+    if repo is None:
+        return None  # not a worktree of a repository this home knows: a plain directory
+    dirty = git.is_dirty(repo, path)
+    if dirty is None:
+        return "its .git does not point into its repository: `emdx cleanup branches --force`"
+    if dirty:
+        return "uncommitted changes: `emdx cleanup branches --force` removes them"
+    return None
+
+
 def dirs(store: Store, older_than_s: float = 7 * 86400.0, dry_run: bool = False) -> list[Action]:
     """Run directories (and worktrees) of runs finished more than `older_than_s` ago, and
     directories no row knows; never one of an active run, never through a symbolic link."""
@@ -269,6 +327,11 @@ def dirs(store: Store, older_than_s: float = 7 * 86400.0, dry_run: bool = False)
             detail = "no execution row"
         worktree = any(row.branch for row in rows or []) or os.path.lexists(path / ".git")
         kind = "worktree" if worktree else "dir"
+        unsaved = _unsaved_work(path, rows or [], repos) if worktree else None
+        if unsaved is not None:
+            # Uncommitted work is the user's to keep or throw away, knowingly.
+            actions.append(Action(kind, str(path), f"{detail}; {unsaved}", "kept"))
+            continue
         if dry_run:
             actions.append(Action(kind, str(path), detail, "would do"))
             continue
@@ -317,6 +380,8 @@ def branch_report(store: Store, repo: Path, dry_run: bool = True) -> tuple[str, 
             and os.path.realpath(candidate.repo) == str(repo)
         ):
             owned[candidate.branch] = candidate
+    # A name can outlive its branch: deleted by hand, then made again by another home's run.
+    owned = {name: row for name, row in owned.items() if git.branch_mark(repo, name) == row.run_key}
     active = {name for name, owner in owned.items() if owner.status.is_active}
     infos = []
     for name in listing.out.splitlines():

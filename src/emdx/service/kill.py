@@ -7,7 +7,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from emdx import runlog, settings, system
+from emdx import paths, runlog, settings, system
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
 from emdx.models import Execution, ExecutionStatus, Reason
 from emdx.store import Store
@@ -56,6 +56,7 @@ def finish_from_outside(
     finishes at the same moment wins cleanly), and say so in the run's log."""
     won = store.executions.finish(execution.id, status, exit_code, reason, key=execution.run_key)
     if won:
+        paths.forget_environment(execution.run_key)
         runlog.append_note(
             execution.log_file, f"{why}: {status.value} (exit {exit_code}, {reason})", "🛑"
         )

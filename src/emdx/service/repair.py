@@ -38,18 +38,69 @@ class SweepReport:
         return lines
 
 
+# What an outcome file may set besides the final state: the supervisor's progress columns.
+_OUTCOME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "session_id": str,
+    "model": str,
+    "claude_code_version": str,
+    "num_turns": int,
+    "cost_usd": (int, float),
+    "input_tokens": int,
+    "output_tokens": int,
+    "cache_read_tokens": int,
+    "cache_creation_tokens": int,
+    "event_count": int,
+    "malformed_count": int,
+    "last_event_at": str,
+    "resets_at": str,
+    "agent_pid": int,
+    "agent_started_at": (int, float),
+    "post_actions": str,
+    "details": dict,
+}
+
+
 def read_outcome(execution: Execution) -> dict[str, Any] | None:
-    """The outcome a supervisor wrote before its final write (None if it wrote none, or it is
-    another run's)."""
+    """The outcome a supervisor wrote before its final write, checked field by field (the file
+    lies in EMDX_HOME, where an agent can write too): None if there is none, it is another run's,
+    or it is not what a supervisor writes."""
     if not execution.run_key:
         return None
     try:
-        data = json.loads(paths.final_path(execution.run_key).read_bytes())
-    except (OSError, ValueError):
+        with paths.final_path(execution.run_key).open("rb") as handle:
+            data = json.loads(handle.read(4 * 1024 * 1024))
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("run_key") != execution.run_key:
         return None
-    return data
+    try:
+        status = ExecutionStatus(str(data.get("status")))
+    except ValueError:
+        return None
+    code, reason = data.get("exit_code"), data.get("reason")
+    if not status.is_final or not isinstance(code, int) or not isinstance(reason, str):
+        return None
+    fields = data.get("fields")
+    fields = fields if isinstance(fields, dict) else {}
+    kept = {
+        name: value
+        for name, value in fields.items()
+        if name in _OUTCOME_FIELDS
+        and (value is None or isinstance(value, _OUTCOME_FIELDS[name]))
+        and not isinstance(value, bool)
+    }
+    if kept.get("post_actions") not in (None, "pending"):
+        kept.pop("post_actions")
+    result = data.get("result")
+    completed = data.get("completed_at")
+    return {
+        "status": status.value,
+        "exit_code": code,
+        "reason": reason[:100],
+        "completed_at": completed if isinstance(completed, str) else None,
+        "fields": kept,
+        "result": result if isinstance(result, str) else None,
+    }
 
 
 def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
@@ -69,6 +120,7 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
             **fields,
         )
         if won:
+            paths.forget_environment(execution.run_key)
             runlog.append_note(
                 execution.log_file,
                 f"the supervisor died before recording its outcome; {who} recorded it from "

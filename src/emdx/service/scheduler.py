@@ -67,7 +67,7 @@ def run_environment(execution: Execution) -> dict[str, str]:
             data = json.loads(paths.env_path(execution.run_key).read_bytes())
             if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
                 env = {str(k): v for k, v in data.items()}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             env = None
     env = dict(os.environ) if env is None else env
     for name in (system.MARKER, system.MARKER_KEY, system.MARKER_DB):
@@ -125,6 +125,7 @@ def launch(store: Store, execution_id: int, from_status: ExecutionStatus) -> boo
         )
     except (OSError, EmdxError) as exc:
         store.executions.finish(execution_id, ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        paths.forget_environment(execution.run_key)
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StoreError(f"could not start the supervisor: {detail}") from exc
     # The supervisor records itself too; whichever write lands last carries the same values.
@@ -153,6 +154,7 @@ def fill_slots(store: Store) -> list[int]:
                 continue
             if dependency is None or dependency.status is not ExecutionStatus.COMPLETED:
                 store.executions.finish(row.id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
+                paths.forget_environment(row.run_key)
                 continue
         if store.executions.slots_in_use() >= cap or hold_reason(store) is not None:
             break
@@ -186,6 +188,16 @@ def discard(store: Store, execution_id: int, run_key: str) -> None:
     path = runs / run_key
     repo = Path(row.repo) if row is not None and row.repo else None
     branch = row.branch if row is not None and row.branch_created else None
+    if (
+        repo is not None
+        and branch is not None
+        and git.branch_mark(repo, branch)
+        not in (
+            None,
+            run_key,
+        )
+    ):
+        branch = None  # replaced since by a branch of the same name that is not this run's
     if repo is not None and branch is None:
         for tree in git.worktrees(repo):
             where = Path(tree.path)
@@ -335,6 +347,7 @@ class Scheduler:
         else:
             raise EnvironmentProblem(f"no free branch name for {base} in {repo}")
         self.store.executions.update(execution_id, branch=branch, branch_created=True)
+        git.mark_branch(repo, branch, run_key)
         # git made the directory through whatever `runs` was at that moment: it must be ours.
         info = os.lstat(path)
         if not stat.S_ISDIR(info.st_mode) or os.path.realpath(path.parent) != str(runs):
@@ -354,6 +367,7 @@ class Scheduler:
             dependency = executions.get(after_id)
             if dependency.status.is_final and dependency.status is not ExecutionStatus.COMPLETED:
                 executions.finish(execution_id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
+                paths.forget_environment(executions.get(execution_id).run_key)
                 return
             if dependency.status.is_active:
                 executions.transition(

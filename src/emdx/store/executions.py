@@ -63,7 +63,7 @@ def _execution(row: sqlite3.Row) -> Execution:
     if row["options"]:
         try:
             options = json.loads(row["options"])
-        except ValueError:
+        except (ValueError, RecursionError):
             options = None
     try:
         status = ExecutionStatus(row["status"])
@@ -125,7 +125,7 @@ def _details(text: str | None) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

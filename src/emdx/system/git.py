@@ -3,9 +3,9 @@
 A run's worktree, and the repository it shares its `.git` with, are written by an untrusted agent:
 it can plant `core.fsmonitor` or a filter driver (commands git runs on `status` and checkout), a
 `.git` file pointing at a directory of its own, or swap its directory for a symbolic link. So:
-- every call passes `SAFE_CONFIG` (which also reaches nested git processes, through
-  GIT_CONFIG_PARAMETERS) and runs without a shell, with the caller's GIT_* location variables
-  removed;
+- every call passes `SAFE_CONFIG` as GIT_CONFIG_KEY_n/VALUE_n (key and value apart: a name
+  holding `=` cannot be misread; nested git processes inherit them), runs without a shell, with
+  the caller's GIT_* location and config variables removed;
 - commands that read work-tree files (`status`, `worktree add`) also switch off every filter
   driver the configuration names;
 - git runs inside a worktree only with `--git-dir`/`--work-tree` pinned to the registered
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAFE_CONFIG = (
-    "core.fsmonitor=false",
-    "core.hooksPath=/dev/null",
-    "core.pager=cat",
-    "credential.helper=",
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", "/dev/null"),
+    ("core.pager", "cat"),
+    ("credential.helper", ""),
 )
 
 # Location variables would make git ignore the paths we pass; config variables carry settings
@@ -61,7 +61,11 @@ class GitResult:
     err: str
 
 
-def _env() -> dict[str, str]:
+def _env(settings: list[tuple[str, str]]) -> dict[str, str]:
+    """The caller's environment without its git location and config variables, with
+    `settings` given as GIT_CONFIG_KEY_n/VALUE_n: key and value apart, so a key holding `=`
+    (a filter driver named `x=y`) cannot be misread as `-c key=value` would be; nested git
+    processes (submodules) inherit them."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -70,6 +74,10 @@ def _env() -> dict[str, str]:
     env["GIT_TERMINAL_PROMPT"] = "0"
     # A read (status, a dry run) must not rewrite the index behind the user's back.
     env["GIT_OPTIONAL_LOCKS"] = "0"
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for index, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
 
 
@@ -87,29 +95,27 @@ def run(
     binary = shutil.which("git")
     if binary is None:
         return GitResult(False, "", "git is not installed")
-    argv = [binary]
-    for setting in SAFE_CONFIG:
-        argv += ["-c", setting]
+    settings = list(SAFE_CONFIG)
     if no_filters:
-        for setting in _filter_overrides(repo, git_dir):
-            argv += ["-c", setting]
+        settings += _filter_overrides(repo, git_dir)
+    argv = [binary]
     if repo is not None and git_dir is None:
         argv += ["-C", str(repo)]
     if git_dir is not None:
         argv.append(f"--git-dir={git_dir}")
     if work_tree is not None:
         argv.append(f"--work-tree={work_tree}")
-    return _run(argv + args, timeout)
+    return _run(argv + args, timeout, settings)
 
 
-def _run(argv: list[str], timeout: float) -> GitResult:
+def _run(argv: list[str], timeout: float, settings: list[tuple[str, str]]) -> GitResult:
     try:
         done = subprocess.run(
             argv,
             capture_output=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
-            env=_env(),
+            env=_env(settings),
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -119,29 +125,30 @@ def _run(argv: list[str], timeout: float) -> GitResult:
     return GitResult(done.returncode == 0, out.strip("\n"), err.strip())
 
 
-def _filter_overrides(repo: Path | str | None, git_dir: Path | None) -> list[str]:
+def _filter_overrides(repo: Path | str | None, git_dir: Path | None) -> list[tuple[str, str]]:
     """Settings that turn off every filter driver (`filter.<name>.clean/smudge/process`) the
     configuration defines: git runs them on files of the work tree, which the agent wrote."""
     binary = shutil.which("git")
     if binary is None:
         return []
     argv = [binary]
-    for setting in SAFE_CONFIG:
-        argv += ["-c", setting]
     if git_dir is not None:
         argv.append(f"--git-dir={git_dir}")
     elif repo is not None:
         argv += ["-C", str(repo)]
-    listing = _run([*argv, "config", "--null", "--name-only", "--get-regexp", r"^filter\."], 30)
+    pattern = r"^filter\."
+    query = [*argv, "config", "--null", "--name-only", "--get-regexp", pattern]
+    listing = _run(query, 30, list(SAFE_CONFIG))
     names = set()
     for key in listing.out.split("\0"):
-        parts = key.split(".")
-        if len(parts) >= 3:
-            names.add(".".join(parts[1:-1]))
+        # filter.<name>.<variable>: the name is everything between, dots and `=` included.
+        head, _, variable = key.rpartition(".")
+        if head.startswith("filter.") and variable:
+            names.add(head[len("filter.") :])
     settings = []
     for name in sorted(names):
-        settings += [f"filter.{name}.{k}=" for k in ("clean", "smudge", "process")]
-        settings.append(f"filter.{name}.required=false")
+        settings += [(f"filter.{name}.{k}", "") for k in ("clean", "smudge", "process")]
+        settings.append((f"filter.{name}.required", "false"))
     return settings
 
 
@@ -162,6 +169,22 @@ def common_dir(repo: Path) -> Path | None:
 
 def branch_exists(repo: Path, name: str) -> bool:
     return run(["rev-parse", "--verify", "--quiet", f"refs/heads/{name}"], repo).ok
+
+
+# A branch's config carries the key of the run that created it: deleting the branch (`branch -D`,
+# by emdx or by hand) drops it, so a name reused later (another home, a fresh database restarting
+# ids) never passes for the old run's branch.
+_MARK = "emdxrunkey"
+
+
+def mark_branch(repo: Path, name: str, run_key: str) -> bool:
+    return run(["config", f"branch.{name}.{_MARK}", run_key], repo).ok
+
+
+def branch_mark(repo: Path, name: str) -> str | None:
+    """The run key of the run that created `name`, if emdx created it (see `mark_branch`)."""
+    result = run(["config", "--get", f"branch.{name}.{_MARK}"], repo)
+    return result.out.strip() if result.ok and result.out.strip() else None
 
 
 def delete_branch(repo: Path, name: str) -> GitResult:
