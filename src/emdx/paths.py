@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import re
 import stat
 from pathlib import Path
 
@@ -170,13 +170,94 @@ def open_private(path: Path, flags: int) -> int:
 
 
 def remove_tree(path: Path, inside: Path) -> None:
-    """Delete the directory `path`, a direct child of `inside`, never following a link: not
-    `path` itself (refused), nor anything below it (shutil's fd-based rmtree)."""
+    """Delete the directory `path`, a direct child of `inside`, and everything in it, without
+    ever leaving it: no link is followed (links are unlinked), no mount point is crossed (a
+    filesystem mounted inside — a bind mount, sshfs — is refused and left untouched), every
+    directory is opened relative to its parent and checked to be the one listed, and the walk is
+    iterative with two descriptors open at most (a tree 100 000 deep is no problem)."""
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise EnvironmentProblem(f"{path} is not a directory (a link?); not removed")
     if path.name in ("", ".", "..") or os.path.realpath(path.parent) != os.path.realpath(inside):
         raise EnvironmentProblem(f"{path} is not inside {inside}; not removed")
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise EnvironmentProblem("this platform cannot remove directories without following links")
-    shutil.rmtree(path)
+    mounts = mounts_under(path)
+    if mounts:
+        raise EnvironmentProblem(
+            f"{path} holds a mount point ({mounts[0]}): unmount it first; not removed"
+        )
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    top = os.fstat(fd)
+    if not os.path.samestat(top, info):
+        os.close(fd)
+        raise EnvironmentProblem(f"{path} changed while it was being removed; not removed")
+    # From the top down to the directory being emptied: (name in its parent, device, inode).
+    chain: list[tuple[str, int, int]] = [("", top.st_dev, top.st_ino)]
+    try:
+        while True:
+            child = _empty_or_descend(fd, top.st_dev, path)
+            if child is not None:
+                name, child_fd, child_info = child
+                chain.append((name, child_info.st_dev, child_info.st_ino))
+                os.close(fd)
+                fd = child_fd
+                continue
+            if len(chain) == 1:
+                break
+            name, _, _ = chain.pop()
+            parent_fd = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent_fd
+            _, dev, ino = chain[-1]
+            here = os.fstat(fd)
+            if (here.st_dev, here.st_ino) != (dev, ino):
+                raise EnvironmentProblem(f"{path} was moved while it was being removed; stopped")
+            os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path` (from /proc/self/mountinfo; a bind mount of a directory
+    of the same filesystem shows nowhere else)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    root = os.path.realpath(path)
+    found = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        # Octal escapes for space, tab, newline and backslash.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == root or point.startswith(root.rstrip("/") + "/"):
+            found.append(point)
+    return found
+
+
+def _empty_or_descend(fd: int, device: int, top: Path) -> tuple[str, int, os.stat_result] | None:
+    """Unlink the non-directories in the directory `fd`; the first subdirectory found is
+    opened and returned (name, descriptor, stat) to descend into, None once it is empty."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            listed = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(listed.st_mode):
+                os.unlink(entry.name, dir_fd=fd)
+                continue
+            if listed.st_dev != device:
+                raise EnvironmentProblem(
+                    f"{top} holds a mount point ({entry.name}, another filesystem): unmount it; "
+                    "not removed"
+                )
+            child = os.open(entry.name, flags, dir_fd=fd)
+            opened = os.fstat(child)
+            if not os.path.samestat(opened, listed) or opened.st_dev != device:
+                os.close(child)
+                raise EnvironmentProblem(f"{top} changed while it was being removed; stopped")
+            return entry.name, child, opened
+    return None

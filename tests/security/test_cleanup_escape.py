@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from escape_helpers import (
     Runs,
     cleanup_env,
@@ -181,12 +182,32 @@ def test_cleanup_of_a_run_dir_never_escapes_through_links_inside_it(
     assert tree_digest(victim) == before
 
 
-def test_rmtree_used_for_cleanup_resists_symlink_attacks() -> None:
-    """The removal emdx relies on (shutil's fd-based rmtree) is the one that does not follow
-    links on this platform; if it ever is not, `paths.remove_tree` refuses to remove anything."""
-    import shutil
+def test_remove_tree_never_leaves_its_directory(tmp_path: Path) -> None:
+    """The one removal cleanup uses: links (to a directory, to a file, dangling) are unlinked,
+    never followed; a link or a file in place of the directory, or a path outside `inside`, is
+    refused and left as it is."""
+    from emdx.errors import EnvironmentProblem
 
-    assert shutil.rmtree.avoids_symlink_attacks, sys.platform
+    inside = tmp_path / "runs"
+    victim = victim_tree(tmp_path / "victim")
+    before = tree_digest(victim)
+    target = inside / "run"
+    (target / "a" / "b").mkdir(parents=True)
+    (target / "a" / "to-dir").symlink_to(victim)
+    (target / "a" / "b" / "to-file").symlink_to(victim / "precious.txt")
+    (target / "dangling").symlink_to(tmp_path / "nowhere")
+    (target / "file").write_text("x")
+    paths.remove_tree(target, inside)
+    assert not os.path.lexists(target) and tree_digest(victim) == before
+    link = inside / "link"
+    link.symlink_to(victim)
+    plain = inside / "plain"
+    plain.write_text("not a directory")
+    for refused, where in ((link, inside), (plain, inside), (victim, inside)):
+        with pytest.raises(EnvironmentProblem):
+            paths.remove_tree(refused, where)
+    assert link.is_symlink() and plain.read_text() == "not a directory"
+    assert tree_digest(victim) == before
 
 
 def test_git_is_only_run_through_the_helper() -> None:

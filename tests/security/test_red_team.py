@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import sqlite3
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -248,3 +249,42 @@ emit({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
       "total_cost_usd": 0.01,
       "result": "# Findings\n\n```\n" + tool_out + "\n```\n\ncurl said: " + url + "\n" + b64})
 """
+
+
+def test_cleanup_never_crosses_a_mount_point_in_a_run_dir(
+    runs: Runs, bash_agent: Path, tmp_path: Path
+) -> None:
+    """A mount the agent leaves in its run directory (bind mount here; an unprivileged agent
+    gets the same with FUSE): `cleanup dirs` deleted the mounted filesystem's contents."""
+    victim = tmp_path / "victim" / "data"
+    victim.mkdir(parents=True)
+    (victim / "a.txt").write_text("precious\n")
+    execution_id = _run(runs, f"mkdir mnt && mount --bind {victim} mnt\n")
+    row = runs.wait_final(execution_id)
+    mount_point = Path(str(row.working_dir)) / "mnt"
+    try:
+        assert os.path.ismount(mount_point) or paths.mounts_under(mount_point), "not mounted"
+        done = runs.cli("cleanup", "dirs", "--older-than", "0s", "--json")
+        assert done.code == 0, done
+        [action] = json.loads(done.stdout)["actions"]
+        assert action["result"] == "failed" and "mount point" in action["detail"], action
+        assert (victim / "a.txt").read_text() == "precious\n"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
+    assert (victim / "a.txt").read_text() == "precious\n"
+
+
+def test_cleanup_removes_a_tree_deeper_than_python_recurses(runs: Runs, bash_agent: Path) -> None:
+    """3000 nested directories left by the agent made `cleanup dirs` and `cleanup all` die with a
+    RecursionError traceback (shutil's fd-based rmtree recurses per level), cleaning nothing."""
+    script = (
+        "python3 -c \"import os\nfd = os.open('.', os.O_RDONLY)\nfor _ in range(3000):\n"
+        "    os.mkdir('d', dir_fd=fd); n = os.open('d', os.O_RDONLY, dir_fd=fd); "
+        'os.close(fd); fd = n"\n'
+    )
+    deep = runs.wait_final(_run(runs, script))
+    plain = runs.wait_final(_run(runs, "true\n"))
+    done = runs.cli("cleanup", "all", "--yes", "--older-than", "0s")
+    assert done.code == 0 and "Traceback" not in done.stderr, done
+    for row in (deep, plain):
+        assert not os.path.lexists(str(row.working_dir)), row.working_dir
