@@ -9,12 +9,12 @@ only by `markup_safe`: `emdx --help` imports this module.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from emdx import jsonio
 from emdx.models import Execution, parse_time
 
 # C0 but newline and tab, DEL, C1, U+061C / U+200E / U+200F (bidi marks), U+2028 / U+2029 (line
@@ -88,7 +88,7 @@ def json_dumps(data: Any) -> str:
     before a lone low one is written as the pair, which JSON reads as the character they
     encode: JSON has no other way to write them.)"""
     # No `indent`: with it json falls back to its pure-Python encoder (10 ms on 50 runs).
-    text = json.dumps(data, ensure_ascii=False, default=str)
+    text = jsonio.dumps(data, ensure_ascii=False, default=str)
     # Outside strings JSON is ASCII, so every match is inside a string, where `\uXXXX` is valid.
     return _JSON_RAW.sub(_json_escaped, text) if _JSON_RAW.search(text) else text
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from emdx.errors import EnvironmentProblem
 
@@ -164,9 +166,44 @@ def write_private(path: Path, data: bytes, *, new: bool = True, sync: bool = Fal
 
 def open_private(path: Path, flags: int) -> int:
     """`os.open` of a file emdx keeps in EMDX_HOME: mode 0600, never through a symbolic link
-    (neither the file nor its directory), not inherited by children."""
+    (neither the file nor its directory), only a regular file (a FIFO an agent put in place of
+    one would block the opener for good), not inherited by children."""
     private_dir(path.parent)
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    return _open_regular(path, flags)
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (what put it there?)", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_for_reading(path: Path) -> BinaryIO:
+    """A file emdx keeps in EMDX_HOME, opened to read as an agent may have left it: never
+    through a symbolic link, and only a regular file (a FIFO would block the reader for good, a
+    device never ends); OSError otherwise. Callers bound how much they read."""
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The whole of a file in EMDX_HOME (see `open_for_reading`); OSError when it is larger
+    than `max_bytes`."""
+    with open_for_reading(path) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
+    return data
 
 
 def remove_tree(path: Path, inside: Path) -> None:

@@ -7,7 +7,6 @@ readable lines that `exec show`, foreground runs and the TUI print is `format.lo
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from emdx import paths, settings
+from emdx import jsonio, paths, settings
 from emdx.errors import EmdxError
 from emdx.masking import Masker
 from emdx.models import now_iso
@@ -133,7 +132,7 @@ class LogWriter:
                 "message": f"log reached {self.max_bytes} bytes; further events are counted, "
                 "not written (results and runner messages still are)",
             }
-            self._append(json.dumps(note, ensure_ascii=False).encode() + b"\n")
+            self._append(jsonio.dumps(note, ensure_ascii=False).encode() + b"\n")
             if type_ not in ALWAYS_KEPT:
                 self.dropped += 1
                 return
@@ -225,47 +224,96 @@ def append_note(path: Path | str | None, message: str, icon: str = "🛡️") ->
 
 def _dumps(entry: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+        return jsonio.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
     except (ValueError, TypeError, RecursionError):
         # Nested deeper than the encoder goes (the parser goes further): keep the rest.
         entry = {**entry, "raw": "(too deeply nested to log)"}
-        return json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+        return jsonio.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
 
 
 def _decoded(raw_json: bytes) -> Any:
     try:
-        return json.loads(raw_json)
-    except (ValueError, RecursionError):
+        return jsonio.loads(raw_json)
+    except ValueError:
         return raw_json.decode("utf-8", "replace")
 
 
 def parse_entry(line: bytes | str) -> dict[str, Any] | None:
     try:
-        data = json.loads(line)
-    except (ValueError, RecursionError):
+        data = jsonio.loads(line)
+    except ValueError:
         # A line an agent appended to its own log (nested deeper than the parser goes) is not
         # an entry; readers skip it.
         return None
     return data if isinstance(data, dict) else None
 
 
+READ_LINE_MAX = 64 * 1024 * 1024
+"""A longer line is not an entry emdx wrote (an event line is capped well below): skipped."""
+READ_SLACK = 64 * 1024 * 1024
+"""How far past the size cap a log is read (the entries always kept past it)."""
+POLL_MAX = 8 * 1024 * 1024
+
+
+def _read_budget() -> int:
+    return settings.log_max_bytes() + READ_SLACK
+
+
+def _lines(handle: IO[bytes], budget: int) -> Iterator[bytes]:
+    """The lines of a log as an agent may have left it: each at most READ_LINE_MAX (a longer one
+    is skipped), at most `budget` bytes in all (a log is capped; a file that goes on is not one
+    emdx wrote)."""
+    skipping = False
+    while budget > 0:
+        limit = min(READ_LINE_MAX + 1, budget)
+        line = handle.readline(limit)
+        if not line:
+            return
+        budget -= len(line)
+        complete = line.endswith(b"\n")
+        if skipping:
+            skipping = not complete
+        elif not complete and len(line) > READ_LINE_MAX:
+            skipping = True
+        else:
+            yield line
+
+
 def read_entries(path: Path, last: int | None = None) -> list[dict[str, Any]]:
-    """Entries of a log (the last `last` of them); a missing file is an empty log."""
+    """Entries of a log (the last `last` of them); a missing log — or one that is not a regular
+    file (see `paths.open_for_reading`) — is an empty log."""
     try:
-        with path.open("rb") as handle:
-            lines: Any = deque(handle, maxlen=last) if last else handle.readlines()
+        return list(_entries(path, last))
     except OSError:
         return []
-    return [e for e in (parse_entry(line) for line in lines) if e is not None]
+
+
+def iter_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """Every entry of a log, one at a time, in bounded memory; OSError when there is no log to
+    read (missing, a link, a FIFO…: callers say so)."""
+    yield from _entries(path, None)
+
+
+def _entries(path: Path, last: int | None) -> Iterator[dict[str, Any]]:
+    with paths.open_for_reading(path) as handle:
+        lines: Iterator[bytes] = _lines(handle, _read_budget())
+        if last:
+            lines = iter(deque(lines, maxlen=last))
+        for line in lines:
+            entry = parse_entry(line)
+            if entry is not None:
+                yield entry
 
 
 class LogTail:
-    """Incremental reader of a growing log: each `poll()` returns the entries appended since."""
+    """Incremental reader of a growing log: each `poll()` returns the entries appended since
+    (at most POLL_MAX bytes a call; a line longer than READ_LINE_MAX is skipped)."""
 
     def __init__(self, path: Path, start_at_end: bool = False) -> None:
         self.path = path
         self.position = 0
         self._pending = b""
+        self._skipping = False
         if start_at_end:
             try:
                 self.position = path.stat().st_size
@@ -274,15 +322,20 @@ class LogTail:
 
     def poll(self) -> list[dict[str, Any]]:
         try:
-            with self.path.open("rb") as handle:
+            with paths.open_for_reading(self.path) as handle:
                 handle.seek(self.position)
-                chunk = handle.read()
+                chunk = handle.read(POLL_MAX)
         except OSError:
             return []
         if not chunk:
             return []
         self.position += len(chunk)
-        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        *lines, pending = (self._pending + chunk).split(b"\n")
+        if self._skipping and lines:
+            lines, self._skipping = lines[1:], False
+        if len(pending) > READ_LINE_MAX:
+            pending, self._skipping = b"", True
+        self._pending = b"" if self._skipping else pending
         return [e for e in (parse_entry(line) for line in lines) if e is not None]
 
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 from escape_helpers import (
@@ -288,3 +289,164 @@ def test_cleanup_removes_a_tree_deeper_than_python_recurses(runs: Runs, bash_age
     assert done.code == 0 and "Traceback" not in done.stderr, done
     for row in (deep, plain):
         assert not os.path.lexists(str(row.working_dir)), row.working_dir
+
+
+def _bounded_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """`emdx ARGS` with 2 GB of address space (reading /dev/zero to the end would exhaust it);
+    TimeoutExpired when it hangs."""
+    import resource
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    argv = [sys.executable, "-m", "emdx", *args]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                          preexec_fn=limit, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "plant", ['rm "$L"; mkfifo "$L"', 'rm "$L"; ln -s /dev/zero "$L"'], ids=["fifo", "dev-zero"]
+)
+def test_a_fifo_or_device_in_place_of_the_log_never_hangs_a_reader(
+    runs: Runs, bash_agent: Path, plant: str
+) -> None:
+    """The agent swapped its log for a FIFO (the foreground `execute`, `exec show` and `exec
+    logs` blocked for good) or a link to /dev/zero (they read it until memory ran out)."""
+    doc = runs.doc(f'L="$EMDX_HOME/logs/$EMDX_RUN_KEY.jsonl"; {plant}\n', title="Swap")
+    foreground = _bounded_cli("claude", "execute", str(doc), "--no-smart")
+    assert b"Traceback" not in foreground.stderr, foreground
+    row = runs.wait_final(runs.service.list_executions(None, 1)[0].id)
+    assert row.status.value == "completed", row
+    for args in (("exec", "show", str(row.id)), ("exec", "logs", str(row.id)),
+                 ("exec", "tail", str(row.id)), ("exec", "list")):  # fmt: skip
+        done = _bounded_cli(*args)
+        assert b"Traceback" not in done.stderr and b"MemoryError" not in done.stderr, (args, done)
+
+
+def test_cleanup_unregisters_only_its_own_worktree(
+    runs: Runs, git_repo: Path, bash_agent: Path, tmp_path: Path
+) -> None:
+    """`git worktree prune` after removing a run's worktree also dropped the user's own
+    worktree whose directory was missing at that moment (a disk not mounted right now)."""
+    usb = tmp_path / "usb"
+    git(git_repo, "worktree", "add", "-q", "-b", "user-feature", str(usb / "feature"))
+    (usb / "feature" / "wip.txt").write_text("wip\n")
+    row = runs.wait_final(_run(runs, "true\n", "--worktree", cwd=git_repo))
+    usb.rename(tmp_path / "usb-unplugged")
+    for args in (("cleanup", "dirs", "--older-than", "0s"),
+                 ("cleanup", "branches", "--yes", "--force")):  # fmt: skip
+        assert runs.cli(*args, cwd=git_repo).code == 0
+    (tmp_path / "usb-unplugged").rename(usb)
+    assert not os.path.lexists(str(row.working_dir))
+    listed = git(git_repo, "worktree", "list", "--porcelain")
+    assert f"worktree {usb / 'feature'}" in listed and str(row.working_dir) not in listed
+    assert "wip.txt" in git(usb / "feature", "status", "--porcelain")
+
+
+def _result_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: str, result: str) -> None:
+    script = tmp_path / "result-agent"
+    script.write_text(f"#!/bin/bash\ncat >/dev/null\necho '{init}'\necho '{result}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("EMDX_CLAUDE_BIN", str(script))
+
+
+INIT = '{"type":"system","subtype":"init","session_id":"s1","model":"m"}'
+
+
+@pytest.mark.parametrize(
+    "field", ['"num_turns": 9223372036854775808', '"num_turns": -5, "duration_ms": 1e999',
+              '"usage": {"input_tokens": 99999999999999999999999, "output_tokens": 1}'],
+    ids=["2**63", "negative-and-inf", "huge-tokens"],
+)  # fmt: skip
+def test_a_number_no_column_holds_never_bricks_the_commands(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """`"num_turns": 2**63` in a result made the final write die with OverflowError (the row
+    stayed running), and every command that sweeps died with the same traceback for good."""
+    result = ('{"type":"result","subtype":"success","is_error":false,"result":"done",'
+              f'"total_cost_usd":0.01,{field}}}')  # fmt: skip
+    _result_agent(tmp_path, monkeypatch, INIT, result)
+    doc = runs.doc("# doc")
+    foreground = runs.cli("claude", "execute", str(doc), "--no-smart")
+    assert foreground.code == 0 and "Traceback" not in foreground.stderr, foreground
+    row = runs.wait_final(runs.service.list_executions(None, 1)[0].id)
+    assert row.status.value == "completed" and row.exit_code == 0, row
+    assert row.num_turns is None or 0 <= row.num_turns < 2**63
+    for args in (("exec", "list"), ("exec", "show", str(row.id)), ("exec", "health"),
+                 ("exec", "stats"), ("cleanup", "all", "--yes")):  # fmt: skip
+        done = runs.cli(*args)
+        assert "Traceback" not in done.stdout + done.stderr, (args, done)
+
+
+def test_an_outcome_file_with_a_huge_number_is_still_recorded(runs: Runs, bash_agent: Path) -> None:
+    """The side file the sweep finishes a row from is in EMDX_HOME, where an agent can write: a
+    number no column holds must not make the sweep (and so every command) die."""
+    execution_id = _run(runs, "sleep 30\n", "-b")
+    row = runs.wait_running_agent(execution_id)
+    final = paths.final_path(str(row.run_key))
+    final.write_text(json.dumps({"run_key": row.run_key, "status": "completed", "exit_code": 0,
+                                 "reason": "success", "fields": {"num_turns": 2**64,
+                                 "cost_usd": 1e308, "input_tokens": 2**63 - 1}}))  # fmt: skip
+    os.kill(int(row.pid or 0), 9)
+    done = runs.cli("exec", "list")
+    assert done.code == 0 and "Traceback" not in done.stderr, done
+    repaired = runs.wait_final(execution_id)
+    assert repaired.status.value == "completed", repaired
+    assert repaired.num_turns is None and repaired.input_tokens == 2**63 - 1
+
+
+@pytest.mark.parametrize("cost", ["1e999", "-1e308", "NaN"])
+def test_an_agent_chosen_cost_keeps_json_strict_and_tables_narrow(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cost: str
+) -> None:
+    """`"total_cost_usd": 1e999` made every `--json` print `Infinity` (not JSON), stats `$inf`
+    for good; -1e308 printed a 300-digit cost that stretched `exec list` to 387 columns."""
+    result = ('{"type":"result","subtype":"success","is_error":false,"num_turns":1,'
+              f'"result":"done","total_cost_usd":{cost}}}')  # fmt: skip
+    _result_agent(tmp_path, monkeypatch, INIT, result)
+    doc = runs.doc("# doc")
+    assert runs.cli("claude", "execute", str(doc), "--no-smart").code == 0
+    row = runs.wait_final(runs.service.list_executions(None, 1)[0].id)
+
+    def strict(text: str) -> Any:
+        def refuse(constant: str) -> None:
+            raise AssertionError(f"not JSON: {constant}")
+
+        return json.loads(text, parse_constant=refuse)
+
+    for args in (("exec", "show", str(row.id)), ("exec", "list"), ("exec", "stats")):
+        done = runs.cli(*args, "--json")
+        assert done.code == 0, done
+        strict(done.stdout)
+    listing = runs.cli("exec", "list")
+    assert max(len(line) for line in listing.stdout.splitlines()) < 160, listing.stdout
+    assert "inf" not in runs.cli("exec", "stats").stdout
+
+
+def test_a_session_id_that_reads_as_an_option_is_never_passed_to_the_agent(
+    runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session id "--debug-file=<path>" (from the agent's own output) was passed as `--resume
+    <id>`; `--resume` takes an optional value, so Claude Code read it as an option and wrote its
+    debug log over a file outside EMDX_HOME."""
+    victim = tmp_path / "victim-bashrc"
+    victim.write_text("precious\n")
+    hostile = f'{{"type":"system","subtype":"init","session_id":"--debug-file={victim}"}}'
+    result = '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok"}'
+    _result_agent(tmp_path, monkeypatch, hostile, result)
+    doc = runs.doc("# doc")
+    assert runs.cli("claude", "execute", str(doc), "--no-smart").code == 0
+    row = runs.wait_final(runs.service.list_executions(None, 1)[0].id)
+    assert row.session_id is None, row.session_id
+    # A row written before the check (an older emdx) still holds one: resume refuses it.
+    conn = sqlite3.connect(str(paths.db_path()), isolation_level=None)
+    try:
+        conn.execute("UPDATE executions SET session_id = ? WHERE id = ?",
+                     (f"--debug-file={victim}", row.id))  # fmt: skip
+    finally:
+        conn.close()
+    done = runs.cli("exec", "resume", str(row.id), "carry on")
+    assert done.code != 0 and "not one Claude Code gives" in done.stderr, done
+    assert len(runs.service.list_executions(None, 10)) == 1
+    assert victim.read_text() == "precious\n"

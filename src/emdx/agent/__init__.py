@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,15 @@ FULL_TOOLS = (
     "WebFetch",
     "WebSearch",
 )
+
+
+# What Claude Code names a session (a UUID); the id is read from the agent's own output, which
+# anything it runs can write into, so one that could be read as an option is never taken.
+_SESSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+
+
+def is_session_id(value: object) -> bool:
+    return isinstance(value, str) and _SESSION_ID.fullmatch(value) is not None
 
 
 def configured_binary() -> str:
@@ -69,7 +79,10 @@ def build_argv(
     if max_turns:
         argv += ["--max-turns", str(max_turns)]
     if resume_session:
-        argv += ["--resume", resume_session]
+        if not is_session_id(resume_session):
+            raise ValueError(f"not a session id: {resume_session!r}")
+        # One argument: `--resume` takes an optional value, so a separate one is re-parsed.
+        argv.append(f"--resume={resume_session}")
     if max_budget_usd is not None:
         argv += ["--max-budget-usd", f"{max_budget_usd:g}"]
     return argv

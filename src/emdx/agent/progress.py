@@ -20,20 +20,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from emdx.agent import is_session_id
 from emdx.agent.stream import StreamEvent
 
 SYNTHETIC_MODEL = "<synthetic>"
 _DONE_TASK_STATES = frozenset({"completed", "failed", "killed", "stopped", "cancelled", "error"})
 
 
+MAX_NUMBER = 2**53
+"""The largest count, cost or time an event may carry (JavaScript's exact integers): a larger or
+negative one is hostile or broken and read as absent, so sums stay storable."""
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_NUMBER:
+        return value
+    return None
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if isinstance(value, int | float) else None
+    number = float(value)
+    return number if 0.0 <= number <= MAX_NUMBER else None
 
 
 def _str(value: Any) -> str | None:
@@ -176,8 +185,8 @@ class Progress:
             self.malformed_count += 1
             return
         data = event.data or {}
-        session = _str(data.get("session_id"))
-        if session:
+        session = data.get("session_id")
+        if is_session_id(session):
             self.session_id = session
         if event.kind == "system":
             self._on_system(event.subtype, data)

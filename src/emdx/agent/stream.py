@@ -7,12 +7,12 @@ the agent prints can crash the parser.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from emdx import jsonio
 from emdx.masking import Masker
 
 # A line longer than this is cut: the agent can print anything, the supervisor's memory is bounded.
@@ -106,8 +106,8 @@ def parse_line(line: bytes, masker: Masker | None = None) -> StreamEvent | None:
     if not stripped:
         return None
     try:
-        data = json.loads(stripped)
-    except (ValueError, RecursionError):
+        data = jsonio.loads(stripped)
+    except ValueError:
         return _malformed(stripped, masker)
     if not isinstance(data, dict):
         return _malformed(stripped, masker)

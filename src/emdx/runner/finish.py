@@ -5,12 +5,11 @@ row from the side file if the database never takes it)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from emdx import paths, settings
+from emdx import jsonio, paths, settings
 from emdx.agent.outcome import Outcome
 from emdx.errors import EmdxError, StoreError
 from emdx.models import now_iso
@@ -48,7 +47,7 @@ def record_outcome(
         "result": result_text,
     }
     try:
-        data = json.dumps(record, ensure_ascii=False).encode("utf-8", "replace")
+        data = jsonio.dumps(record, ensure_ascii=False).encode("utf-8", "replace")
         paths.write_private(paths.final_path(key), data, sync=True)
     except (OSError, EmdxError) as exc:
         note(f"could not write the outcome file: {exc}", "warning", "💾")

@@ -42,6 +42,7 @@ from emdx.system import git
 # bounded whatever the agent prints.
 STDERR_LINE_MAX_BYTES = 64 * 1024
 POLL_S = 0.2
+PROMPT_MAX = 64 * 1024 * 1024
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Supervisor:
         or a transient failure (--retries), wait — heartbeating, no agent — then resume the
         session in the same directory, in this same execution."""
         try:
-            prompt = paths.prompt_path(self.key).read_bytes()
+            prompt = paths.read_bounded(paths.prompt_path(self.key), PROMPT_MAX)
         except OSError as exc:
             self.note(f"cannot read the prompt: {exc}", "error", "❌")
             return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)

@@ -257,7 +257,7 @@ def _remove_run_dir(path: Path, runs: Path, rows: list[Execution], repos: list[P
     except (OSError, EmdxError) as exc:
         return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     if repo is not None:
-        git.prune_worktrees(repo)
+        git.forget_worktree(repo, path)
     return None
 
 
@@ -470,7 +470,7 @@ def branches(
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     actions.append(Action("branch", info.name, f"{detail}: {why}", "failed"))
                     continue
-            git.prune_worktrees(repo)
+            git.forget_worktree(repo, where)
         deleted = git.delete_branch(repo, info.name)
         actions.append(
             Action(

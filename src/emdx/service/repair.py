@@ -5,12 +5,11 @@ outcome file, else failed/137/runner_lost), apply owed post-actions, fill free s
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emdx import paths, runlog, smart
+from emdx import jsonio, paths, runlog, smart
 from emdx import tags as T
 from emdx.agent.outcome import EXIT_SIGKILL
 from emdx.errors import EmdxError
@@ -38,6 +37,7 @@ class SweepReport:
         return lines
 
 
+OUTCOME_MAX = 64 * 1024 * 1024
 # What an outcome file may set besides the final state: the supervisor's progress columns.
 _OUTCOME_FIELDS: dict[str, type | tuple[type, ...]] = {
     "session_id": str,
@@ -67,9 +67,8 @@ def read_outcome(execution: Execution) -> dict[str, Any] | None:
     if not execution.run_key:
         return None
     try:
-        with paths.final_path(execution.run_key).open("rb") as handle:
-            data = json.loads(handle.read(4 * 1024 * 1024))
-    except (OSError, ValueError, RecursionError):
+        data = jsonio.loads(paths.read_bounded(paths.final_path(execution.run_key), OUTCOME_MAX))
+    except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("run_key") != execution.run_key:
         return None

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from emdx import paths, settings, smart, system
+from emdx import agent, jsonio, paths, settings, smart, system
 from emdx.errors import (
     EmdxError,
     EnvironmentProblem,
@@ -52,6 +52,9 @@ def make_run_key(doc_id: int | None) -> str:
     return f"{doc_id or 0}-{time.time_ns() // 1000}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
+ENV_MAX = 16 * 1024 * 1024
+
+
 def capture_environment() -> bytes:
     """This process's environment, as the run will start with it (see `run_environment`)."""
     return json.dumps(dict(os.environ), ensure_ascii=False).encode("utf-8", "surrogateescape")
@@ -64,10 +67,10 @@ def run_environment(execution: Execution) -> dict[str, str]:
     env: dict[str, str] | None = None
     if execution.run_key:
         try:
-            data = json.loads(paths.env_path(execution.run_key).read_bytes())
+            data = jsonio.loads(paths.read_bounded(paths.env_path(execution.run_key), ENV_MAX))
             if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
                 env = {str(k): v for k, v in data.items()}
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError):
             env = None
     env = dict(os.environ) if env is None else env
     for name in (system.MARKER, system.MARKER_KEY, system.MARKER_DB):
@@ -211,7 +214,7 @@ def discard(store: Store, execution_id: int, run_key: str) -> None:
     with contextlib.suppress(OSError, EmdxError):
         paths.remove_tree(path, runs)
     if repo is not None:
-        git.prune_worktrees(repo)
+        git.forget_worktree(repo, path)
         if branch is not None:
             git.delete_branch(repo, branch)
     for file in (paths.prompt_path(run_key), paths.env_path(run_key)):
@@ -420,6 +423,11 @@ class Scheduler:
             raise InvalidStateError(f"execution {old.id} is still {old.status.value}")
         if not old.session_id:
             raise InvalidStateError(f"execution {old.id} has no agent session to resume")
+        if not agent.is_session_id(old.session_id):
+            raise InvalidStateError(
+                f"execution {old.id} recorded a session id that is not one Claude Code gives "
+                "(an agent wrote it?); not resumed"
+            )
         if old.doc_id is None:
             raise InvalidStateError(f"execution {old.id} has no document")
         if not old.working_dir or not _is_real_dir(old.working_dir):

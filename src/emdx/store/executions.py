@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from emdx import jsonio
 from emdx.errors import NotFoundError
 from emdx.models import ACTIVE_STATUSES, ALLOWED, ExecOptions, Execution, ExecutionStatus, now_iso
 from emdx.store.connection import write_transaction
@@ -62,8 +64,8 @@ def _execution(row: sqlite3.Row) -> Execution:
     options: dict[str, Any] | None = None
     if row["options"]:
         try:
-            options = json.loads(row["options"])
-        except (ValueError, RecursionError):
+            options = jsonio.loads(row["options"])
+        except ValueError:
             options = None
     try:
         status = ExecutionStatus(row["status"])
@@ -124,17 +126,28 @@ def _details(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = jsonio.loads(text)
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
-    """Column values as SQLite takes them: `details` as JSON text."""
-    if isinstance(fields.get("details"), dict):
-        fields = {**fields, "details": json.dumps(fields["details"], ensure_ascii=False)}
-    return fields
+    """Column values as SQLite takes them: `details` as JSON text, integers clamped to 64 bits
+    and non-finite floats as NULL (sums of what an agent reported must never make a row
+    unwritable)."""
+    encoded: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, dict) and name == "details":
+            value = jsonio.dumps(value, ensure_ascii=False)
+        elif isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            value = min(max(value, jsonio.INT_MIN), jsonio.INT_MAX)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        encoded[name] = value
+    return encoded
 
 
 def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:

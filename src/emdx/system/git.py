@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,9 +256,14 @@ def unlock_worktree(repo: Path, path: Path) -> bool:
     return run(["worktree", "unlock", path.name], repo).ok
 
 
-def prune_worktrees(repo: Path) -> GitResult:
-    """Forget registrations whose directory is gone (locked ones are kept by git)."""
-    return run(["worktree", "prune"], repo)
+def forget_worktree(repo: Path, path: Path) -> GitResult | None:
+    """Unregister the worktree at `path` once its directory is gone — that one only: `git
+    worktree prune` would also drop every other worktree whose directory is missing right now
+    (the user's on a disk that is not mounted). None when the directory is still there (git
+    would delete it itself, following its own rules, not `paths.remove_tree`'s)."""
+    if os.path.lexists(path):
+        return None
+    return run(["worktree", "remove", "--force", str(path)], repo)
 
 
 def admin_dir(repo: Path, path: Path) -> Path | None:
@@ -268,35 +274,34 @@ def admin_dir(repo: Path, path: Path) -> Path | None:
     if common is None:
         return None
     dot_git = path / ".git"
-    try:
-        fd = os.open(dot_git, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not _is_regular(fd):
-            return None
-        text = os.read(fd, 4096).decode("utf-8", "replace").strip()
-    finally:
-        os.close(fd)
-    if not text.startswith("gitdir:"):
+    text = _small_file(dot_git)
+    if text is None or not text.startswith("gitdir:"):
         return None
     target = Path(text[len("gitdir:") :].strip())
     target = Path(os.path.realpath(target if target.is_absolute() else path / target))
     if target.parent != common / "worktrees":
         return None
-    try:
-        back = (target / "gitdir").read_text(errors="replace").strip()
-    except OSError:
-        return None
-    if os.path.realpath(back) != os.path.realpath(dot_git):
+    back = _small_file(target / "gitdir")
+    if back is None or os.path.realpath(back) != os.path.realpath(dot_git):
         return None
     return target
 
 
-def _is_regular(fd: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(os.fstat(fd).st_mode)
+def _small_file(path: Path) -> str | None:
+    """The first 4 KiB of a regular file, stripped; None for anything else (a link, a FIFO
+    that would block, a device): both files `admin_dir` reads can be an agent's."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 4096).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def is_dirty(repo: Path, path: Path) -> bool | None:
