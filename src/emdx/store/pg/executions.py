@@ -52,8 +52,11 @@ _TIME_COLUMNS = frozenset(
 )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return to_iso(value) if value is not None else None
+def _iso(value: str | datetime | None) -> str | None:
+    """A time read back: the connection loads TIMESTAMPTZ as ISO text already."""
+    if value is None or isinstance(value, str):
+        return value
+    return to_iso(value)
 
 
 def _time(value: object) -> datetime | None:
@@ -184,7 +187,7 @@ def _event(row: dict[str, Any]) -> ExecutionEvent:
         execution_id=row["execution_id"],
         run_key=row["run_key"],
         seq=int(row["seq"]),
-        ts=to_iso(row["ts"]),
+        ts=_iso(row["ts"]) or "",
         entry=entry,
     )
 
