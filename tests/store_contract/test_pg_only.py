@@ -163,12 +163,17 @@ def test_a_dropped_connection_is_one_transient_error_then_reconnects(pg: PgStore
     )
 
 
-def test_nul_in_agent_text_is_stored_not_refused(pg: PgStore) -> None:
+def test_nul_and_surrogates_in_agent_text_are_stored_not_refused(pg: PgStore) -> None:
     """SQLite keeps NUL in text, PostgreSQL refuses it: a hostile model name or result must
     not make a final write fail (stored as U+FFFD)."""
     run = running(pg, "nul")
     assert pg.executions.finish(run, S.FAILED, 1, "agent_error", model="evil\x00model")
     assert pg.executions.get(run).model == "evil\ufffdmodel"
+    # A lone surrogate (what a JSON "\\udcff" escape decodes to) cannot be UTF-8 either.
+    assert pg.executions.update(run, session_id="s\udcff1", details={"e": "x\udcffy"})
+    got_run = pg.executions.get(run)
+    assert got_run.session_id == "s\ufffd1"
+    assert got_run.details == {"e": "x\udcffy"}  # JSON text escapes it: kept exactly
     doc = pg.documents.save("ti\x00tle", "con\x00tent", "p\x00", ["t\x00g"])
     got = pg.documents.get(doc)
     assert (got.title, got.content, got.project, got.tags) == (

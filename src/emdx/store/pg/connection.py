@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -23,6 +24,7 @@ CONNECT_TIMEOUT_S = 10
 # A statement waiting on a row or advisory lock longer than this is a stuck peer, not a busy
 # one: the same order of magnitude as SQLite's busy timeout.
 LOCK_TIMEOUT_MS = 30_000
+SURROGATE = re.compile("[\ud800-\udfff]")
 # Connection failures, a server shutting down or starting up, lock and serialisation
 # conflicts, and exhausted resources (disk, memory, connection slots): time may cure them.
 _TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53")
@@ -101,12 +103,18 @@ def store_error(exc: BaseException, url: str, conn: psycopg.Connection[Any] | No
 
 
 class _NulSafeStr(StrDumperUnknown):
-    """PostgreSQL text cannot hold NUL, SQLite's can: an agent-controlled field with one (a
-    model name, an error text, a result saved as a document) must not make a write fail, so NUL
-    is stored as U+FFFD — the one way a PostgreSQL row differs from what was written."""
+    """PostgreSQL text cannot hold NUL (SQLite's can) nor, being UTF-8, a lone surrogate (what
+    a JSON `\\udcff` escape decodes to): an agent-controlled field with one (a model name, an
+    error text, a result saved as a document) must not make a write fail, so either is stored as
+    U+FFFD — the one way a PostgreSQL row differs from what was written."""
 
     def dump(self, obj: str) -> bytes:
-        return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)  # type: ignore[return-value]
+        if "\x00" in obj:
+            obj = obj.replace("\x00", "\ufffd")
+        try:
+            return obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE.sub("\ufffd", obj).encode("utf-8")
 
 
 class _IsoTimestamptz(Loader):
@@ -139,6 +147,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
             connect_timeout=CONNECT_TIMEOUT_S,
             row_factory=dict_row,
             application_name="emdx",
+            client_encoding="utf8",
         )
     except (psycopg.Error, ValueError) as exc:
         raise store_error(exc, url, None) from None

@@ -22,7 +22,7 @@ from emdx.models import (
     utc_now,
 )
 from emdx.store.executions import TRANSITION_FIELDS, UPDATABLE, Claim
-from emdx.store.pg.connection import Connection
+from emdx.store.pg.connection import SURROGATE, Connection
 from emdx.store.pg.documents import in_range, sql_limit
 
 # Serialises slot claims of every host: count and claim must be one step, or two hosts each
@@ -70,8 +70,15 @@ def _time(value: object) -> datetime | None:
     return moment
 
 
+def _json(value: Any) -> str:
+    """JSON text that decodes to `value` exactly: a lone surrogate (which the connection would
+    store as U+FFFD) is written as its escape."""
+    text = json.dumps(value, ensure_ascii=False)
+    return json.dumps(value) if SURROGATE.search(text) else text
+
+
 def _json_text(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+    return _json(value) if isinstance(value, dict) else value
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +170,7 @@ def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]
 
 def _event_text(entry: Mapping[str, Any] | str) -> str:
     """An entry as stored: JSON text, at most EVENT_MAX_BYTES."""
-    text = entry if isinstance(entry, str) else json.dumps(entry, ensure_ascii=False)
+    text = entry if isinstance(entry, str) else _json(entry)
     if len(text) * 4 <= EVENT_MAX_BYTES or len(text.encode("utf-8", "replace")) <= EVENT_MAX_BYTES:
         return text
     data = entry if isinstance(entry, Mapping) else _loads(text)
@@ -176,7 +183,7 @@ def _event_text(entry: Mapping[str, Any] | str) -> str:
                 value = value[:_MESSAGE_CUT] + "…"
             if isinstance(value, str | int | float | bool) or value is None:
                 small[name] = value
-    return json.dumps(small, ensure_ascii=False)
+    return _json(small)
 
 
 def _event(row: dict[str, Any]) -> ExecutionEvent:
