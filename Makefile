@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLAUDE := node_modules/.bin/claude
 
-.PHONY: install sysdeps demo test test-fast lint bench clean
+.PHONY: install sysdeps pgready demo test test-fast lint bench clean
 
 install: $(VENV)/.installed $(CLAUDE)
 
@@ -15,6 +15,11 @@ sysdeps:
 	@command -v tmux >/dev/null && command -v faketime >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq tmux faketime >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq tmux faketime >/dev/null; fi; }
+
+# PostgreSQL on 127.0.0.1:5432 for the team-mode store tests (installed and started if needed;
+# EMDX_TEST_PG_URL points the tests elsewhere).
+pgready:
+	@bash scripts/ensure_postgres.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +35,10 @@ $(CLAUDE): package.json package-lock.json
 demo: install
 	$(PY) scripts/demo.py
 
-test: install sysdeps
+test: install sysdeps pgready
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: install pgready
 	$(PY) -m pytest -m "not integration and not slow"
 
 lint: $(VENV)/.installed
@@ -41,7 +46,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
 
-bench: install
+bench: install pgready
 	$(PY) bench/run.py
 
 clean:

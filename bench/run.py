@@ -430,6 +430,15 @@ def bench_scale(quick: bool) -> None:
         report(*row)
 
 
+def bench_pg_store(quick: bool) -> None:
+    """The store on PostgreSQL beside SQLite at 100k rows (bench/pg_store.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import pg_store
+
+    for row in pg_store.main(quick=quick):
+        report(*row)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cli": lambda a: bench_cli(5 if a.quick else 11),
     "start": lambda a: bench_start(7 if a.quick else 21),
@@ -440,6 +449,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "concurrency-50": lambda a: bench_concurrency(10 if a.quick else 50, 5 if a.quick else 10),
     "concurrency-200": lambda a: bench_concurrency(20 if a.quick else 200, 5 if a.quick else 10),
     "scale": lambda a: bench_scale(a.quick),
+    "pg-store": lambda a: bench_pg_store(a.quick),
 }
 
 

@@ -35,6 +35,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("CLAUDECODE", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("EMDX_CLAUDE_BIN", raising=False)
+    # A developer's team-mode setting must not send every test to a shared database.
+    monkeypatch.delenv("EMDX_DATABASE_URL", raising=False)
     yield emdx_home
 
 

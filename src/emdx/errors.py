@@ -6,6 +6,7 @@ EmdxError
 ├── InvalidStateError      an operation that does not fit the object's state
 ├── EnvironmentProblem     the machine is not ready (no agent, data dir not writable, no git)
 ├── StoreError             the database cannot be opened, is corrupt, locked or full
+│   └── StoreUnavailable   the database server cannot be reached right now (time may cure it)
 └── Interrupted            the user interrupted an operation (Ctrl-C), which was undone
 """
 
@@ -47,6 +48,11 @@ class EnvironmentProblem(EmdxError):
 
 class StoreError(EmdxError):
     """The knowledge base cannot be read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The database server is unreachable, restarting, out of resources or in a lock conflict:
+    a retry later may succeed (`store.connection.is_transient`)."""
 
 
 class Interrupted(EmdxError):

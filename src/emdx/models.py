@@ -316,6 +316,19 @@ class TagCount:
     count: int
 
 
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """One entry of a run's log as stored for every host (team mode's `execution_events`)."""
+
+    execution_id: int
+    run_key: str
+    seq: int
+    """1, 2, 3… within the run; never reused, also after the oldest entries were dropped."""
+    ts: str
+    entry: dict[str, Any]
+    """The log entry (`runlog` fields: ts, level, source, type, message, raw…)."""
+
+
 # An agent silent this long is stuck: Claude Code emits an event per tool call, and its Bash tool
 # stops a command after 10 minutes.
 DEFAULT_STALL_TIMEOUT_S = 30 * 60.0

@@ -88,3 +88,12 @@ def daily_budget_usd() -> float | None:
 def claude_bin() -> str | None:
     """EMDX_CLAUDE_BIN: the agent binary (None: `claude` on PATH)."""
     return os.environ.get("EMDX_CLAUDE_BIN") or None
+
+
+def database_url() -> str | None:
+    """EMDX_DATABASE_URL: the PostgreSQL database every host of a team shares (`postgresql://…`,
+    DESIGN §9); None (unset or blank) keeps the SQLite file in EMDX_HOME. Unlike the numbers
+    above, a value that is no such URL is not read as the default: `open_store` refuses it, so
+    a host meant to share the team's database never silently works alone."""
+    value = os.environ.get("EMDX_DATABASE_URL", "").strip()
+    return value or None

@@ -1,26 +1,39 @@
-"""The knowledge base: one SQLite file, migrated when opened; the only module that speaks SQL."""
+"""The knowledge base, migrated when opened; the only package that speaks SQL.
+
+One SQLite file in EMDX_HOME by default; in team mode (`EMDX_DATABASE_URL=postgresql://…`,
+DESIGN §9) a PostgreSQL database every host shares (`emdx.store.pg`, imported only then). Both
+offer the `Store` interface (`store.api`) with the same contract.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from emdx import paths
-from emdx.errors import StoreError
+from emdx import paths, settings
+from emdx.errors import EnvironmentProblem, StoreError
+from emdx.store.api import Store
 from emdx.store.connection import connect, describe, write_transaction
 from emdx.store.documents import DocumentStore
 from emdx.store.executions import ExecutionStore
 from emdx.store.migrations import LATEST_VERSION, current_version, migrate
 
-__all__ = ["LATEST_VERSION", "Store", "open_store"]
+__all__ = ["LATEST_VERSION", "SqliteStore", "Store", "is_database_url", "open_store"]
 
 
-class Store:
-    """An open, migrated knowledge base."""
+def is_database_url(location: str | Path) -> bool:
+    """Whether `location` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+class SqliteStore:
+    """An open, migrated SQLite knowledge base."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.location = str(path)
+        self.display = str(path)
         self.documents = DocumentStore(conn, path)
         self.executions = ExecutionStore(conn, path)
 
@@ -68,18 +81,47 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SqliteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_store(path: Path | None = None) -> Store:
-    """Open (creating and migrating as needed) the knowledge base at `path` or in EMDX_HOME."""
-    if path is None:
+def open_store(location: Path | str | None = None) -> Store:
+    """Open (creating and migrating as needed) a store: the PostgreSQL database of a
+    `postgresql://` URL, the SQLite file at a path, or, given nothing, EMDX_DATABASE_URL's
+    database when it is set and else EMDX_HOME's knowledge.db."""
+    if location is None:
+        url = settings.database_url()
+        if url is not None:
+            if not is_database_url(url):
+                # Never fall back to the local file: a host meant to share the team's database
+                # would silently work alone. The value is not echoed (it may hold a password).
+                raise StoreError(
+                    "EMDX_DATABASE_URL is not a postgresql:// URL; fix it, or unset it to use "
+                    "the SQLite file in EMDX_HOME"
+                )
+            return _open_pg(url)
         paths.ensure_home()
-        path = paths.db_path()
+        return _open_sqlite(paths.db_path())
+    if is_database_url(location):
+        return _open_pg(str(location))
+    return _open_sqlite(Path(location))
+
+
+def _open_pg(url: str) -> Store:
+    try:
+        from emdx.store.pg import open_pg_store
+    except ImportError as exc:
+        raise EnvironmentProblem(
+            f"team mode needs PostgreSQL support, which is not installed ({exc.name} missing)",
+            ["pip install 'emdx[team]'"],
+        ) from None
+    return open_pg_store(url)
+
+
+def _open_sqlite(path: Path) -> SqliteStore:
     conn = connect(path)
     try:
         migrate(conn, path=str(path))
@@ -89,4 +131,4 @@ def open_store(path: Path | None = None) -> Store:
     except BaseException:
         conn.close()
         raise
-    return Store(conn, path)
+    return SqliteStore(conn, path)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from emdx.errors import StoreError
+from emdx.errors import StoreError, StoreUnavailable
 
 # Long enough that a heartbeat or a final write waits out another writer's transaction; the
 # runner's final write retries past this (see retry_transient) because a lost final state is worse.
@@ -103,7 +103,10 @@ def is_locked(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """An error that time may cure: a lock, a full disk, an I/O error."""
+    """An error that time may cure: a lock, a full disk, an I/O error (or, on PostgreSQL, a
+    server that cannot be reached right now)."""
+    if isinstance(exc, StoreUnavailable):
+        return True
     cause = exc.__cause__ if isinstance(exc, StoreError) else exc
     if not isinstance(cause, sqlite3.OperationalError | sqlite3.DatabaseError):
         return False

@@ -1,0 +1,631 @@
+"""Execution rows on PostgreSQL: the same compare-and-set contract as `store.executions`, and
+the run log's entries (`execution_events`) that let any host read and follow a run."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from emdx.errors import NotFoundError
+from emdx.models import (
+    ACTIVE_STATUSES,
+    ALLOWED,
+    ExecOptions,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    parse_time,
+    to_iso,
+    utc_now,
+)
+from emdx.store.executions import TRANSITION_FIELDS, UPDATABLE, Claim
+from emdx.store.pg.connection import SURROGATE, Connection
+from emdx.store.pg.documents import in_range, sql_limit
+
+# Serialises slot claims of every host: count and claim must be one step, or two hosts each
+# seeing one free slot would both take it.
+SLOT_LOCK = 0x656D_6478_0002
+# A run keeps its newest EVENTS_MAX_ENTRIES entries and at most EVENTS_MAX_BYTES of them: what a
+# follower on another host needs is the recent past (the whole log stays in the running host's
+# logs/<key>.jsonl, itself capped at 64 MiB). An entry larger than EVENT_MAX_BYTES (a huge tool
+# output) is kept without its `raw` event and with its message cut, marked `truncated`.
+EVENTS_MAX_ENTRIES = 10_000
+EVENTS_MAX_BYTES = 16 * 1024 * 1024
+EVENT_MAX_BYTES = 256 * 1024
+_MESSAGE_CUT = 4000
+EVENTS_READ_MAX = 10_000
+_TS_FIELD = re.compile(r'"ts"\s*:\s*"([^"]{1,64})"')
+
+_TIME_COLUMNS = frozenset(
+    {
+        "created_at",
+        "started_at",
+        "completed_at",
+        "heartbeat_at",
+        "last_event_at",
+        "waiting_until",
+        "resets_at",
+    }
+)
+
+
+def _iso(value: str | datetime | None) -> str | None:
+    """A time read back: the connection loads TIMESTAMPTZ as ISO text already."""
+    if value is None or isinstance(value, str):
+        return value
+    return to_iso(value)
+
+
+def _time(value: object) -> datetime | None:
+    """A time argument (ISO-8601 text, as the SQLite store takes, or a datetime) as a value for
+    a TIMESTAMPTZ column; a text that is no time is a programming error."""
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = parse_time(str(value))
+    if moment is None:
+        raise ValueError(f"not an ISO-8601 time: {value!r}")
+    return moment
+
+
+def _json(value: Any) -> str:
+    """JSON text that decodes to `value` exactly: a lone surrogate (which the connection would
+    store as U+FFFD) is written as its escape."""
+    text = json.dumps(value, ensure_ascii=False)
+    return json.dumps(value) if SURROGATE.search(text) else text
+
+
+def _json_text(value: Any) -> Any:
+    return _json(value) if isinstance(value, dict) else value
+
+
+def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values as PostgreSQL takes them: times parsed, `details` as JSON text."""
+    out = {}
+    for name, value in fields.items():
+        if name in _TIME_COLUMNS:
+            value = _time(value)
+        elif name == "details":
+            value = _json_text(value)
+        elif name == "branch_created" and value is not None:
+            value = bool(value)
+        out[name] = value
+    return out
+
+
+def _loads(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _execution(row: dict[str, Any]) -> Execution:
+    options = _loads(row["options"])
+    details = _loads(row["details"])
+    try:
+        status = ExecutionStatus(row["status"])
+    except ValueError:
+        status = ExecutionStatus.FAILED
+    return Execution(
+        id=row["id"],
+        old_id=row["old_id"],
+        run_key=row["run_key"],
+        doc_id=row["doc_id"],
+        doc_title=row["doc_title"],
+        exec_type=row["exec_type"] or "generic",
+        status=status,
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        created_at=_iso(row["created_at"]),
+        started_at=_iso(row["started_at"]),
+        completed_at=_iso(row["completed_at"]),
+        heartbeat_at=_iso(row["heartbeat_at"]),
+        pid=row["pid"],
+        pid_started_at=row["pid_started_at"],
+        agent_pid=row["agent_pid"],
+        agent_started_at=row["agent_started_at"],
+        working_dir=row["working_dir"],
+        branch=row["branch"],
+        log_file=row["log_file"],
+        session_id=row["session_id"],
+        model=row["model"],
+        num_turns=row["num_turns"],
+        cost_usd=row["cost_usd"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        last_event_at=_iso(row["last_event_at"]),
+        event_count=row["event_count"] or 0,
+        malformed_count=row["malformed_count"] or 0,
+        output_doc_id=row["output_doc_id"],
+        parent_execution_id=row["parent_execution_id"],
+        options=ExecOptions.from_dict(options if isinstance(options, dict) else None),
+        repo=row["repo"],
+        branch_created=bool(row["branch_created"]),
+        creator_pid=row["creator_pid"],
+        creator_started_at=row["creator_started_at"],
+        heartbeat_s=row["heartbeat_s"],
+        uptime_s=row["uptime_s"],
+        post_actions=row["post_actions"],
+        waiting_until=_iso(row["waiting_until"]),
+        waiting_reason=row["waiting_reason"],
+        resets_at=_iso(row["resets_at"]),
+        attempt=row["attempt"] or 1,
+        cache_read_tokens=row["cache_read_tokens"],
+        cache_creation_tokens=row["cache_creation_tokens"],
+        claude_code_version=row["claude_code_version"],
+        details=details if isinstance(details, dict) else {},
+    )
+
+
+def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
+    if key is None:
+        return "id = %s", (execution_id,)
+    return "id = %s AND run_key = %s", (execution_id, key)
+
+
+def _event_text(entry: Mapping[str, Any] | str) -> str:
+    """An entry as stored: JSON text, at most EVENT_MAX_BYTES."""
+    text = entry if isinstance(entry, str) else _json(entry)
+    if len(text) * 4 <= EVENT_MAX_BYTES or len(text.encode("utf-8", "replace")) <= EVENT_MAX_BYTES:
+        return text
+    data = entry if isinstance(entry, Mapping) else _loads(text)
+    small: dict[str, Any] = {"truncated": True, "bytes": len(text.encode("utf-8", "replace"))}
+    if isinstance(data, Mapping):
+        for name, value in data.items():
+            if name == "raw":
+                continue
+            if isinstance(value, str) and len(value) > _MESSAGE_CUT:
+                value = value[:_MESSAGE_CUT] + "…"
+            if isinstance(value, str | int | float | bool) or value is None:
+                small[name] = value
+    return _json(small)
+
+
+def _event(row: dict[str, Any]) -> ExecutionEvent:
+    entry = _loads(row["entry"])
+    if not isinstance(entry, dict):
+        entry = {"type": "malformed", "message": str(row["entry"])[:_MESSAGE_CUT]}
+    return ExecutionEvent(
+        execution_id=row["execution_id"],
+        run_key=row["run_key"],
+        seq=int(row["seq"]),
+        ts=_iso(row["ts"]) or "",
+        entry=entry,
+    )
+
+
+class PgExecutionStore:
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+
+    def create(
+        self,
+        *,
+        run_key: str,
+        doc_id: int | None,
+        doc_title: str,
+        exec_type: str,
+        options: ExecOptions,
+        parent_execution_id: int | None = None,
+        creator: tuple[int, float | None] | None = None,
+    ) -> int:
+        """A new row in `preparing`, recording its creator (pid, start time)."""
+        creator_pid, creator_started = creator if creator is not None else (None, None)
+        with self._db.write() as conn:
+            row = conn.execute(
+                """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
+                       created_at, options, parent_execution_id, creator_pid,
+                       creator_started_at)
+                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s) RETURNING id""",
+                (
+                    run_key,
+                    doc_id,
+                    doc_title,
+                    exec_type,
+                    utc_now(),
+                    json.dumps(options.to_dict()),
+                    parent_execution_id,
+                    creator_pid,
+                    creator_started,
+                ),
+            ).fetchone()
+        assert row is not None
+        return int(row["id"])
+
+    def _one(self, sql: str, params: tuple[object, ...]) -> Execution | None:
+        with self._db.read() as conn:
+            row = conn.execute(sql, params).fetchone()
+        return _execution(row) if row is not None else None
+
+    def _many(self, sql: str, params: Sequence[object] = ()) -> list[Execution]:
+        with self._db.read() as conn:
+            return [_execution(r) for r in conn.execute(sql, params)]
+
+    def get(self, execution_id: int) -> Execution:
+        found = None
+        if in_range(execution_id):
+            found = self._one("SELECT * FROM executions WHERE id = %s", (execution_id,))
+        if found is None:
+            raise NotFoundError(f"execution {execution_id} not found")
+        return found
+
+    def by_key(self, run_key: str) -> Execution | None:
+        return self._one("SELECT * FROM executions WHERE run_key = %s", (run_key,))
+
+    def resolve(self, ref: str | int) -> Execution:
+        """An execution by numeric id or, for migrated rows, by its old text id."""
+        text = str(ref).strip()
+        if text.isdigit():
+            return self.get(int(text))
+        found = self._one("SELECT * FROM executions WHERE old_id = %s", (text,))
+        if found is None:
+            raise NotFoundError(f"execution {text!r} not found")
+        return found
+
+    def list_executions(
+        self,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = 50,
+        doc_id: int | None = None,
+    ) -> list[Execution]:
+        where: list[str] = []
+        params: list[object] = []
+        if statuses:
+            where.append("status = ANY(%s)")
+            params.append(list(statuses))
+        if doc_id is not None:
+            if not in_range(doc_id):
+                return []
+            where.append("doc_id = %s")
+            params.append(doc_id)
+        sql = "SELECT * FROM executions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        bounded = sql_limit(limit)
+        if bounded is not None:
+            sql += " LIMIT %s"
+            params.append(bounded)
+        return self._many(sql, params)
+
+    def update(
+        self,
+        execution_id: int,
+        *,
+        key: str | None = None,
+        only_supervised: bool = False,
+        **fields: Any,
+    ) -> bool:
+        """Set progress or bookkeeping fields (never the status: see `transition`). With `key`,
+        only the row of that run key; with `only_supervised`, only while it is running or
+        waiting. True when written."""
+        if not fields:
+            return False
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if not in_range(execution_id):
+            return False
+        fields = _encoded(fields)
+        assignments = ", ".join(f"{name} = %s" for name in fields)
+        where, params = _where(execution_id, key)
+        if only_supervised:
+            where += " AND status IN ('running', 'waiting')"
+        with self._db.write() as conn:
+            cur = conn.execute(
+                f"UPDATE executions SET {assignments} WHERE {where}",
+                (*fields.values(), *params),
+            )
+            return cur.rowcount == 1
+
+    def transition(
+        self,
+        execution_id: int,
+        from_statuses: Sequence[ExecutionStatus],
+        to_status: ExecutionStatus,
+        *,
+        key: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Compare-and-set: move to `to_status` only if the row is in one of `from_statuses`.
+
+        The one status writer, checked against `ALLOWED`. Under READ COMMITTED a concurrent
+        writer of the same row makes this UPDATE wait and then re-check its WHERE on the row
+        as committed, so of two callers racing from the same state exactly one wins."""
+        illegal = [s for s in from_statuses if to_status not in ALLOWED.get(s, frozenset())]
+        if illegal:
+            raise ValueError(f"illegal transition {illegal[0].value} → {to_status.value}")
+        unknown = set(fields) - TRANSITION_FIELDS
+        if unknown:
+            raise ValueError(f"not settable: {sorted(unknown)}")
+        if not in_range(execution_id):
+            return False
+        if to_status.is_final:
+            fields.setdefault("completed_at", utc_now())
+        fields = _encoded(fields)
+        columns = ["status = %s", *(f"{name} = %s" for name in fields)]
+        where, params = _where(execution_id, key)
+        with self._db.write() as conn:
+            cur = conn.execute(
+                f"UPDATE executions SET {', '.join(columns)} WHERE {where} AND status = ANY(%s)",
+                (
+                    to_status.value,
+                    *fields.values(),
+                    *params,
+                    [s.value for s in from_statuses],
+                ),
+            )
+            return cur.rowcount == 1
+
+    def finish(
+        self,
+        execution_id: int,
+        status: ExecutionStatus,
+        exit_code: int | None,
+        reason: str,
+        *,
+        key: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Write a final state unless the row already has one (compare-and-set)."""
+        return self.transition(
+            execution_id,
+            tuple(s for s in ACTIVE_STATUSES if status in ALLOWED[s]),
+            status,
+            key=key,
+            exit_code=exit_code,
+            reason=reason,
+            **fields,
+        )
+
+    def by_session(self, session_id: str) -> list[Execution]:
+        return self._many(
+            "SELECT * FROM executions WHERE session_id = %s ORDER BY id", (session_id,)
+        )
+
+    def delete(self, execution_id: int) -> bool:
+        """Remove a row that never started (the undo of a start that failed half way)."""
+        if not in_range(execution_id):
+            return False
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM executions WHERE id = %s AND status IN ('preparing', 'queued')",
+                (execution_id,),
+            )
+            return cur.rowcount == 1
+
+    def beat(self, execution_id: int, at: str, uptime_s: float | None, key: str) -> bool:
+        """Record a heartbeat (and the supervisor's boot-clock uptime); only a row its
+        supervisor owns takes one."""
+        if not in_range(execution_id):
+            return False
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE executions SET heartbeat_at = %s, uptime_s = %s WHERE id = %s "
+                "AND run_key = %s AND status IN ('running', 'waiting')",
+                (_time(at), uptime_s, execution_id, key),
+            )
+            return cur.rowcount == 1
+
+    def queued(self) -> list[Execution]:
+        """Queued runs, oldest first."""
+        return self._many("SELECT * FROM executions WHERE status = 'queued' ORDER BY id")
+
+    def claim_slot(
+        self, execution_id: int, max_parallel: int, from_status: ExecutionStatus
+    ) -> Claim:
+        """Atomically move a run from `from_status` (preparing or queued) to running, if fewer
+        than `max_parallel` runs hold a slot — on every host at once (an advisory lock held to
+        COMMIT makes count-then-claim one step across connections)."""
+        if ExecutionStatus.RUNNING not in ALLOWED.get(from_status, frozenset()):
+            raise ValueError(f"illegal transition {from_status.value} → running")
+        if not in_range(execution_id):
+            return "gone"
+        with self._db.write() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOT_LOCK,))
+            # Each statement reads what was committed before it (READ COMMITTED), so this
+            # count includes every claim that held the lock before us.
+            row = conn.execute(
+                "SELECT COUNT(*) AS n FROM executions WHERE status IN ('running', 'waiting') "
+                "AND run_key IS NOT NULL"
+            ).fetchone()
+            if row is not None and int(row["n"]) >= max_parallel:
+                return "full"
+            cur = conn.execute(
+                "UPDATE executions SET status = 'running', started_at = %s "
+                "WHERE id = %s AND status = %s",
+                (utc_now(), execution_id, from_status.value),
+            )
+            return "claimed" if cur.rowcount == 1 else "gone"
+
+    def usage_limit_until(self, now: str) -> str | None:
+        """The latest reset time of a usage limit a run is waiting out, if one is active."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT MAX(waiting_until) AS until FROM executions WHERE status = 'waiting' "
+                "AND waiting_reason = 'usage_limit' AND waiting_until > %s",
+                (_time(now),),
+            ).fetchone()
+        return _iso(row["until"]) if row else None
+
+    def spent_since(self, since: str) -> float:
+        """The cost of the runs created since `since` (ISO-8601 UTC)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM executions WHERE created_at >= %s",
+                (_time(since),),
+            ).fetchone()
+        return float(row["spent"] or 0.0) if row else 0.0
+
+    def slots_in_use(self) -> int:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) AS n FROM executions WHERE status IN ('running', 'waiting') "
+                "AND run_key IS NOT NULL"
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    def active(self) -> list[Execution]:
+        """Every row not in a final state (preparing, queued, running, waiting), newest first."""
+        return self._many(
+            "SELECT * FROM executions WHERE status IN "
+            "('preparing', 'queued', 'running', 'waiting') ORDER BY id DESC"
+        )
+
+    def owing_post_actions(self) -> list[Execution]:
+        return self._many("SELECT * FROM executions WHERE post_actions = 'pending' ORDER BY id")
+
+    def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]:
+        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations."""
+        with self._db.read() as conn:
+            by_status = {
+                r["status"]: int(r["n"])
+                for r in conn.execute(
+                    "SELECT status, COUNT(*) AS n FROM executions GROUP BY status"
+                )
+            }
+            recent = {
+                r["status"]: int(r["n"])
+                for r in conn.execute(
+                    "SELECT status, COUNT(*) AS n FROM executions WHERE created_at >= %s "
+                    "GROUP BY status",
+                    (_time(since_iso),),
+                )
+            }
+            per_type = [
+                {
+                    "exec_type": r["exec_type"],
+                    "runs": int(r["runs"]),
+                    "cost_usd": float(r["cost_usd"]),
+                    "input_tokens": int(r["input_tokens"]),
+                    "output_tokens": int(r["output_tokens"]),
+                }
+                for r in conn.execute(
+                    """SELECT exec_type, COUNT(*) AS runs, COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                          COALESCE(SUM(input_tokens), 0) AS input_tokens,
+                          COALESCE(SUM(output_tokens), 0) AS output_tokens
+                       FROM executions GROUP BY exec_type ORDER BY runs DESC"""
+                )
+            ]
+            durations = [
+                float(r["s"])
+                for r in conn.execute(
+                    """SELECT EXTRACT(EPOCH FROM completed_at - started_at) AS s
+                       FROM executions
+                       WHERE status IN ('completed', 'failed', 'killed')
+                         AND completed_at IS NOT NULL AND started_at IS NOT NULL
+                       ORDER BY id DESC LIMIT %s""",
+                    (sql_limit(sample),),
+                )
+                if r["s"] is not None and r["s"] >= 0
+            ]
+        return {
+            "by_status": by_status,
+            "recent": recent,
+            "per_type": per_type,
+            "durations": durations,
+        }
+
+    # -- the run log's entries ---------------------------------------------------------------
+
+    def append_events(self, run_key: str, entries: Sequence[Mapping[str, Any] | str]) -> int:
+        """Append a batch of a run's log entries (dicts, or JSON text as the log writer encoded
+        them); returns the last sequence number given, 0 when no row has that key.
+
+        Sequence numbers start at 1 and never repeat within a run, also after old entries are
+        dropped by the cap; concurrent appenders to one run are serialised on its head row."""
+        if not entries:
+            return 0
+        texts = [_event_text(entry) for entry in entries]
+        sizes = [len(text.encode("utf-8", "replace")) for text in texts]
+        stamps = [_event_time(entry) for entry in entries]
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT id FROM executions WHERE run_key = %s", (run_key,)
+            ).fetchone()
+            if row is None:
+                return 0
+            execution_id = int(row["id"])
+            head = conn.execute(
+                """INSERT INTO execution_event_heads AS h (execution_id, last_seq, kept_bytes)
+                   VALUES (%s, %s, %s)
+                   ON CONFLICT (execution_id) DO UPDATE
+                       SET last_seq = h.last_seq + EXCLUDED.last_seq,
+                           kept_bytes = h.kept_bytes + EXCLUDED.kept_bytes
+                   RETURNING last_seq, kept_bytes""",
+                (execution_id, len(texts), sum(sizes)),
+            ).fetchone()
+            assert head is not None
+            last, kept = int(head["last_seq"]), int(head["kept_bytes"])
+            first = last - len(texts) + 1
+            conn.execute(
+                """INSERT INTO execution_events (execution_id, run_key, seq, ts, bytes, entry)
+                   SELECT %s, %s, s, t, b, e
+                   FROM unnest(%s::bigint[], %s::timestamptz[], %s::int[], %s::text[])
+                       AS u(s, t, b, e)""",
+                (
+                    execution_id,
+                    run_key,
+                    list(range(first, last + 1)),
+                    stamps,
+                    sizes,
+                    texts,
+                ),
+            )
+            if last > EVENTS_MAX_ENTRIES or kept > EVENTS_MAX_BYTES:
+                self._trim(conn, execution_id, last, kept)
+        return last
+
+    @staticmethod
+    def _trim(conn: Any, execution_id: int, last: int, kept: int) -> None:
+        """Drop the oldest entries past the cap; the newest entry always stays."""
+        cut = conn.execute(
+            """SELECT COALESCE(MAX(seq), 0) AS cut FROM (
+                   SELECT seq, SUM(bytes) OVER (ORDER BY seq DESC) AS total
+                   FROM execution_events WHERE execution_id = %s AND seq > %s
+               ) newest WHERE total > %s AND seq < %s""",
+            (execution_id, last - EVENTS_MAX_ENTRIES, EVENTS_MAX_BYTES, last),
+        ).fetchone()
+        cut_seq = max(int(cut["cut"]), last - EVENTS_MAX_ENTRIES)
+        dropped = conn.execute(
+            "DELETE FROM execution_events WHERE execution_id = %s AND seq <= %s RETURNING bytes",
+            (execution_id, cut_seq),
+        ).fetchall()
+        freed = sum(int(r["bytes"]) for r in dropped)
+        if freed:
+            conn.execute(
+                "UPDATE execution_event_heads SET kept_bytes = %s WHERE execution_id = %s",
+                (kept - freed, execution_id),
+            )
+
+    def events_since(
+        self, execution_id: int, after_seq: int = 0, limit: int = 1000
+    ) -> list[ExecutionEvent]:
+        """A run's kept entries with `seq > after_seq`, oldest first, at most `limit` (≤ 10 000).
+        A follower passes the last seq it saw; a first seq above `after_seq + 1` means entries
+        in between were dropped by the cap."""
+        if not in_range(execution_id) or not in_range(after_seq):
+            return []
+        bounded = max(0, min(limit, EVENTS_READ_MAX))
+        with self._db.read() as conn:
+            rows = conn.execute(
+                """SELECT execution_id, run_key, seq, ts, entry FROM execution_events
+                   WHERE execution_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
+                (execution_id, after_seq, bounded),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+
+def _event_time(entry: Mapping[str, Any] | str) -> datetime:
+    """The entry's own `ts` (when it was logged; the log writer puts it first), else now."""
+    if isinstance(entry, Mapping):
+        stamp = entry.get("ts")
+    else:
+        found = _TS_FIELD.search(entry, 0, 200)
+        stamp = found.group(1) if found else None
+    return (parse_time(stamp) if isinstance(stamp, str) else None) or utc_now()
