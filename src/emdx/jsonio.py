@@ -43,6 +43,18 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from exc
 
 
+def storable(value: Any) -> Any:
+    """A column value as a database takes it: an integer clamped to 64 bits, a non-finite float
+    as NULL (sums of what an agent reported must never make a row unwritable)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return min(max(value, INT_MIN), INT_MAX)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def finite(data: Any) -> Any:
     """`data` with every non-finite float replaced by None (containers copied as needed)."""
     if isinstance(data, float):

@@ -85,7 +85,7 @@ class Supervisor:
         self.last = self.output.progress
         self.attempt = execution.attempt
         self.writer = RowWriter(
-            store.path, self.id, self.key, self.heartbeat_s, self.uptime, self.note
+            store.location, self.id, self.key, self.heartbeat_s, self.uptime, self.note
         )
 
     def uptime(self) -> float:

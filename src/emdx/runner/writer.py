@@ -27,7 +27,7 @@ Note = Callable[[str, str, str], None]
 class RowWriter:
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         execution_id: int,
         key: str,
         interval_s: float,

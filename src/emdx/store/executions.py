@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,13 +139,7 @@ def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if isinstance(value, dict) and name == "details":
             value = jsonio.dumps(value, ensure_ascii=False)
-        elif isinstance(value, bool):
-            pass
-        elif isinstance(value, int):
-            value = min(max(value, jsonio.INT_MIN), jsonio.INT_MAX)
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
-        encoded[name] = value
+        encoded[name] = jsonio.storable(value)
     return encoded
 
 

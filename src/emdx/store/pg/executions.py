@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from emdx import jsonio
 from emdx.errors import NotFoundError
 from emdx.models import (
     ACTIVE_STATUSES,
@@ -73,8 +74,8 @@ def _time(value: object) -> datetime | None:
 def _json(value: Any) -> str:
     """JSON text that decodes to `value` exactly: a lone surrogate (which the connection would
     store as U+FFFD) is written as its escape."""
-    text = json.dumps(value, ensure_ascii=False)
-    return json.dumps(value) if SURROGATE.search(text) else text
+    text = jsonio.dumps(value, ensure_ascii=False)
+    return jsonio.dumps(value) if SURROGATE.search(text) else text
 
 
 def _json_text(value: Any) -> Any:
@@ -82,7 +83,8 @@ def _json_text(value: Any) -> Any:
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
-    """Column values as PostgreSQL takes them: times parsed, `details` as JSON text."""
+    """Column values as PostgreSQL takes them: times parsed, `details` as JSON text, numbers
+    as `jsonio.storable` (64-bit integers, finite floats)."""
     out = {}
     for name, value in fields.items():
         if name in _TIME_COLUMNS:
@@ -91,7 +93,7 @@ def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
             value = _json_text(value)
         elif name == "branch_created" and value is not None:
             value = bool(value)
-        out[name] = value
+        out[name] = jsonio.storable(value)
     return out
 
 
@@ -99,7 +101,7 @@ def _loads(text: str | None) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        return jsonio.loads(text)
     except ValueError:
         return None
 
