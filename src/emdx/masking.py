@@ -34,6 +34,9 @@ SECRET_MARKERS = (
     "COOKIE",
     "AUTH",
 )
+# Whole words that make a value a secret (as substrings they are too common: BYPASS, the shell's
+# PWD): MYSQL_PWD, SMTP_PASS, DB_PW.
+SECRET_WORDS = frozenset({"PASS", "PWD", "PW", "PASSWD", "PIN"})
 # "AUTH" also occurs in GIT_AUTHOR_NAME and friends, which are no secrets.
 NOT_SECRET_WORDS = frozenset({"AUTHOR", "AUTHORS"})
 _WORD = re.compile(r"[A-Z0-9]+")
@@ -47,7 +50,7 @@ _PENDING_MAX_CHARS = 64 * 1024
 
 
 # emdx's own run marker: an identity, shown everywhere (it names the run's files).
-NOT_SECRET_NAMES = frozenset({"EMDX_RUN_KEY"})
+NOT_SECRET_NAMES = frozenset({"EMDX_RUN_KEY", "PWD", "OLDPWD"})
 
 
 def is_secret_name(name: str) -> bool:
@@ -55,7 +58,9 @@ def is_secret_name(name: str) -> bool:
     if upper in NOT_SECRET_NAMES:
         return False
     words = [w for w in _WORD.findall(upper) if w not in NOT_SECRET_WORDS]
-    return any(marker in word for word in words for marker in SECRET_MARKERS)
+    return any(
+        word in SECRET_WORDS or any(marker in word for marker in SECRET_MARKERS) for word in words
+    )
 
 
 def url_passwords(value: str) -> list[tuple[str, str]]:

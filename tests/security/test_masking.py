@@ -26,6 +26,11 @@ def test_secret_values_from_names_and_urls() -> None:
         "MY_PRIVATE_THING": "private-value",
         "SHORT_KEY": "1234567",  # under 8 characters: too likely to be ordinary text
         "GIT_AUTHOR_NAME": "Ada Lovelace",  # AUTH in AUTHOR is no secret
+        "MYSQL_PWD": "mysql-pwd-value",  # whole words: PWD, PASS, PW, PIN
+        "SMTP_PASS": "smtp-pass-value",
+        "PWD": "/home/ada/project",  # the shell's working directory
+        "OLDPWD": "/home/ada",
+        "BYPASS_CACHE": "yes-please-1",  # PASS only as a word
         "PATH": "/usr/bin:/bin",
         "EMDX_DATABASE_URL": "postgresql://emdx:pw@db.example/emdx",
         "MIRROR": "https://user:s3cr%40t-long-pass@mirror.example/simple",
@@ -39,13 +44,16 @@ def test_secret_values_from_names_and_urls() -> None:
         "Bearer abcdefgh",
         "c00kie-value",
         "private-value",
+        "mysql-pwd-value",
+        "smtp-pass-value",
         "emdx:pw@",  # a short password only with its URL context
         "s3cr%40t-long-pass",
         "s3cr@t-long-pass",  # and percent-decoded, as a client library would print it
         "AAAAB3NzaC1yc2EAAAADAQABAAABAQ",  # each line of a multi-line value (stderr is by line)
     ):
         assert expected in values, expected
-    for absent in ("1234567", "Ada Lovelace", "/usr/bin:/bin", "pw"):
+    for absent in ("1234567", "Ada Lovelace", "/usr/bin:/bin", "pw", "/home/ada/project",
+                   "/home/ada", "yes-please-1"):  # fmt: skip
         assert absent not in values, absent
 
 
