@@ -79,6 +79,20 @@ def test_a_taken_branch_name_gets_a_free_one_and_the_users_branch_survives(
     assert git(git_repo, "rev-parse", expected) == tip
 
 
+def test_a_branch_below_the_name_makes_it_taken(runs: Runs, git_repo: Path) -> None:
+    """A branch `exec-<id>-<slug>/x` (a ref cannot be both a file and a directory) made the
+    start fail instead of picking a free name."""
+    title = "Nested"
+    doc = runs.doc(f"# {title}\nFAKE:events=1\n", title=title)
+    expected = smart.branch_name(_next_id(), title)
+    git(git_repo, "branch", f"{expected}/x")
+    done = runs.cli("claude", "execute", str(doc), "--background", "--worktree", cwd=git_repo)
+    assert done.code == 0, done
+    row = runs.wait_final(started_id(done.stdout))
+    assert row.status.value == "completed" and row.branch == f"{expected}-2", row
+    assert git(git_repo, "branch", "--list", f"{expected}/x")
+
+
 def test_a_failed_worktree_start_never_deletes_a_preexisting_branch(
     runs: Runs, git_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

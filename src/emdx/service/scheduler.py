@@ -338,12 +338,12 @@ class Scheduler:
         base = smart.branch_name(execution_id, title)
         for attempt in range(1, 100):
             branch = base if attempt == 1 else f"{base}-{attempt}"
-            if git.branch_exists(repo, branch):
+            if git.branch_name_taken(repo, branch):
                 continue
             result = git.add_worktree(repo, path, branch)
             if result.ok:
                 break
-            if git.branch_exists(repo, branch) and "already exists" in result.err:
+            if git.branch_name_taken(repo, branch):
                 continue  # taken between our check and git's: try the next name
             detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
             raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")

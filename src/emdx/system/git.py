@@ -172,6 +172,15 @@ def branch_exists(repo: Path, name: str) -> bool:
     return run(["rev-parse", "--verify", "--quiet", f"refs/heads/{name}"], repo).ok
 
 
+def branch_name_taken(repo: Path, name: str) -> bool:
+    """Whether a branch `name` cannot be created: it exists, or branches below it do
+    (`name/x`: a ref cannot be both a file and a directory)."""
+    if branch_exists(repo, name):
+        return True
+    below = run(["for-each-ref", "--count=1", "--format=%(refname)", f"refs/heads/{name}/"], repo)
+    return bool(below.out.strip())
+
+
 # A branch's config carries the key of the run that created it: deleting the branch (`branch -D`,
 # by emdx or by hand) drops it, so a name reused later (another home, a fresh database restarting
 # ids) never passes for the old run's branch.
