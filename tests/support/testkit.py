@@ -499,12 +499,30 @@ def claude_bin() -> str:
 INHERITED_CLAUDE_PREFIXES = ("ANTHROPIC", "CLAUDE")
 
 
-def offline_env(base_url: str, config_dir: Path, home: str | Path, tmp_dir: Path) -> dict[str, str]:
+def offline_env(
+    base_url: str,
+    config_dir: Path,
+    home: str | Path,
+    tmp_dir: Path,
+    *,
+    oauth: bool = False,
+    max_retries: int | None = None,
+) -> dict[str, str]:
     """An environment for a real Claude Code CLI that talks only to the scripted model server at
     `base_url`: `os.environ` without inherited CLAUDE*/ANTHROPIC* variables (a developer's own
-    session, a real key, a model override), plus `offline_claude_env`'s settings."""
+    session, a real key, a model override), plus `offline_claude_env`'s settings (`oauth=True`:
+    the subscriber path; `max_retries`: CLAUDE_CODE_MAX_RETRIES)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED_CLAUDE_PREFIXES)}
-    env.update(offline_claude_env(base_url, str(config_dir), str(home), tmp_dir=str(tmp_dir)))
+    env.update(
+        offline_claude_env(
+            base_url,
+            str(config_dir),
+            str(home),
+            tmp_dir=str(tmp_dir),
+            oauth=oauth,
+            max_retries=max_retries,
+        )
+    )
     return env
 
 
@@ -514,6 +532,9 @@ def use_offline_claude(
     config_dir: Path,
     home: str | Path,
     tmp_dir: Path,
+    *,
+    oauth: bool = False,
+    max_retries: int | None = None,
 ) -> None:
     """Make `os.environ` the `offline_env` (emdx's supervisors inherit it) with the real CLI as
     emdx's agent (EMDX_CLAUDE_BIN)."""
@@ -521,7 +542,14 @@ def use_offline_claude(
     for key in list(os.environ):
         if key.startswith(INHERITED_CLAUDE_PREFIXES):
             monkeypatch.delenv(key)
-    overrides = offline_claude_env(base_url, str(config_dir), str(home), tmp_dir=str(tmp_dir))
+    overrides = offline_claude_env(
+        base_url,
+        str(config_dir),
+        str(home),
+        tmp_dir=str(tmp_dir),
+        oauth=oauth,
+        max_retries=max_retries,
+    )
     for key, value in overrides.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMDX_CLAUDE_BIN", binary)

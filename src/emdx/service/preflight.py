@@ -14,7 +14,7 @@ from emdx import agent, paths
 from emdx.errors import EmdxError, EnvironmentProblem
 from emdx.system import git
 
-INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code@2.1.330 (or set EMDX_CLAUDE_BIN)"
+INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code@2.1.332 (or set EMDX_CLAUDE_BIN)"
 INSTALL_NODE = "install Node.js 20 or newer: https://nodejs.org/ (or your package manager)"
 
 

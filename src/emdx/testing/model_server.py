@@ -10,25 +10,53 @@ A script is a list of turns. Each turn is a dict with one of:
 
 * ``{"text": "..."}`` -- an ``end_turn`` answer.
 * ``{"tool_use": {"name": "Bash", "input": {...}}}`` -- a ``tool_use`` answer, optionally with a
-  leading ``"text"``. ``tool_use`` may also be a list of such dicts (parallel tool calls); an
-  ``"id"`` key is optional.
+  leading ``"text"``. ``tool_use`` may also be a list of such dicts (one API turn with several
+  tool calls: Claude Code prints one ``assistant`` event per content block, all with the same
+  ``message.id``); an ``"id"`` key is optional. A Bash call with ``"run_in_background": true``
+  in its input starts a background task: the CLI answers the call at once, and when the task
+  ends (after the turn's ``result`` if it outlives it) sends another request, the next turn.
 * ``{"error": {"status": 400, "type": "invalid_request_error", "message": "..."}}`` -- an HTTP
-  error in Anthropic's error JSON shape (optionally ``"headers": {...}``).
+  error in Anthropic's error JSON shape, optionally with ``"headers": {...}`` and
+  ``"rate_limit": {...}`` (below) sent with the error only. With
+  ``"times": K`` only the first K requests for this turn (of one conversation) get the error,
+  later ones (the CLI's retries, or a ``--resume``) get the turn's ``text``/``tool_use`` -- e.g.
+  "529 twice, then succeed". Without ``times`` every request gets it (Claude Code then retries
+  10 times over about three minutes; see ``offline_claude_env(max_retries=...)``).
 
 and optionally:
 
 * ``"sleep": seconds`` -- delay before anything is sent (stall tests). A turn with only
   ``sleep`` answers like the end-of-script turn.
-* ``"usage": {"input_tokens": N, "output_tokens": M, ...}`` -- token counts to report.
+* ``"usage": {"input_tokens": N, "output_tokens": M, ...}`` -- token counts to report; any
+  other keys (``cache_read_input_tokens``, ``cache_creation_input_tokens``,
+  ``server_tool_use``...) are passed through. ``message_start`` carries them all with
+  ``output_tokens: 1``, ``message_delta`` the final ``output_tokens``, as the real API does.
+* ``"headers": {"name": "value"}`` -- response headers of every answer of this turn, success
+  or error (e.g. ``retry-after``, ``x-should-retry``).
+* ``"rate_limit": {"status": "allowed_warning", "reset_in": 3600}`` -- on the turn (every
+  answer) or in its ``error`` (the error answers only, e.g. ``{"status": 429, "type":
+  "rate_limit_error", "message": "...", "times": 1, "rate_limit": {"reset_in": 20}}``): the
+  subscription rate-limit headers (``anthropic-ratelimit-unified-*``: status, reset,
+  representative claim, the ``5h``/``7d`` windows, overage status and disabled reason, and
+  ``retry-after`` with a rejection) computed when the turn is answered: ``reset_in`` seconds
+  from now, or ``resets_at`` (epoch seconds). ``status`` is ``rejected`` (the default),
+  ``allowed`` or ``allowed_warning``; ``claim`` ``five_hour``, ``seven_day``,
+  ``seven_day_opus`` or ``seven_day_sonnet``; ``utilization``, ``overage_status``,
+  ``overage_disabled_reason`` and ``retry_after: false`` adjust the details. Claude Code reads
+  them only on the subscriber path (``offline_claude_env(oauth=True)``): a rejected 429 then
+  becomes a ``rate_limit_event`` and a usage-limit ``result``, with no retry. ``headers`` wins
+  over generated ones of the same name.
 
 ``{cwd}`` in any string of a turn is replaced by the CLI's working directory (read from the
 "Primary working directory" line of its environment notes), for runs whose directory is made at
 run time.
 
-Turn selection is stateless: the turn index is the number of ``assistant`` messages in the
-request. Retries therefore get the same answer, concurrent CLI runs can share one server, and
-``--resume`` continues the script where the first run stopped. Past the end of the script the
-server answers ``{"text": "done"}``.
+Turn selection is stateless: the turn index is the number of model answers (``assistant``
+messages) in the request. Retries therefore get the same turn, concurrent CLI runs can share one
+server, and ``--resume`` continues the script where the first run stopped (a resume after a
+turn that failed asks for that turn again). The only state is the per-turn request count behind
+``error.times``, kept per conversation (script, session id, subagent). Past the end of the
+script the server answers ``{"text": "done"}``.
 
 Several named scripts may share one server; a conversation selects one by putting the marker
 ``[[script:NAME]]`` anywhere in its first user message, otherwise ``"default"`` is used. An
@@ -37,7 +65,9 @@ Agent-tool subagent is a conversation of its own, so a marker in the subagent's 
 Requests that are not the main conversation (auxiliary calls, ``count_tokens``, unknown
 endpoints) get a quick generic answer, are not counted as turns, and are recorded separately in
 :attr:`ScriptedModelServer.aux_requests`. :attr:`ScriptedModelServer.log` lists every request
-with the script and turn it was answered from.
+with its headers, the script and turn it was answered from and the HTTP status it got. The
+server accepts any credentials: the API-key path sends ``x-api-key``, the subscriber path
+``Authorization: Bearer``.
 
 Run standalone with ``python -m emdx.testing.model_server --script FILE.json [--port N]``.
 """
@@ -52,6 +82,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from email.message import Message
@@ -62,8 +93,11 @@ from typing import Any, Final, Self
 __all__ = [
     "DEFAULT_SCRIPT",
     "FINAL_TURN",
+    "OFFLINE_API_KEY",
+    "OFFLINE_OAUTH_TOKEN",
     "ScriptedModelServer",
     "offline_claude_env",
+    "unified_rate_limit_headers",
 ]
 
 JSON = dict[str, Any]
@@ -71,6 +105,8 @@ Turn = Mapping[str, Any]
 Script = Sequence[Turn]
 
 DEFAULT_SCRIPT: Final = "default"
+OFFLINE_API_KEY: Final = "test-key"
+OFFLINE_OAUTH_TOKEN: Final = "sk-ant-oat01-offline-test-token"
 FINAL_TURN: Final[Turn] = {"text": "done"}
 
 _MARKER_RE: Final = re.compile(r"\[\[script:([A-Za-z0-9_.\-]+)\]\]")
@@ -84,10 +120,40 @@ _AUX_TEXT: Final = "OK"
 _CLASS_HEADER: Final = "x-claude-code-request-class"
 _AUX_HEADER: Final = "x-claude-code-auxiliary-type"
 _CONVERSATION_CLASSES: Final = frozenset({"main", "subagent", "workflow"})
+_TURN_KEYS: Final = frozenset(
+    {"text", "tool_use", "error", "sleep", "usage", "headers", "rate_limit"}
+)
+_ERROR_KEYS: Final = frozenset({"status", "type", "message", "headers", "times", "rate_limit"})
+_RATE_LIMIT_KEYS: Final = frozenset(
+    {
+        "status",
+        "claim",
+        "reset_in",
+        "resets_at",
+        "utilization",
+        "overage_status",
+        "overage_disabled_reason",
+        "retry_after",
+    }
+)
+_RATE_LIMIT_STATUSES: Final = frozenset({"allowed", "allowed_warning", "rejected"})
+# The representative claim names a window; the window's own headers use a short name.
+_CLAIM_WINDOWS: Final[Mapping[str, str]] = {
+    "five_hour": "5h",
+    "seven_day": "7d",
+    "seven_day_opus": "7d",
+    "seven_day_sonnet": "7d",
+}
 
 
 def offline_claude_env(
-    base_url: str, config_dir: str, home: str | None = None, *, tmp_dir: str | None = None
+    base_url: str,
+    config_dir: str,
+    home: str | None = None,
+    *,
+    tmp_dir: str | None = None,
+    oauth: bool = False,
+    max_retries: int | None = None,
 ) -> dict[str, str]:
     """Return the environment overrides that make the Claude Code CLI talk only to ``base_url``.
 
@@ -96,12 +162,21 @@ def offline_claude_env(
     ``ANTHROPIC_*``/``CLAUDE_*`` variables, which can change the model or credentials.
 
     ``tmp_dir`` also relocates the per-run scratch files the CLI otherwise leaves in ``/tmp``
-    (``claude-<uid>/`` task notes and the ``cc-socks/<pid>.sock`` messaging socket).
+    (``claude-<uid>/`` task notes and background-task output, the ``cc-socks/<pid>.sock``
+    messaging socket).
+
+    ``oauth=True`` takes the subscriber path instead of the API-key path: a dummy
+    ``CLAUDE_CODE_OAUTH_TOKEN`` and no ``ANTHROPIC_API_KEY`` (which would win, so the caller's
+    environment must not carry one either). The CLI then sends ``Authorization: Bearer`` and the
+    ``oauth-2025-04-20`` beta, reads the ``anthropic-ratelimit-unified-*`` headers into
+    ``rate_limit_event`` lines and reports a rejected 429 as a usage limit.
+
+    ``max_retries`` sets ``CLAUDE_CODE_MAX_RETRIES`` (the CLI's default is 10 retries over about
+    three minutes of backoff; ``retry-after`` can lengthen a wait but not shorten it, so this
+    is the way to make "retried until it gave up" quick).
     """
     env = {
         "ANTHROPIC_BASE_URL": base_url,
-        # A dummy key: the server ignores it, but without one the CLI wants to log in.
-        "ANTHROPIC_API_KEY": "test-key",
         "DISABLE_TELEMETRY": "1",
         # Also stops the HEAD /api/hello connectivity probe against the base URL.
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -109,6 +184,13 @@ def offline_claude_env(
         # Keeps sessions, settings and project memory of test runs out of the real ~/.claude.
         "CLAUDE_CONFIG_DIR": config_dir,
     }
+    if oauth:
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = OFFLINE_OAUTH_TOKEN
+    else:
+        # A dummy key: the server ignores it, but without one the CLI wants to log in.
+        env["ANTHROPIC_API_KEY"] = OFFLINE_API_KEY
+    if max_retries is not None:
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)
     if home is not None:
         env["HOME"] = home
     if tmp_dir is not None:
@@ -170,6 +252,39 @@ def _with_cwd(turn: Turn, cwd: str | None) -> Turn:
     return filled
 
 
+# 2.1.197 fills the gap after a user message that never got an answer (an API error, a usage
+# limit) with this assistant message when the session is resumed; 2.1.330+ merges the next
+# prompt into that user message instead. It is not a model turn.
+_FILLER_TEXT: Final = "No response requested."
+
+
+def _is_model_turn(message: Any) -> bool:
+    """Whether a request message is an answer the model gave (and so a turn of the script)."""
+    if not isinstance(message, Mapping) or message.get("role") != "assistant":
+        return False
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    return _text_of(blocks).strip() != _FILLER_TEXT or any(
+        isinstance(b, Mapping) and b.get("type") != "text" for b in blocks
+    )
+
+
+def _session_of(body: Mapping[str, Any], headers: Message) -> str | None:
+    """The CLI's session id: its ``X-Claude-Code-Session-Id`` header, else the ``session_id``
+    in ``metadata.user_id`` (a JSON string). A ``--resume`` keeps the session id."""
+    session = headers.get("x-claude-code-session-id")
+    if session:
+        return str(session)
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    if isinstance(user_id, str):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(user_id)
+            if isinstance(parsed, Mapping) and isinstance(parsed.get("session_id"), str):
+                return str(parsed["session_id"])
+    return None
+
+
 def _is_main_conversation(body: Any, headers: Message) -> bool:
     """Tell an agent conversation apart from the CLI's auxiliary model calls.
 
@@ -223,12 +338,9 @@ def _validate_turn(name: str, index: int, turn: Any) -> None:
     where = f"script {name!r} turn {index}"
     if not isinstance(turn, Mapping):
         raise ValueError(f"{where}: a turn must be an object, got {type(turn).__name__}")
-    known = {"text", "tool_use", "error", "sleep", "usage"}
-    unknown = set(turn) - known
+    unknown = set(turn) - _TURN_KEYS
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-    if "error" in turn and ("tool_use" in turn or "text" in turn):
-        raise ValueError(f"{where}: 'error' cannot be combined with 'text' or 'tool_use'")
     if not ({"text", "tool_use", "error", "sleep"} & set(turn)):
         raise ValueError(f"{where}: needs one of text, tool_use, error, sleep")
     if "tool_use" in turn:
@@ -242,10 +354,130 @@ def _validate_turn(name: str, index: int, turn: Any) -> None:
         error = turn["error"]
         if not isinstance(error, Mapping) or not isinstance(error.get("status", 400), int):
             raise ValueError(f"{where}: error must be an object with an integer 'status'")
+        unknown = set(error) - _ERROR_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown error keys {sorted(unknown)}")
+        times = error.get("times")
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
+            raise ValueError(f"{where}: error 'times' must be an integer")
+        if times is None and ("tool_use" in turn or "text" in turn):
+            # Without 'times' the error is the turn's only answer: a text would never be sent.
+            raise ValueError(
+                f"{where}: 'error' combines with 'text' or 'tool_use' only with 'times'"
+            )
+        _validate_headers(where, error.get("headers", {}))
+        if "rate_limit" in error:
+            _validate_rate_limit(where, error["rate_limit"])
+    _validate_headers(where, turn.get("headers", {}))
+    if "rate_limit" in turn:
+        _validate_rate_limit(where, turn["rate_limit"])
     if "sleep" in turn and not isinstance(turn["sleep"], int | float):
         raise ValueError(f"{where}: sleep must be a number of seconds")
     if "usage" in turn and not isinstance(turn["usage"], Mapping):
         raise ValueError(f"{where}: usage must be an object of token counts")
+
+
+def _validate_headers(where: str, headers: Any) -> None:
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) for k, v in headers.items()
+    ):
+        raise ValueError(f"{where}: headers must map names to strings or numbers")
+
+
+def _validate_rate_limit(where: str, limit: Any) -> None:
+    if not isinstance(limit, Mapping):
+        raise ValueError(f"{where}: rate_limit must be an object")
+    unknown = set(limit) - _RATE_LIMIT_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown rate_limit keys {sorted(unknown)}")
+    if "reset_in" in limit and "resets_at" in limit:
+        raise ValueError(f"{where}: rate_limit takes reset_in or resets_at, not both")
+    for key in ("reset_in", "resets_at", "utilization"):
+        if key in limit and (
+            isinstance(limit[key], bool) or not isinstance(limit[key], int | float)
+        ):
+            raise ValueError(f"{where}: rate_limit {key!r} must be a number")
+    if limit.get("status", "rejected") not in _RATE_LIMIT_STATUSES:
+        raise ValueError(
+            f"{where}: rate_limit status must be one of {sorted(_RATE_LIMIT_STATUSES)}"
+        )
+    if limit.get("claim", "five_hour") not in _CLAIM_WINDOWS:
+        raise ValueError(f"{where}: rate_limit claim must be one of {sorted(_CLAIM_WINDOWS)}")
+
+
+def unified_rate_limit_headers(
+    *,
+    status: str = "rejected",
+    claim: str = "five_hour",
+    resets_at: int,
+    now: float | None = None,
+    utilization: float | None = None,
+    overage_status: str = "rejected",
+    overage_disabled_reason: str | None = "org_level_disabled",
+    retry_after: bool = True,
+) -> dict[str, str]:
+    """The ``anthropic-ratelimit-unified-*`` response headers of a subscription (OAuth) account.
+
+    ``claim`` names the window that decides (``five_hour``, ``seven_day``...); it gets
+    ``status`` and ``resets_at``, the other window is reported as comfortably allowed. A
+    rejection also refuses overage (``overage_status``), otherwise Claude Code would just carry
+    on "using overage". ``retry-after`` (seconds until the reset) accompanies a rejection, as on
+    the real API.
+    """
+    current = time.time() if now is None else now
+    used = utilization if utilization is not None else (1.0 if status == "rejected" else 0.5)
+    window = _CLAIM_WINDOWS[claim]
+    other = "7d" if window == "5h" else "5h"
+    other_reset = int(current) + (7 * 86400 if other == "7d" else 5 * 3600)
+    headers = {
+        "anthropic-ratelimit-unified-status": status,
+        "anthropic-ratelimit-unified-reset": str(resets_at),
+        "anthropic-ratelimit-unified-representative-claim": claim,
+        f"anthropic-ratelimit-unified-{window}-status": status,
+        f"anthropic-ratelimit-unified-{window}-reset": str(resets_at),
+        f"anthropic-ratelimit-unified-{window}-utilization": f"{used:g}",
+        f"anthropic-ratelimit-unified-{other}-status": "allowed",
+        f"anthropic-ratelimit-unified-{other}-reset": str(other_reset),
+        f"anthropic-ratelimit-unified-{other}-utilization": "0.25",
+        "anthropic-ratelimit-unified-overage-status": overage_status,
+    }
+    if overage_status == "rejected" and overage_disabled_reason:
+        headers["anthropic-ratelimit-unified-overage-disabled-reason"] = overage_disabled_reason
+    if status == "rejected" and retry_after:
+        headers["retry-after"] = str(max(0, int(resets_at - current)))
+    return headers
+
+
+def _rate_limit_headers(limit: Any, now: float) -> dict[str, str]:
+    if not isinstance(limit, Mapping):
+        return {}
+    if "resets_at" in limit:
+        resets_at = int(limit["resets_at"])
+    else:
+        resets_at = int(now + float(limit.get("reset_in", 3600)))
+    return unified_rate_limit_headers(
+        status=str(limit.get("status", "rejected")),
+        claim=str(limit.get("claim", "five_hour")),
+        resets_at=resets_at,
+        now=now,
+        utilization=limit.get("utilization"),
+        overage_status=str(limit.get("overage_status", "rejected")),
+        overage_disabled_reason=limit.get("overage_disabled_reason", "org_level_disabled"),
+        retry_after=bool(limit.get("retry_after", True)),
+    )
+
+
+def _answer_headers(turn: Turn, error: Mapping[str, Any] | None, now: float) -> dict[str, str]:
+    """The response headers of one answer of a turn: the turn's ``rate_limit`` and ``headers``
+    go with every answer, an error's own ``rate_limit`` and ``headers`` only with that error
+    (so the answer after ``times`` failures is a clean success). Later ones win: the turn's
+    ``rate_limit``, the error's, the error's ``headers``, the turn's ``headers``."""
+    headers = _rate_limit_headers(turn.get("rate_limit"), now)
+    if error is not None:
+        headers.update(_rate_limit_headers(error.get("rate_limit"), now))
+        headers.update({str(k): str(v) for k, v in dict(error.get("headers") or {}).items()})
+    headers.update({str(k): str(v) for k, v in dict(turn.get("headers") or {}).items()})
+    return headers
 
 
 def _usage(turn: Turn) -> JSON:
@@ -395,6 +627,10 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def open_count(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
     def close_connections(self) -> None:
         with self._open_lock:
             conns = list(self._open)
@@ -413,6 +649,15 @@ class _Handler(BaseHTTPRequestHandler):
     # dropping a keep-alive connection while the CLI runs a slow tool invites a reset on reuse,
     # which the CLI reports as a spurious api_retry. A killed CLI's sockets close by themselves.
     timeout = 600
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            # The CLI dropped an idle keep-alive connection (it resets them after a few idle
+            # minutes, e.g. while it waits for a background task), or was killed: nothing to
+            # answer, and no traceback on stderr.
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.owner.verbose:
@@ -454,12 +699,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers,
         )
 
-    def _send_sse(self, events: Iterator[tuple[str, JSON]]) -> None:
+    def _send_sse(
+        self, events: Iterator[tuple[str, JSON]], headers: Mapping[str, str] | None = None
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", _new_id("req"))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         for event, data in events:
             frame = f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
@@ -468,14 +717,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _answer(self, body: Mapping[str, Any], turn: Turn) -> None:
+    def _answer(
+        self, body: Mapping[str, Any], turn: Turn, headers: Mapping[str, str] | None = None
+    ) -> None:
         model = str(body.get("model") or "claude-sonnet-4-5")
         blocks = _content_blocks(turn)
         usage = _usage(turn)
         if body.get("stream"):
-            self._send_sse(_sse_events(model, blocks, usage))
+            self._send_sse(_sse_events(model, blocks, usage), headers)
         else:
-            self._send_json(200, _message(model, blocks, usage))
+            self._send_json(200, _message(model, blocks, usage), headers)
 
     # --- endpoints ------------------------------------------------------------------------
 
@@ -511,31 +762,40 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         messages = body["messages"]
         name = owner._script_name(messages)
-        index = sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "assistant")
+        index = sum(1 for m in messages if _is_model_turn(m))
         # Subagent loops (Agent tool) are conversations of their own; the CLI tags them.
         agent = self.headers.get("x-claude-code-agent-id")
-        owner._record_main(self.command, self.path, body, name, index, agent)
         script = owner.scripts.get(name)
+        turn: Turn = FINAL_TURN
+        if script is not None and index < len(script):
+            turn = script[index]
+        attempt = owner._count_attempt(name, _session_of(body, self.headers), agent, index)
+        error = turn.get("error")
+        times = error.get("times") if isinstance(error, Mapping) else None
+        failing = isinstance(error, Mapping) and (times is None or attempt < times)
+        status = int(error.get("status", 400)) if failing and isinstance(error, Mapping) else 200
+        if script is None:
+            status = 400
+        owner._record_main(
+            self.command, self.path, body, dict(self.headers.items()), name, index, agent, status
+        )
         if script is None:
             self._send_error(400, "invalid_request_error", f"unknown script {name!r}")
             return
-        turn: Turn = script[index] if index < len(script) else FINAL_TURN
         delay = turn.get("sleep")
         # An Event instead of time.sleep so stop() does not wait out a long stall.
         if isinstance(delay, int | float) and delay > 0 and owner._stopping.wait(delay):
             self.close_connection = True
             return
-        error = turn.get("error")
-        if isinstance(error, Mapping):
-            headers = {str(k): str(v) for k, v in dict(error.get("headers") or {}).items()}
+        if failing and isinstance(error, Mapping):
             self._send_error(
-                int(error.get("status", 400)),
+                status,
                 str(error.get("type", "invalid_request_error")),
                 str(error.get("message", "scripted error")),
-                **headers,
+                **_answer_headers(turn, error, time.time()),
             )
             return
-        self._answer(body, _with_cwd(turn, _cwd_of(body)))
+        self._answer(body, _with_cwd(turn, _cwd_of(body)), _answer_headers(turn, None, time.time()))
 
     def do_GET(self) -> None:
         self.server.owner._record_aux(self.command, self.path, dict(self.headers.items()), None)
@@ -575,6 +835,7 @@ class ScriptedModelServer:
         self._requests: list[JSON] = []
         self._aux: list[JSON] = []
         self._log: list[JSON] = []
+        self._attempts: dict[tuple[str, str | None, str | None, int], int] = {}
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -628,6 +889,11 @@ class ScriptedModelServer:
             raise RuntimeError("server not started")
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def connections(self) -> int:
+        """How many client connections are open (accepted and not yet finished)."""
+        return self._httpd.open_count() if self._httpd is not None else 0
+
     # --- recorded traffic -----------------------------------------------------------------
 
     @property
@@ -647,27 +913,42 @@ class ScriptedModelServer:
 
     @property
     def log(self) -> list[JSON]:
-        """Every request in arrival order as ``{kind, method, path, script, turn, agent}``.
+        """Every request in arrival order as ``{kind, method, path, status, script, turn, agent,
+        headers}``.
 
-        ``kind`` is ``"main"`` or ``"aux"``; ``script`` and ``turn`` are None for aux requests;
-        ``agent`` is the CLI's subagent id for requests made by an Agent-tool subagent.
+        ``kind`` is ``"main"`` or ``"aux"``; ``status`` (the HTTP status answered), ``script``
+        and ``turn`` are None for aux requests; ``agent`` is the CLI's subagent id for requests
+        made by an Agent-tool subagent; ``headers`` are the request's headers.
         """
         with self._lock:
             return list(self._log)
+
+    def _count_attempt(self, script: str, session: str | None, agent: str | None, turn: int) -> int:
+        """How many earlier requests asked for this turn of this conversation (0 for the
+        first), counting this one."""
+        key = (script, session, agent, turn)
+        with self._lock:
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+            return attempt
 
     def _record_main(
         self,
         method: str,
         path: str,
         body: Mapping[str, Any],
+        headers: JSON,
         script: str,
         turn: int,
         agent: str | None,
+        status: int,
     ) -> None:
-        entry = {"kind": "main", "method": method, "path": path}
+        entry = {"kind": "main", "method": method, "path": path, "status": status}
         with self._lock:
             self._requests.append(dict(body))
-            self._log.append({**entry, "script": script, "turn": turn, "agent": agent})
+            self._log.append(
+                {**entry, "script": script, "turn": turn, "agent": agent, "headers": headers}
+            )
             self._lock.notify_all()
 
     def _record_aux(self, method: str, path: str, headers: JSON, body: Any) -> None:
@@ -678,9 +959,11 @@ class ScriptedModelServer:
                     "kind": "aux",
                     "method": method,
                     "path": path,
+                    "status": None,
                     "script": None,
                     "turn": None,
                     "agent": None,
+                    "headers": headers,
                 }
             )
 
