@@ -285,10 +285,14 @@ def test_cleanup_removes_a_tree_deeper_than_python_recurses(runs: Runs, bash_age
     )
     deep = runs.wait_final(_run(runs, script))
     plain = runs.wait_final(_run(runs, "true\n"))
-    done = runs.cli("cleanup", "all", "--yes", "--older-than", "0s")
-    assert done.code == 0 and "Traceback" not in done.stderr, done
-    for row in (deep, plain):
-        assert not os.path.lexists(str(row.working_dir)), row.working_dir
+    try:
+        done = runs.cli("cleanup", "all", "--yes", "--older-than", "0s")
+        assert done.code == 0 and "Traceback" not in done.stderr, done
+        for row in (deep, plain):
+            assert not os.path.lexists(str(row.working_dir)), row.working_dir
+    finally:  # pytest's own temp cleanup recurses per level: never leave the tree to it
+        if os.path.lexists(str(deep.working_dir)):
+            paths.remove_tree(Path(str(deep.working_dir)), paths.runs_dir())
 
 
 def _bounded_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:

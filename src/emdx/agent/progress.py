@@ -66,6 +66,36 @@ class Tokens:
         )
 
 
+def _model_usage_tokens(model_usage: Any) -> Tokens | None:
+    """Counts summed over a per-model usage map (`modelUsage`: camelCase keys)."""
+    if not isinstance(model_usage, dict) or not model_usage:
+        return None
+    total = Tokens()
+    for entry in model_usage.values():
+        if isinstance(entry, dict):
+            plain = _int(entry.get("inputTokens")) or 0
+            read = _int(entry.get("cacheReadInputTokens")) or 0
+            made = _int(entry.get("cacheCreationInputTokens")) or 0
+            total = total + Tokens(
+                plain + read + made, _int(entry.get("outputTokens")) or 0, read, made
+            )
+    return total
+
+
+def result_tokens(result: dict[str, Any]) -> Tokens:
+    """A result's counts: its `usage`, unless that is all zeros while the per-model usage has
+    counts (2.1.330+ on a budget stop): then the model usage since the last result, else the
+    process's `modelUsage`."""
+    tokens = tokens_of(result.get("usage")) or Tokens()
+    if tokens != Tokens():
+        return tokens
+    for key in ("model_usage_since_last_result", "modelUsage"):
+        found = _model_usage_tokens(result.get(key))
+        if found is not None and found != Tokens():
+            return found
+    return tokens
+
+
 def tokens_of(usage: Any) -> Tokens | None:
     """A `usage` object (assistant message or result) as counts, cache included in input."""
     if not isinstance(usage, dict):
@@ -146,7 +176,7 @@ class Progress:
         if self.results:
             total = Tokens()
             for result in self.results:
-                total = total + (tokens_of(result.get("usage")) or Tokens())
+                total = total + result_tokens(result)
             return total
         if not self._messages and not self._anonymous_turns:
             return None
@@ -280,8 +310,21 @@ class Progress:
                 "tool_name": _str(denial.get("tool_name")) or _str(denial.get("tool")) or "?",
                 "tool_input": denial.get("tool_input"),
             }
-            if entry not in self.denials:
-                self.denials.append(entry)
+            # 2.1.330+ report a denial twice: as it happens (`system/permission_denied`, no
+            # input) and in the result's list; one tool call is one denial.
+            use_id = _str(denial.get("tool_use_id"))
+            same = next(
+                (d for d in self.denials if use_id and d.get("tool_use_id") == use_id), None
+            )
+            if same is not None:
+                if same.get("tool_input") is None:
+                    same["tool_input"] = entry["tool_input"]
+                continue
+            if use_id:
+                entry["tool_use_id"] = use_id
+            elif entry in self.denials:
+                continue
+            self.denials.append(entry)
 
     # -- what the row keeps ----------------------------------------------------------------
 
