@@ -69,10 +69,12 @@ def summarize(event: StreamEvent) -> tuple[str, str]:
         if data.get("is_error") is False and data.get("subtype") == "success":
             return "✅", f"done in {turns} turns{cost_text}: {_clip(str(data.get('result', '')))}"
         detail = data.get("result") or data.get("subtype") or "error"
-        return (
-            "❌",
-            f"{data.get('subtype', 'error')} after {turns} turns{cost_text}: {_clip(str(detail))}",
-        )
+        # API errors arrive as subtype "success" with is_error true: say what they are.
+        label = data.get("subtype")
+        if label in (None, "success"):
+            status = data.get("api_error_status")
+            label = f"API error {status}" if isinstance(status, int) else "error"
+        return "❌", f"{label} after {turns} turns{cost_text}: {_clip(str(detail))}"
     return "•", f"{event.kind} {event.subtype or ''}".strip()
 
 

@@ -182,8 +182,10 @@ class Supervisor:
             # Its counts move into the run's totals; the next process starts from zero.
             self.last = self.output.restart()
             self.banked = self.banked.plus(self.last)
+            resets_at = None
             if outcome.reason == Reason.USAGE_LIMIT and limit and limit.resets_at is not None:
-                self.writer.progress(resets_at=_iso(limit.resets_at))
+                resets_at = _iso(limit.resets_at)
+                self.writer.progress(resets_at=resets_at)
             if self.watch.stop_signal is not None:
                 return outcome
             wait = policy.next_wait(
@@ -209,16 +211,22 @@ class Supervisor:
             if wait.reason == "retry_backoff":
                 retries += 1
             began = time.time()
-            if not self._wait(wait):
+            if not self._wait(wait, resets_at):
                 return decide(None, None, killed=True)
             waited += time.time() - began
             resume = self.banked.session_id or resume
             prompt = policy.CONTINUATION_PROMPT.format(why=wait.why).encode()
 
-    def _wait(self, wait: policy.Wait) -> bool:
+    def _wait(self, wait: policy.Wait, resets_at: str | None) -> bool:
         """`waiting` until `wait.until` (the writer keeps heartbeating); False when a signal
-        stopped it (the run is then killed) or the row was finished from outside."""
+        stopped it (the run is then killed) or the row was finished from outside. The limit's
+        reset time is written with the move, so no view shows a wait without it."""
         until = _iso(wait.until)
+        # With the move: what the run did so far (no view shows a wait without it), and no
+        # agent pid (the agent is gone until the resume).
+        extra = {**self._row_progress(), "agent_pid": None, "agent_started_at": None}
+        if resets_at is not None:
+            extra["resets_at"] = resets_at
         moved = self.store.executions.transition(
             self.id,
             (ExecutionStatus.RUNNING,),
@@ -226,6 +234,7 @@ class Supervisor:
             key=self.key,
             waiting_until=until,
             waiting_reason=wait.reason,
+            **extra,
         )
         if not moved:
             return False
