@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -216,6 +217,8 @@ def test_log_size_cap_keeps_the_result(runs: Runs, monkeypatch: pytest.MonkeyPat
     assert row.log_file
     entries = runlog.read_entries(Path(row.log_file))
     assert any("log reached 4000 bytes" in str(e["message"]) for e in entries)
+    # The end of the run says how much the cap cost.
+    assert any(re.search(r"\d+ later entries not kept", str(e["message"])) for e in entries)
     assert [e["type"] for e in entries if e["source"] == "agent"][-1] == "result"
     assert any(str(e["message"]).startswith("finished: completed") for e in entries)
     assert os.path.getsize(row.log_file) < 4000 + 4096

@@ -27,7 +27,7 @@ def _clip(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _tool_detail(name: str, tool_input: Any) -> str:
+def _tool_detail(tool_input: Any) -> str:
     if not isinstance(tool_input, dict):
         return ""
     for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
@@ -107,7 +107,7 @@ def _system(subtype: str | None, data: dict[str, Any]) -> tuple[str, str] | None
         return "⏳", f"background tasks: {count if count is not None else '?'} open"
     if subtype == "permission_denied":
         tool = data.get("tool_name") or data.get("tool") or "?"
-        return "🚫", _clip(f"tool not allowed: {tool} {_tool_detail(tool, data.get('tool_input'))}")
+        return "🚫", _clip(f"tool not allowed: {tool} {_tool_detail(data.get('tool_input'))}")
     return None
 
 
@@ -139,7 +139,7 @@ def _assistant(data: dict[str, Any]) -> tuple[str, str]:
             continue
         if block.get("type") == "tool_use":
             name = str(block.get("name") or "?")
-            detail = _tool_detail(name, block.get("input"))
+            detail = _tool_detail(block.get("input"))
             tools.append((name, detail))
         elif block.get("type") == "text" and block.get("text"):
             texts.append(str(block["text"]))

@@ -135,6 +135,7 @@ class Supervisor:
         finally:
             self._cleanup_descendants()
             left = self.writer.stop()
+        self._report_log()
         self._report_heartbeats()
         self._finish(outcome, left)
         if self.execution.repo and self.execution.branch and self.execution.working_dir:
@@ -423,6 +424,20 @@ class Supervisor:
             )
             system.kill_identified(targets, min(self.kill_grace, 5.0))
         system.reap_children()
+
+    def _report_log(self) -> None:
+        """Say what the log lost: entries past its size cap, writes that failed (a full disk)."""
+        if self.log.dropped:
+            self.note(
+                f"log capped at {self.log.max_bytes} bytes: {self.log.dropped} later entries "
+                "not kept (EMDX_LOG_MAX_BYTES)",
+                "warning",
+                "✂️",
+            )
+        if self.log.write_errors:
+            message = f"{self.log.write_errors} log write(s) failed (disk full?)"
+            self.note(message, "warning", "💾")
+            warn(f"emdx runner: {message}")
 
     def _report_heartbeats(self) -> None:
         stats = self.writer.report()

@@ -51,8 +51,6 @@ class DocumentsAPI(Protocol):
 
     def set_deleted(self, doc_id: int, deleted: bool) -> None: ...
 
-    def count(self) -> int: ...
-
 
 class ExecutionsAPI(Protocol):
     def create(

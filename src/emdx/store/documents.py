@@ -216,13 +216,6 @@ class DocumentStore:
                 (1 if deleted else 0, now_iso() if deleted else None, doc_id),
             )
 
-    def count(self) -> int:
-        return int(
-            self._conn.execute(
-                "SELECT COUNT(*) FROM documents WHERE COALESCE(is_deleted, 0) = 0"
-            ).fetchone()[0]
-        )
-
     @staticmethod
     def _require(conn: sqlite3.Connection, doc_id: int) -> sqlite3.Row:
         row: sqlite3.Row | None = conn.execute(

@@ -906,11 +906,6 @@ class ScriptedModelServer:
         with self._lock:
             return list(self._aux)
 
-    def wait_for_requests(self, count: int, timeout: float) -> bool:
-        """Block until ``count`` main-conversation requests arrived; False on timeout."""
-        with self._lock:
-            return self._lock.wait_for(lambda: len(self._requests) >= count, timeout)
-
     @property
     def log(self) -> list[JSON]:
         """Every request in arrival order as ``{kind, method, path, status, script, turn, agent,

@@ -319,13 +319,6 @@ class PgDocumentStore:
                 (deleted, utc_now() if deleted else None, doc_id),
             )
 
-    def count(self) -> int:
-        with self._db.read() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) AS n FROM documents WHERE NOT is_deleted"
-            ).fetchone()
-        return int(row["n"]) if row else 0
-
     @staticmethod
     def _require(conn: psycopg.Connection[Any], doc_id: int) -> dict[str, Any]:
         row = None
