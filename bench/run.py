@@ -208,6 +208,40 @@ def bench_first_event(runs: int) -> None:
             report(f"time to first agent event ({label})", f"{statistics.median(times):.0f} ms")
 
 
+def _word_text(size: int) -> str:
+    """`size` characters of eight words in a random order: each is a frequent hit, what made
+    FTS5's snippet() quadratic in the document's size."""
+    import random
+
+    rng = random.Random(10)
+    words = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+    out: list[str] = []
+    total = 0
+    while total < size:
+        out.append(rng.choice(words))
+        total += len(out[-1]) + 1
+    return " ".join(out)[:size]
+
+
+def bench_find(runs: int) -> None:
+    """`emdx find` on one 16 MiB document (target ≤ 200 ms): a frequent word, and the last
+    word (the first hit is at the end); the baseline is the same command on a 1 KiB one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        small_env = fresh_env(Path(tmp) / "small")
+        big_env = fresh_env(Path(tmp) / "big")
+        save_doc(small_env, _word_text(1024) + " needle")
+        save_doc(big_env, _word_text(16 * 1024 * 1024 - 64) + " needle")
+        base = statistics.median(timed([*EMDX, "find", "alpha"], small_env, runs))
+        for label, word in (("a frequent word", "alpha"), ("its last word", "needle")):
+            med = statistics.median(timed([*EMDX, "find", word], big_env, runs))
+            report(
+                f"find on a 16 MiB document ({label})",
+                f"{med:.0f} ms",
+                f"same on 1 KiB {base:.0f} ms (×{med / base:.1f})",
+                "≤ 200 ms",
+            )
+
+
 def bench_supervisor_rss(seconds: int) -> None:
     """RSS and CPU of one supervisor over a run of `seconds` (target ≤ 30 MB)."""
     import psutil
@@ -433,6 +467,7 @@ def bench_scale(quick: bool) -> None:
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cli": lambda a: bench_cli(5 if a.quick else 11),
     "start": lambda a: bench_start(7 if a.quick else 21),
+    "find": lambda a: bench_find(5 if a.quick else 11),
     "first-event": lambda a: bench_first_event(3 if a.quick else 7),
     "supervisor": lambda a: bench_supervisor_rss(10 if a.quick else 60),
     "stream": lambda a: bench_stream(20_000 if a.quick else 200_000),

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 from emdx.cli.render import error, open_service, parse_duration, print_json
 from emdx.errors import InvalidInputError
 from emdx.format import log_line, one_line
-from emdx.models import DEFAULT_STALL_TIMEOUT_S, ExecOptions, Execution
+from emdx.models import DEFAULT_STALL_TIMEOUT_S, MAX_INT, ExecOptions, Execution
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
 
@@ -67,7 +67,9 @@ def execute(
         None, "--stall-timeout", help="Stop when the agent says nothing this long [default: 30m]."
     ),
     model: str | None = typer.Option(None, "--model", help="Model name passed to Claude Code."),
-    max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Turn limit."),
+    max_turns: int | None = typer.Option(
+        None, "--max-turns", min=1, max=MAX_INT, help="Turn limit."
+    ),
     after: int | None = typer.Option(None, "--after", help="Start after this run completes."),
 ) -> None:
     """Execute a document with Claude Code, supervised; foreground unless --background."""

@@ -9,7 +9,7 @@ from emdx import tags as tagvocab
 from emdx.cli.render import console, open_service, print_json
 from emdx.errors import InvalidInputError
 from emdx.format import markup_safe, one_line, sanitize, short_time
-from emdx.models import Document
+from emdx.models import MAX_INT, Document
 
 
 def _read_source(file: Path | None) -> tuple[bytes, str]:
@@ -55,7 +55,7 @@ def _tag_text(doc: Document) -> str:
 def list_documents(
     project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
     tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     deleted: bool = typer.Option(False, "--deleted", help="List the trash instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -121,7 +121,7 @@ def find(
     query: str = typer.Argument("", help="Full-text query (FTS5 syntax; plain words work)."),
     tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
     project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search documents, best match first."""

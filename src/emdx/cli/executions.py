@@ -21,7 +21,7 @@ from emdx.format import (
     one_line,
     short_time,
 )
-from emdx.models import Execution, ExecutionStatus
+from emdx.models import MAX_INT, Execution, ExecutionStatus
 
 app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
 
@@ -63,7 +63,7 @@ def _table(executions: list[Execution]) -> None:
 @app.command("list")
 def exec_list(
     status: str | None = typer.Option(None, "--status", "-s", help="Only these statuses (a,b)."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List executions, newest first."""
@@ -81,7 +81,7 @@ def exec_list(
 def exec_show(
     ref: str = typer.Argument(..., metavar="ID", help="Execution id (or a migrated text id)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until the run ends."),
-    lines: int = typer.Option(20, "--lines", "-n", min=0, help="Log lines to show."),
+    lines: int = typer.Option(20, "--lines", "-n", min=0, max=MAX_INT, help="Log lines to show."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an execution: its metadata and the tail of its log."""
@@ -338,7 +338,9 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @app.command("monitor")
 def exec_monitor(
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds per refresh."),
+    interval: float = typer.Option(
+        2.0, "--interval", "-i", min=0.2, max=86400, help="Seconds per refresh."
+    ),
 ) -> None:
     """A live table of active runs with CPU and memory, until Ctrl-C."""
     from rich.live import Live

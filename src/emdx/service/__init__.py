@@ -108,8 +108,9 @@ class Service:
         tags: Sequence[str] | str | None = None,
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
-        return self.documents.find(query, tags, project, limit)
+        return self.documents.find(query, tags, project, limit, snippets)
 
     def tag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         return self.documents.tag(doc_id, tags)

@@ -116,6 +116,7 @@ class Documents:
         tags: Sequence[str] | str | None = None,
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
         tag_list = tagvocab.parse_list(tags)
         if not query.strip():
@@ -123,7 +124,7 @@ class Documents:
                 raise InvalidInputError("give a search query or --tags")
             docs = self.store.documents.list_documents(project=project, limit=limit, tags=tag_list)
             return [SearchHit(doc, 0.0, "") for doc in docs]
-        return self.store.documents.search(query, tag_list, project, limit)
+        return self.store.documents.search(query, tag_list, project, limit, snippets)
 
     def tag(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         tag_list = tagvocab.parse_list(list(tags))

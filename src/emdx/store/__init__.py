@@ -7,7 +7,7 @@ from pathlib import Path
 
 from emdx import paths
 from emdx.errors import StoreError
-from emdx.store.connection import connect, describe, write_transaction
+from emdx.store.connection import connect, describe, read, write_transaction
 from emdx.store.documents import DocumentStore
 from emdx.store.executions import ExecutionStore
 from emdx.store.migrations import LATEST_VERSION, current_version, migrate
@@ -26,10 +26,14 @@ class Store:
 
     @property
     def version(self) -> int:
-        return current_version(self.conn)
+        try:
+            return current_version(self.conn)
+        except sqlite3.Error as exc:
+            raise StoreError(describe(exc, self.path)) from exc
 
     def integrity_ok(self) -> bool:
-        return bool(self.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        rows = read(self.conn, self.path, "PRAGMA quick_check")
+        return bool(rows and rows[0][0] == "ok")
 
     def complete_post_actions(
         self,

@@ -1,7 +1,10 @@
 """What the TUI shows and does, as plain calls on the service; imports no Textual.
 
 Each call opens its own short-lived Service, because the TUI calls these from thread workers and a
-SQLite connection must not be shared by concurrent threads.
+SQLite connection must not be shared by concurrent threads. A call given `cancelled` (the
+worker's "was I cancelled?") stops its SQL as soon as that turns true: SQLite asks a progress
+handler every few hundred steps, and the statement ends with an "interrupted" error. A worker
+blocked in a query could otherwise never be cancelled, and the app could not quit while it ran.
 """
 
 from __future__ import annotations
@@ -24,8 +27,18 @@ STATUS_FILTERS: tuple[tuple[str, list[str] | None], ...] = (
 )
 
 
-def _with_service(action: Callable[[Service], T]) -> T:
+Cancelled = Callable[[], bool]
+PROGRESS_STEPS = 200_000
+"""SQLite virtual-machine steps between two looks at `cancelled`: a few milliseconds of work, so
+that a cancelled statement stops at once, and a running one rarely takes the interpreter lock
+from the interface thread."""
+
+
+def _with_service(action: Callable[[Service], T], cancelled: Cancelled | None = None) -> T:
     with Service() as service:
+        if cancelled is not None:
+            check = cancelled
+            service.store.conn.set_progress_handler(lambda: 1 if check() else 0, PROGRESS_STEPS)
         return action(service)
 
 
@@ -37,20 +50,24 @@ class DocumentRow:
     project: str
 
 
-def documents(query: str = "", limit: int = 500) -> list[DocumentRow]:
+def documents(
+    query: str = "", limit: int = 500, cancelled: Cancelled | None = None
+) -> list[DocumentRow]:
     """Documents matching `query` (full-text when given, newest first otherwise)."""
 
     def load(service: Service) -> list[Document]:
         if query.strip():
-            return [hit.document for hit in service.find_documents(query, limit=limit)]
+            hits = service.find_documents(query, limit=limit, snippets=False)
+            return [hit.document for hit in hits]
         return service.list_documents(limit=limit)
 
     return [
-        DocumentRow(d.id, d.title, " ".join(d.tags), d.project or "") for d in _with_service(load)
+        DocumentRow(d.id, d.title, " ".join(d.tags), d.project or "")
+        for d in _with_service(load, cancelled)
     ]
 
 
-def document(doc_id: int) -> tuple[Document, list[Execution]]:
+def document(doc_id: int, cancelled: Cancelled | None = None) -> tuple[Document, list[Execution]]:
     """A document and its ten most recent executions."""
 
     def load(service: Service) -> tuple[Document, list[Execution]]:
@@ -58,21 +75,23 @@ def document(doc_id: int) -> tuple[Document, list[Execution]]:
         runs = service.store.executions.list_executions(None, 10, doc_id=doc_id)
         return doc, runs
 
-    return _with_service(load)
+    return _with_service(load, cancelled)
 
 
-def executions(statuses: list[str] | None, limit: int = 200) -> list[Execution]:
+def executions(
+    statuses: list[str] | None, limit: int = 200, cancelled: Cancelled | None = None
+) -> list[Execution]:
     """The runs, after the sweep every look at runs does (see `emdx.service.repair`)."""
 
     def load(service: Service) -> list[Execution]:
         service.sweep("`emdx gui`")
         return service.list_executions(statuses, limit)
 
-    return _with_service(load)
+    return _with_service(load, cancelled)
 
 
-def execution(execution_id: int) -> Execution:
-    return _with_service(lambda service: service.get_execution(execution_id))
+def execution(execution_id: int, cancelled: Cancelled | None = None) -> Execution:
+    return _with_service(lambda service: service.get_execution(execution_id), cancelled)
 
 
 def start(doc_id: int) -> Execution:
