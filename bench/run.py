@@ -242,6 +242,55 @@ def bench_find(runs: int) -> None:
             )
 
 
+def _rss_run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of a command whose output is thrown away."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return time.perf_counter() - began, usage.ru_maxrss / 1024
+
+
+def bench_logs(runs: int) -> None:
+    """`exec logs` (and `--raw`) of a log at the 64 MiB cap: time and peak RSS (it streams);
+    the baseline is `cat` of the same file."""
+    events = [json.loads(line) for line in FIXTURE.read_bytes().splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = fresh_env(Path(tmp))
+        subprocess.run([*EMDX, "exec", "list"], env=env, check=True, stdout=subprocess.DEVNULL)
+        log = Path(tmp) / "emdx" / "logs" / "capped.jsonl"
+        with log.open("w", encoding="utf-8") as out:
+            count = 0
+            while out.tell() < 64 * 1024 * 1024 - 65536:
+                for event in events:
+                    entry = {"ts": "2026-01-01T00:00:00.000000+00:00", "level": "info"}
+                    entry.update(source="agent", pid=1, type=event["type"], icon="💬")
+                    entry.update(message=f"event {count}", raw=event)
+                    out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                    count += 1
+        conn = sqlite3.connect(Path(tmp) / "emdx" / "knowledge.db")
+        with conn:
+            conn.execute(
+                "INSERT INTO executions (run_key, doc_title, status, created_at, log_file) "
+                "VALUES ('bench-logs', 'bench', 'completed', '2026-01-01T00:00:00+00:00', ?)",
+                (str(log),),
+            )
+        row_id = conn.execute("SELECT id FROM executions").fetchone()[0]
+        conn.close()
+        cat = statistics.median(timed(["cat", str(log)], env, runs)) / 1000
+        for label, extra in (("", []), (" --raw", ["--raw"])):
+            samples = [
+                _rss_run([*EMDX, "exec", "logs", str(row_id), *extra], env) for _ in range(runs)
+            ]
+            seconds = statistics.median(s for s, _ in samples)
+            peak = max(m for _, m in samples)
+            report(
+                f"exec logs{label} of a 64 MiB log ({count:,} entries)",
+                f"{seconds:.2f} s, {peak:.0f} MB",
+                f"cat {cat:.2f} s",
+            )
+
+
 def bench_supervisor_rss(seconds: int) -> None:
     """RSS and CPU of one supervisor over a run of `seconds` (target ≤ 30 MB)."""
     import psutil
@@ -468,6 +517,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cli": lambda a: bench_cli(5 if a.quick else 11),
     "start": lambda a: bench_start(7 if a.quick else 21),
     "find": lambda a: bench_find(5 if a.quick else 11),
+    "logs": lambda a: bench_logs(3 if a.quick else 5),
     "first-event": lambda a: bench_first_event(3 if a.quick else 7),
     "supervisor": lambda a: bench_supervisor_rss(10 if a.quick else 60),
     "stream": lambda a: bench_stream(20_000 if a.quick else 200_000),

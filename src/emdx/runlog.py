@@ -247,6 +247,16 @@ def parse_entry(line: bytes | str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def iter_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """Every entry of a log, one at a time: a capped log holds 64 MiB, which read at once
+    cost several times that in memory. A missing file raises OSError (callers say so)."""
+    with path.open("rb") as handle:
+        for line in handle:
+            entry = parse_entry(line)
+            if entry is not None:
+                yield entry
+
+
 def read_entries(path: Path, last: int | None = None) -> list[dict[str, Any]]:
     """Entries of a log (the last `last` of them); a missing file is an empty log."""
     try:

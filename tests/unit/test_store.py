@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emdx import paths
-from emdx.errors import InvalidInputError, NotFoundError
+from emdx.errors import InvalidInputError, InvalidStateError, NotFoundError
 from emdx.models import ALLOWED, ExecOptions, ExecutionStatus, parse_time
 from emdx.service import MAX_DOCUMENT_BYTES, Service, decode_document, title_from_content
 from emdx.service.documents import TITLE_MAX
@@ -247,7 +247,7 @@ def test_delete_hides_and_restore_brings_back(service: Service) -> None:
     assert restored.id == gone and not restored.is_deleted and restored.deleted_at is None
     assert {d.id for d in service.list_documents()} == {keep, gone}
     assert {h.document.id for h in service.find_documents("quokka")} == {keep, gone}
-    with pytest.raises(NotFoundError, match="not deleted"):
+    with pytest.raises(InvalidStateError, match="not deleted"):
         service.restore_document(gone)
     with pytest.raises(NotFoundError):
         service.restore_document(12345)

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from emdx.service import Service
 
 from emdx.cli.render import error, open_service, parse_duration, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import InvalidInputError, InvalidStateError
 from emdx.format import log_line, one_line
 from emdx.models import DEFAULT_STALL_TIMEOUT_S, MAX_INT, ExecOptions, Execution
 
@@ -37,6 +37,19 @@ def describe_start(execution: Execution) -> str:
         wanted = branch_name(execution.id, execution.doc_title)
         taken = f" ({wanted} already existed)" if execution.branch != wanted else ""
         text += f"\n  branch: {one_line(execution.branch)}{taken}"
+    return text
+
+
+def not_started(service: "Service", execution: Execution) -> str:
+    """Why a run that ended as it was created did not start."""
+    text = (
+        f"execution #{execution.id} did not start: {execution.status.value} "
+        f"({execution.reason}, exit {execution.exit_code})"
+    )
+    after = execution.options.after_id
+    if after is not None:
+        dependency = service.get_execution(after)
+        text += f"; it was to run after execution #{after}, which {dependency.status.value}"
     return text
 
 
@@ -90,6 +103,10 @@ def execute(
     )
     with open_service() as service:
         execution = service.start_execution(doc_id, options)
+        if execution.status.is_final:
+            # It ended at once (its --after dependency had failed): a start that did not
+            # happen is an error, not a success (docs/decisions.md, "CLI").
+            raise InvalidStateError(not_started(service, execution))
         print(describe_start(execution), file=sys.stderr if not background else sys.stdout)
         if background:
             if execution.status.is_active:

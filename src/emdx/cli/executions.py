@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 from emdx import runlog
 from emdx.cli.render import console, open_service, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import EmdxError, InvalidInputError, InvalidStateError
 from emdx.format import (
     STATUS_STYLES,
     duration,
@@ -21,7 +21,7 @@ from emdx.format import (
     one_line,
     short_time,
 )
-from emdx.models import MAX_INT, Execution, ExecutionStatus
+from emdx.models import ACTIVE_STATUSES, MAX_INT, Execution, ExecutionStatus
 
 app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
 
@@ -90,19 +90,26 @@ def exec_show(
         if as_json:
             print_json(execution.to_dict())
             return
-        _panel(execution)
+        try:
+            log: Path | None = service.log_path(execution)
+            why_not = ""
+        except EmdxError as exc:
+            log, why_not = None, str(exc)
+        _panel(execution, missing=log is None and not execution.status.is_active)
         if follow:
             for entry in service.follow_execution(execution.id, last=lines):
                 print(log_line(entry), flush=True)
             final = service.get_execution(execution.id)
             raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
-    path = execution.log_file
-    entries = runlog.read_entries(Path(path), lines) if path and lines else []
-    for entry in entries:
+    if log is None:
+        # Shown, not an error: `show` is about the run, and the run was shown.
+        print(f"({one_line(why_not)})")
+        return
+    for entry in runlog.read_entries(log, lines) if lines else []:
         print(log_line(entry))
 
 
-def _panel(ex: Execution) -> None:
+def _panel(ex: Execution, missing: bool = False) -> None:
     from rich.panel import Panel
 
     rows = [
@@ -123,7 +130,7 @@ def _panel(ex: Execution) -> None:
         ("tokens", f"{ex.input_tokens or 0} in / {ex.output_tokens or 0} out"),
         ("working dir", ex.working_dir or "-"),
         ("branch", ex.branch or "-"),
-        ("log", ex.log_file or "-"),
+        ("log", f"{ex.log_file or '-'}{' (missing)' if missing else ''}"),
     ]
     if ex.old_id:
         rows.insert(0, ("old id", ex.old_id))
@@ -152,16 +159,22 @@ def exec_logs(
         False, "--raw", help="Print the entries as JSON lines (control characters escaped)."
     ),
 ) -> None:
-    """Print an execution's whole log."""
+    """Print an execution's whole log (an error when it has none)."""
+    import sys
+
     with open_service(sweep="exec logs") as service:
         execution = service.get_execution(ref)
-        if follow:
+        if follow and execution.status.is_active:
             entries = service.follow_execution(execution.id)
         else:
-            path = execution.log_file
-            entries = iter(runlog.read_entries(Path(path)) if path else [])
+            # Entry by entry: a capped log is 64 MiB, and read whole it took gigabytes.
+            entries = runlog.iter_entries(service.log_path(execution))
+        out = sys.stdout
         for entry in entries:
-            print(json_dumps(entry) if raw else log_line(entry), flush=True)
+            out.write((json_dumps(entry) if raw else log_line(entry)) + "\n")
+            if follow:
+                out.flush()
+        out.flush()
 
 
 @app.command("tail")
@@ -211,8 +224,10 @@ def exec_kill(
         result = service.kill_execution(ref, force=force)
     ex = result.execution
     if result.already_final:
-        print(f"execution #{ex.id} already {ex.status.value}; nothing to kill")
-        return
+        # Nothing to do for a named run is an invalid state (docs/decisions.md, "CLI").
+        raise InvalidStateError(
+            f"execution #{ex.id} already {ex.status.value} (exit {ex.exit_code}); nothing to kill"
+        )
     how = " (SIGKILL was needed)" if result.needed_sigkill else ""
     print(f"execution #{ex.id} {ex.status.value}, exit {ex.exit_code}{how}")
 
@@ -226,7 +241,7 @@ def exec_killall(
     import sys
 
     with open_service(sweep="exec killall") as service:
-        active = service.list_executions(["running", "queued"], None)
+        active = service.list_executions([s.value for s in ACTIVE_STATUSES], None)
         if not active:
             print("nothing is running")
             return
@@ -241,10 +256,9 @@ def exec_killall(
                 return
         for ex in active:
             result = service.kill_execution(ex.id, force=force)
-            print(
-                f"execution #{ex.id} {result.execution.status.value}, "
-                f"exit {result.execution.exit_code}"
-            )
+            done = result.execution
+            ended = "already ended: " if result.already_final else ""
+            print(f"execution #{ex.id} {ended}{done.status.value}, exit {done.exit_code}")
 
 
 @app.command("running")

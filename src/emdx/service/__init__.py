@@ -181,6 +181,10 @@ class Service:
         """The row, repaired if its supervisor is gone (a zombie execution)."""
         return monitor.current(self.store, execution.id, "emdx")
 
+    def log_path(self, execution: Execution) -> Path:
+        """The run's log file; an error saying why when there is none (`monitor.log_path`)."""
+        return monitor.log_path(execution)
+
     def follow_execution(
         self, execution_id: int, poll_s: float = 0.2, last: int | None = None
     ) -> Iterator[dict[str, Any]]:

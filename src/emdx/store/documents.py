@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from emdx.errors import NotFoundError, StoreError
+from emdx.errors import InvalidStateError, NotFoundError, StoreError
 from emdx.models import Document, SearchHit, TagCount, now_iso, storable
 from emdx.store.connection import describe, read, read_one, write_transaction
 from emdx.store.snippets import Snippets
@@ -242,7 +242,7 @@ class DocumentStore:
             row = self._require(conn, doc_id)
             if bool(row["is_deleted"]) == deleted:
                 state = "already in the trash" if deleted else "not deleted"
-                raise NotFoundError(f"document {doc_id} is {state}")
+                raise InvalidStateError(f"document {doc_id} is {state}; nothing to do")
             conn.execute(
                 "UPDATE documents SET is_deleted = ?, deleted_at = ? WHERE id = ?",
                 (1 if deleted else 0, now_iso() if deleted else None, doc_id),
