@@ -92,6 +92,11 @@ def json_dumps(data: Any) -> str:
     return _JSON_RAW.sub(_json_escaped, text) if _JSON_RAW.search(text) else text
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 turn`, `2 turns`, `0 runs`; `nouns` for an irregular plural (`branches`)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 _LEVEL_ICONS = {"warning": "⚠️", "error": "❌"}
 
 

@@ -66,6 +66,11 @@ def env_path(run_key: str) -> Path:
     return run_file(run_key, "env.json")
 
 
+def agent_check_path() -> Path:
+    """The last successful pre-flight run of the agent binary (what it was, what it said)."""
+    return emdx_home() / "agent-check.json"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700; tighten it if it already exists. A symbolic
     link is never followed, nor chmodded through (see `private_dir`)."""

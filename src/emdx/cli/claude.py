@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from emdx.service import Service
 
 from emdx.cli.render import error, open_service, parse_duration, print_json
-from emdx.errors import InvalidInputError, InvalidStateError
+from emdx.errors import InvalidStateError, UsageError
 from emdx.format import log_line, one_line
 from emdx.models import DEFAULT_STALL_TIMEOUT_S, MAX_INT, ExecOptions, Execution
 
@@ -90,7 +90,7 @@ def execute(
     if tools is not None:
         tool_list = tuple(t.strip() for t in tools.split(",") if t.strip())
         if not tool_list:
-            raise InvalidInputError("--tools needs at least one tool name")
+            raise UsageError("--tools needs at least one tool name")
     options = ExecOptions(
         tools=tool_list,
         smart=smart,

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from emdx.cli.render import open_service, parse_duration, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import UsageError
+from emdx.format import plural
 
 if TYPE_CHECKING:
     from emdx.service.cleanup import Action
@@ -88,11 +89,11 @@ def cleanup_branches(
         if dry_run or not doomed:
             show(plan, as_json, True, "branches")
             return
-        if not _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+        if not _confirmed(f"delete {plural(len(doomed), 'branch', 'branches')}?", yes):
             if sys.stdin is None or not sys.stdin.isatty():
-                raise InvalidInputError(
-                    f"{len(doomed)} branch(es) would be deleted; confirm with --yes "
-                    "(stdin is not a terminal)"
+                raise UsageError(
+                    f"{plural(len(doomed), 'branch', 'branches')} would be deleted; confirm "
+                    "with --yes (stdin is not a terminal)"
                 )
             print("nothing deleted")
             return
@@ -132,14 +133,14 @@ def cleanup_all(
             doomed = [a for a in plan if a.result == "would do"]
             if dry_run or not doomed:
                 actions += plan
-            elif _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+            elif _confirmed(f"delete {plural(len(doomed), 'branch', 'branches')}?", yes):
                 actions += service.cleanup_branches(repo, force=force)
             else:
                 actions += [a for a in plan if a.result != "would do"]
                 actions.append(
                     Action(
                         "branch",
-                        f"{len(doomed)} branch(es)",
+                        plural(len(doomed), "branch", "branches"),
                         "not deleted: confirm with --yes",
                         "kept",
                     )

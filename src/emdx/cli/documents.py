@@ -7,7 +7,7 @@ import typer
 
 from emdx import tags as tagvocab
 from emdx.cli.render import console, open_service, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import InvalidInputError, UsageError
 from emdx.format import markup_safe, one_line, sanitize, short_time
 from emdx.models import MAX_INT, Document
 
@@ -15,7 +15,7 @@ from emdx.models import MAX_INT, Document
 def _read_source(file: Path | None) -> tuple[bytes, str]:
     if file is None or str(file) == "-":
         if sys.stdin is None or sys.stdin.isatty():
-            raise InvalidInputError("give a FILE to save, or pipe the content on stdin")
+            raise UsageError("give a FILE to save, or pipe the content on stdin")
         return sys.stdin.buffer.read(), "stdin"
     try:
         return file.read_bytes(), str(file)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 from emdx import runlog
 from emdx.cli.render import console, open_service, print_json
-from emdx.errors import EmdxError, InvalidInputError, InvalidStateError
+from emdx.errors import EmdxError, InvalidStateError, UsageError
 from emdx.format import (
     STATUS_STYLES,
     duration,
@@ -19,6 +19,7 @@ from emdx.format import (
     markup_safe,
     money,
     one_line,
+    plural,
     short_time,
 )
 from emdx.models import ACTIVE_STATUSES, MAX_INT, Execution, ExecutionStatus
@@ -33,8 +34,9 @@ def _statuses(status: str | None) -> list[str] | None:
         return None
     wanted = [s.strip().lower() for s in status.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in STATUSES]
-    if unknown:
-        raise InvalidInputError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}")
+    if unknown or not wanted:
+        given = f"unknown status {unknown[0]!r}" if unknown else "--status needs a status"
+        raise UsageError(f"{given}; use one of {', '.join(STATUSES)}")
     return wanted
 
 
@@ -247,11 +249,11 @@ def exec_killall(
             return
         if not yes:
             if sys.stdin is None or not sys.stdin.isatty():
-                raise InvalidInputError(
-                    f"{len(active)} execution(s) would be killed; confirm with --yes "
+                raise UsageError(
+                    f"{plural(len(active), 'execution')} would be killed; confirm with --yes "
                     "(stdin is not a terminal)"
                 )
-            if not typer.confirm(f"kill {len(active)} execution(s)?", default=False):
+            if not typer.confirm(f"kill {plural(len(active), 'execution')}?", default=False):
                 print("nothing killed")
                 return
         for ex in active:
@@ -436,6 +438,9 @@ def exec_resume(
 ) -> None:
     """Continue a finished run's agent session as a new execution in the same directory."""
     from emdx.cli.claude import describe_start
+
+    if not prompt.strip():
+        raise UsageError("give a prompt to continue the session with")
 
     with open_service(sweep="exec resume") as service:
         execution = service.resume_execution(ref, prompt)
