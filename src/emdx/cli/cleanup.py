@@ -32,7 +32,8 @@ def show(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> N
     colours = {"done": "green", "would do": "cyan", "failed": "red", "no permission": "red"}
     rows = [(a.kind, a.target, a.detail, (a.result, colours.get(a.result, ""))) for a in actions]
     heading = f"{title}{' (dry run: nothing changed)' if dry_run else ''}"
-    print_table(("what", "target", "detail", "result"), rows, flexible=2, title=heading)
+    # The detail is why something was done or kept: wrapped, never cut, at any width.
+    print_table(("what", "target", "detail", "result"), rows, flexible=2, wrap=True, title=heading)
 
 
 def _confirmed(question: str, yes: bool) -> bool:
@@ -87,7 +88,8 @@ def cleanup_branches(
         plan = service.cleanup_branches(force=force, dry_run=True)
         doomed = [a for a in plan if a.result == "would do"]
         if dry_run or not doomed:
-            show(plan, as_json, True, "branches")
+            # Nothing deletable is no dry run: say which one the user asked for.
+            show(plan, as_json, dry_run, "branches")
             return
         if not _confirmed(f"delete {plural(len(doomed), 'branch', 'branches')}?", yes):
             if sys.stdin is None or not sys.stdin.isatty():
