@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emdx.models import parse_time
@@ -90,6 +90,11 @@ def json_dumps(data: Any) -> str:
     text = json.dumps(data, ensure_ascii=False, default=str)
     # Outside strings JSON is ASCII, so every match is inside a string, where `\uXXXX` is valid.
     return _JSON_RAW.sub(_json_escaped, text) if _JSON_RAW.search(text) else text
+
+
+def tag_text(tags: Sequence[str]) -> str:
+    """A document's tags on one line, comma-separated: a tag may contain spaces."""
+    return one_line(", ".join(tags))
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

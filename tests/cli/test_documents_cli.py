@@ -78,7 +78,7 @@ def test_save_from_file_takes_title_from_first_heading(cli: Cli, tmp_path: Path)
     source.write_text(content, encoding="utf-8")
     result = cli("save", str(source), "--tags", "plan,note,Notes", "--project", "proj")
     doc_id = saved_id(result)
-    assert SAVED.match(result.stdout.strip()).groups()[1:] == ("Déploiement 🚀 plan", "🎯 📝")
+    assert SAVED.match(result.stdout.strip()).groups()[1:] == ("Déploiement 🚀 plan", "🎯, 📝")
     view = json_out(cli("view", str(doc_id), "--json"))
     assert view["content"] == content
     assert view["title"] == "Déploiement 🚀 plan"
@@ -211,7 +211,7 @@ def test_tag_untag_and_tags(cli: Cli) -> None:
     doc_id = seed(tags=None)
     added = cli("tag", str(doc_id), "note", "plan", "Python")
     assert added.code == 0, added.stderr
-    assert added.stdout.strip().startswith(f"#{doc_id}: added 📝 🎯 python")
+    assert added.stdout.strip().startswith(f"#{doc_id}: added 📝, 🎯, python")
     again = cli("tag", str(doc_id), "notes")
     assert "no new tags" in again.stdout
     removed = cli("untag", str(doc_id), "plan", "bug")

@@ -211,3 +211,30 @@ def test_tag_and_untag_refuse_a_trashed_document_before_changing_it(
     assert dump(isolated_env) == before
     with Service() as service:
         assert service.store.documents.get(doc_id, include_deleted=True).tags == ("📝",)
+
+
+# -- 19. tags are comma-separated ------------------------------------------------------------------
+
+
+def test_a_tag_may_contain_spaces(cli: Cli) -> None:
+    """Issue 11 item 19: tags were split on spaces although the help says comma-separated."""
+    saved = cli("save", "--tags", "needs review, note", input="# Spaced\n\nbody")
+    assert saved.code == 0, saved.stderr
+    assert saved.stdout.strip().endswith("tags: needs review, 📝")
+    doc_id = saved.stdout.split("#", 1)[1].split(":", 1)[0]
+    other = seed("# Other\n\nbody", tags="needs, review")
+
+    assert json.loads(cli("view", doc_id, "--json").stdout)["tags"] == ["needs review", "📝"]
+    found = json.loads(cli("find", "--tags", "needs review", "--json").stdout)
+    assert [hit["id"] for hit in found] == [int(doc_id)]
+    listed = cli("list").stdout
+    assert "needs review, 📝" in listed and "needs, review" in listed
+
+    added = cli("tag", str(other), "waiting on ci")
+    assert added.code == 0, added.stderr
+    assert (
+        added.stdout.strip()
+        == f"#{other}: added waiting on ci; tags now: needs, review, waiting on ci"
+    )
+    removed = cli("untag", doc_id, "needs review")
+    assert removed.stdout.strip() == f"#{doc_id}: removed needs review; tags now: 📝"

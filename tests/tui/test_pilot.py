@@ -871,3 +871,16 @@ def test_q_quits_while_a_search_is_stuck_in_sqlite(service: Service, tmp_path: P
     assert started.exists(), err.decode(errors="replace")[-2000:]
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     assert out.decode().splitlines() == ["app closed", "process exiting"]
+
+
+def test_tags_with_spaces_are_shown_comma_separated(service: Service) -> None:
+    """Issue 11 item 19: a tag may contain spaces; the documents table separates tags with
+    commas, so "needs review" reads as one tag."""
+    service.save_document("# Spaced\n\nbody", tags="needs review, note", detect=False)
+
+    async def scenario(app: RecordingApp, pilot: Pilot[None]) -> None:
+        await wait_documents(pilot, 1)
+        table = app.screen.query_one("#docs", DataTable)
+        assert str(table.get_row_at(0)[2]) == "needs review, 📝"
+
+    drive(scenario)

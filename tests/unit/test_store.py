@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emdx import paths
-from emdx.errors import InvalidInputError, InvalidStateError, NotFoundError
+from emdx.errors import InvalidInputError, InvalidStateError, NotFoundError, UsageError
 from emdx.models import ALLOWED, ExecOptions, ExecutionStatus, parse_time
 from emdx.service import MAX_DOCUMENT_BYTES, Service, decode_document, title_from_content
 from emdx.service.documents import TITLE_MAX
@@ -146,7 +146,7 @@ def test_search_filters_by_tags_and_project(service: Service) -> None:
     assert {h.document.id for h in service.find_documents("widget", project="p1")} == {a, b}
     assert [h.document.id for h in service.find_documents("", tags="bug")] == [b]
     assert len(service.find_documents("widget", limit=1)) == 1
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(UsageError):
         service.find_documents("  ")
 
 
@@ -183,7 +183,7 @@ def test_fts_syntax_still_works_when_valid(service: Service) -> None:
 
 def test_tags_are_normalised_and_deduplicated(service: Service, store: Store) -> None:
     saved = service.save_document(
-        "x", tags="note, Notes,plan  gameplan,Python,python,📝", detect=False
+        "x", tags="note, Notes,plan,  gameplan,Python,python,📝", detect=False
     )
     assert saved.tags == ("📝", "🎯", "python")
     assert set(service.get_document(saved.id).tags) == {"📝", "🎯", "python"}
@@ -220,7 +220,7 @@ def test_tag_unknown_document_writes_nothing(service: Service, store: Store) -> 
     with pytest.raises(NotFoundError):
         service.untag_document(99, ["note"])
     assert store.conn.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 0
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(UsageError):
         service.tag_document(1, [" ", ","])
 
 

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 from emdx.cli.render import error, open_service, parse_duration, print_json
 from emdx.errors import InvalidStateError, UsageError
-from emdx.format import log_line, one_line
+from emdx.format import log_line, one_line, plural
 from emdx.models import DEFAULT_STALL_TIMEOUT_S, MAX_INT, ExecOptions, Execution
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
@@ -55,7 +55,7 @@ def not_started(service: "Service", execution: Execution) -> str:
 
 def summary_line(execution: Execution) -> str:
     cost = f", ${execution.cost_usd:.4f}" if execution.cost_usd is not None else ""
-    turns = f", {execution.num_turns} turns" if execution.num_turns is not None else ""
+    turns = f", {plural(execution.num_turns, 'turn')}" if execution.num_turns is not None else ""
     duration = execution.duration_s
     took = f" in {duration:.1f}s" if duration is not None else ""
     return (

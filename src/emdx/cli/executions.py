@@ -52,7 +52,8 @@ def _table(executions: list[Execution]) -> None:
                 doc,
                 ex.exec_type,
                 (ex.status.value, STATUS_STYLES.get(ex.status.value, "")),
-                short_time(ex.started_at or ex.created_at),
+                # A run that never started has no start time (its creation is in `show`).
+                short_time(ex.started_at),
                 duration(ex.duration_s),
                 "-" if ex.exit_code is None else str(ex.exit_code),
                 money(ex.cost_usd),
@@ -119,6 +120,7 @@ def _panel(ex: Execution, missing: bool = False) -> None:
         ("document", f"#{ex.doc_id} {ex.doc_title}"),
         ("type", ex.exec_type),
         ("exit code", "-" if ex.exit_code is None else str(ex.exit_code)),
+        ("created", short_time(ex.created_at)),
         ("started", short_time(ex.started_at)),
         ("completed", short_time(ex.completed_at)),
         ("duration", duration(ex.duration_s)),
@@ -210,7 +212,8 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     )
     for row in stats.per_type:
         exec_type = one_line(str(row["exec_type"]))
-        print(f"  {exec_type:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
+        runs = plural(int(row["runs"]), "run")
+        print(f"  {exec_type:<9} {runs:>11}  {money(row['cost_usd'])}")
     print(
         f"now:        {stats.running} running, {stats.queued} queued, {len(stats.zombies)} zombie"
     )
@@ -293,6 +296,10 @@ def exec_running(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         )
 
 
+WIDE_MONITOR = 120
+"""Terminal columns from which `exec monitor` shows runner and agent figures apart."""
+
+
 def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 1048576:.0f} MB"
 
@@ -359,47 +366,67 @@ def exec_monitor(
     ),
 ) -> None:
     """A live table of active runs with CPU and memory, until Ctrl-C."""
+    from rich import box
     from rich.live import Live
     from rich.table import Table
 
+    out = console()
+
     def render(service: "Service") -> Table:
         report = service.health(interval_s=min(0.5, interval / 2))
-        table = Table(title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit")
-        for column in (
-            "id",
-            "document",
-            "status",
-            "verdict",
-            "runtime",
-            "heartbeat",
-            "runner cpu",
-            "runner mem",
-            "agent cpu",
-            "agent mem",
-        ):
-            table.add_column(column)
+        # Below 120 columns the runner's and the agent's figures are summed into one CPU and
+        # one memory column: ten columns at 80 wrapped every cell into an unreadable column.
+        wide = out.width >= WIDE_MONITOR
+        figures = ("runner cpu", "runner mem", "agent cpu", "agent mem") if wide else ("cpu", "mem")
+        headers = ("id", "status", "verdict", "runtime", "beat", *figures)
+        rows: list[tuple[str, str, tuple[str, ...]]] = []  # document, status style, the rest
         cpu = 0.0
         mem = 0
         for h in report:
             ex = h.repaired or h.execution
             procs = [p for p in (h.runner, h.agent) if p is not None]
-            cpu += sum(p.cpu_percent or 0 for p in procs)
-            mem += sum(p.rss_bytes or 0 for p in procs)
-            style = STATUS_STYLES.get(ex.status.value, "")
-            table.add_row(
-                str(ex.id),
-                markup_safe(one_line(ex.doc_title)[:40]),
-                f"[{style}]{markup_safe(ex.status.value)}[/]" if style else ex.status.value,
-                markup_safe(str(h.verdict)),
-                duration(ex.duration_s),
-                "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s",
-                _pct(h.runner.cpu_percent if h.runner else None),
-                _mb(h.runner.rss_bytes if h.runner else None),
-                _pct(h.agent.cpu_percent if h.agent else None),
-                _mb(h.agent.rss_bytes if h.agent else None),
+            run_cpu = sum(p.cpu_percent or 0 for p in procs) if procs else None
+            run_mem = sum(p.rss_bytes or 0 for p in procs) if procs else None
+            cpu += run_cpu or 0
+            mem += run_mem or 0
+            numbers: tuple[str, ...] = (
+                (
+                    _pct(h.runner.cpu_percent if h.runner else None),
+                    _mb(h.runner.rss_bytes if h.runner else None),
+                    _pct(h.agent.cpu_percent if h.agent else None),
+                    _mb(h.agent.rss_bytes if h.agent else None),
+                )
+                if wide
+                else (_pct(run_cpu), _mb(run_mem))
             )
+            beat = "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s"
+            cells = (str(ex.id), ex.status.value, str(h.verdict), duration(ex.duration_s), beat)
+            rows.append((one_line(ex.doc_title), ex.status.value, (*cells, *numbers)))
+        table = Table(
+            title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        # Every column but the document's is as wide as its widest cell, never cut: the title
+        # takes what is left and is cut with an ellipsis.
+        widths = [max([len(name)] + [len(r[2][i]) for r in rows]) for i, name in enumerate(headers)]
+        # Each column is padded one space a side and one apart (no edges): 3 a column.
+        left = max(8, out.width - sum(widths) - 3 * len(headers) - 1)
+        for index, name in enumerate(headers):
+            if index == 1:
+                table.add_column("document", max_width=left, no_wrap=True, overflow="ellipsis")
+            numeric = index == 0 or index >= 5
+            table.add_column(
+                name, justify="right" if numeric else "left", no_wrap=True, min_width=widths[index]
+            )
+        for title, status, texts in rows:
+            style = STATUS_STYLES.get(status, "")
+            shown = [markup_safe(text) for text in texts]
+            if style:
+                shown[1] = f"[{style}]{shown[1]}[/]"
+            table.add_row(shown[0], markup_safe(title), *shown[1:])
         if not report:
-            table.add_row("-", "nothing is running", "", "", "", "", "", "", "", "")
+            table.add_row("-", "nothing is running", *([""] * (len(headers) - 1)))
         table.caption = f"{len(report)} active · total CPU {cpu:.0f}% · memory {_mb(mem)}"
         return table
 
@@ -407,7 +434,7 @@ def exec_monitor(
 
     with (
         open_service(sweep="exec monitor") as service,
-        Live(render(service), auto_refresh=False) as live,
+        Live(render(service), console=out, auto_refresh=False) as live,
     ):
         try:
             while True:
@@ -423,12 +450,15 @@ def exec_retry(ref: str = typer.Argument(..., metavar="ID")) -> None:
     from emdx.cli.claude import describe_start
 
     with open_service(sweep="exec retry") as service:
-        execution = service.retry_execution(ref)
+        old = service.get_execution(ref)
+        execution = service.retry_execution(old.id)
     print(describe_start(execution))
-    print(
-        f"  retry of #{execution.parent_execution_id}; follow: emdx exec show "
-        f"{execution.id} --follow"
-    )
+    # The run asked for: a retried resume is linked to the run whose session it continues.
+    again = f"retry of #{old.id}"
+    if execution.options.resume_session and execution.parent_execution_id != old.id:
+        session = one_line(execution.options.resume_session)
+        again += f" (resumes session {session} of #{execution.parent_execution_id})"
+    print(f"  {again}; follow: emdx exec show {execution.id} --follow")
 
 
 @app.command("resume")

@@ -15,6 +15,7 @@ from emdx.models import (
     ExecOptions,
     Execution,
     ExecutionStatus,
+    Reason,
     now_iso,
     storable,
 )
@@ -359,7 +360,10 @@ class ExecutionStore:
         return [_execution(r) for r in rows]
 
     def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]:
-        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations."""
+        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations.
+
+        Durations leave out rows repaired as `stuck`: rows of earlier releases whose end is the
+        moment a cleanup found them (months later, maybe), not when their run ended."""
 
         def rows(sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
             return read(self._conn, self._path, sql, params)
@@ -389,8 +393,9 @@ class ExecutionStore:
                 """SELECT (julianday(completed_at) - julianday(started_at)) * 86400.0
                FROM executions
                WHERE status IN ('completed', 'failed', 'killed') AND completed_at IS NOT NULL
-                 AND started_at IS NOT NULL ORDER BY id DESC LIMIT ?""",
-                (sample,),
+                 AND started_at IS NOT NULL AND COALESCE(reason, '') != ?
+               ORDER BY id DESC LIMIT ?""",
+                (Reason.STUCK.value, sample),
             )
             if r[0] is not None and r[0] >= 0
         ]

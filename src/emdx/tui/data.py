@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from emdx.format import tag_text
 from emdx.models import Document, ExecOptions, Execution
 from emdx.service import KillResult, Service
 
@@ -62,7 +63,7 @@ def documents(
         return service.list_documents(limit=limit)
 
     return [
-        DocumentRow(d.id, d.title, " ".join(d.tags), d.project or "")
+        DocumentRow(d.id, d.title, tag_text(d.tags), d.project or "")
         for d in _with_service(load, cancelled)
     ]
 
