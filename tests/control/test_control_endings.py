@@ -4,7 +4,6 @@ what `exec logs`, `exec show` and `claude execute --after` say, and their exit c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,13 +49,31 @@ def finished_row(ctl: Ctl, log: Path | None) -> int:
     )
 
 
+# Forked from a small process: a child's peak RSS (ru_maxrss) counts the memory of the process
+# it was forked from (Linux records the old image's high-water mark at exec), and pytest's own
+# is hundreds of MB by the time this runs.
+MEASURED = r"""
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"{usage.ru_maxrss}\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def peak_rss_of(argv: list[str], stdout: Path) -> tuple[int, int]:
     """(exit code, peak RSS in KiB) of a command whose stdout goes to a file."""
     with stdout.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return proc.returncode, usage.ru_maxrss
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURED, *argv],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    return done.returncode, int(done.stderr.split()[-1])
 
 
 def test_logs_of_a_capped_64_mib_log_are_streamed(ctl: Ctl, tmp_path: Path) -> None:
