@@ -3,8 +3,11 @@
 EmdxError
 ├── NotFoundError          an id or document that does not exist
 ├── InvalidInputError      input the user gave that cannot be used (empty, unreadable, too big)
+├── UsageError             a command line that asks for nothing usable (exit 2, like click's)
 ├── InvalidStateError      an operation that does not fit the object's state
 ├── EnvironmentProblem     the machine is not ready (no agent, data dir not writable, no git)
+│   ├── AgentNotFound      no agent binary (exit 127, as a shell says "command not found")
+│   └── AgentNotRunnable   an agent binary that cannot run (exit 126, as a shell says)
 ├── StoreError             the database cannot be opened, is corrupt, locked or full
 │   └── StoreUnavailable   the database server cannot be reached right now (time may cure it)
 └── Interrupted            the user interrupted an operation (Ctrl-C), which was undone
@@ -34,6 +37,13 @@ class InvalidInputError(EmdxError):
     """Input that cannot be used as given."""
 
 
+class UsageError(EmdxError):
+    """The command line itself is wrong: a required value missing or empty, an unknown choice,
+    a confirmation flag needed. Exits 2, like the usage errors typer reports itself."""
+
+    exit_code = 2
+
+
 class InvalidStateError(EmdxError):
     """The object is not in a state that allows the operation."""
 
@@ -44,6 +54,19 @@ class EnvironmentProblem(EmdxError):
     def __init__(self, message: str, fixes: list[str] | None = None) -> None:
         super().__init__(message)
         self.fixes = fixes or []
+
+
+class AgentNotFound(EnvironmentProblem):
+    """The agent binary is missing: like a shell, emdx exits 127."""
+
+    exit_code = 127
+
+
+class AgentNotRunnable(EnvironmentProblem):
+    """The agent binary exists but cannot run (a directory, no execute permission, not an
+    executable format, `--version` failing): like a shell, emdx exits 126."""
+
+    exit_code = 126
 
 
 class StoreError(EmdxError):

@@ -10,7 +10,7 @@ only by `markup_safe`: `emdx --help` imports this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +91,16 @@ def json_dumps(data: Any) -> str:
     text = jsonio.dumps(data, ensure_ascii=False, default=str)
     # Outside strings JSON is ASCII, so every match is inside a string, where `\uXXXX` is valid.
     return _JSON_RAW.sub(_json_escaped, text) if _JSON_RAW.search(text) else text
+
+
+def tag_text(tags: Sequence[str]) -> str:
+    """A document's tags on one line, comma-separated: a tag may contain spaces."""
+    return one_line(", ".join(tags))
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 turn`, `2 turns`, `0 runs`; `nouns` for an irregular plural (`branches`)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 _LEVEL_ICONS = {"warning": "⚠️", "error": "❌"}
@@ -188,11 +198,6 @@ def state_note(execution: Execution, hold: str | None = None) -> str:
     return ""
 
 
-def plural(count: int, noun: str) -> str:
-    """`1 turn`, `2 turns`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def reason_lines(execution: Execution) -> list[str]:
     """Why a finished run ended so: the reason's meaning and usual fix, the API error, the
     tools that were refused, the CLI's errors — for `exec show` and the TUI."""
@@ -220,3 +225,21 @@ def reason_lines(execution: Execution) -> list[str]:
             shown = json_dumps(tool_input) if tool_input is not None else ""
             lines.append(f"denied: {denial.get('tool_name', '?')} {shown[:200]}".rstrip())
     return [one_line(line) for line in lines]
+
+
+def tag_label(name: str) -> str:
+    """A tag as shown: its emoji with the word it stands for (`🎯 gameplan`), else as is."""
+    from emdx import tags
+
+    return tags.label(name)
+
+
+def branch_note(execution: Execution) -> str:
+    """`branch: exec-4-fix-2 (exec-4-fix already existed)` for a run in a worktree."""
+    from emdx.smart import branch_name
+
+    if not execution.branch:
+        return ""
+    wanted = branch_name(execution.id, execution.doc_title)
+    taken = f" ({wanted} already existed)" if execution.branch != wanted else ""
+    return f"branch: {one_line(execution.branch)}{taken}"

@@ -40,6 +40,15 @@ def iso_or_none(value: str | None) -> str | None:
     return to_iso(moment) if moment else None
 
 
+# SQLite integers are 64-bit signed: an id beyond this names nothing (a usage error for a limit).
+MAX_INT = 2**63 - 1
+
+
+def storable(value: int) -> bool:
+    """Fits an SQLite integer (binding a larger Python int raises OverflowError)."""
+    return -MAX_INT - 1 <= value <= MAX_INT
+
+
 def percentile(ordered: list[float], pct: float) -> float | None:
     """Nearest-rank percentile of an already sorted list (None when it is empty)."""
     if not ordered:

@@ -76,6 +76,11 @@ def forget_environment(run_key: str | None) -> None:
             env_path(run_key).unlink()
 
 
+def agent_check_path() -> Path:
+    """The last successful pre-flight run of the agent binary (what it was, what it said)."""
+    return emdx_home() / "agent-check.json"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700; tighten it if it already exists. A symbolic
     link is never followed, nor chmodded through (see `private_dir`)."""

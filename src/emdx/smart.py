@@ -103,14 +103,30 @@ def plan_for_type(doc: Document, exec_type: ExecType, branch: str | None = None)
     return plan
 
 
+# Titles smart runs give the documents they save: an analysis of "Analysis: X" is about X.
+OUTPUT_PREFIXES = ("Analysis: ", "Gameplan: ")
+
+
+def base_title(title: str) -> str:
+    """`title` without the prefixes smart runs add, however many are stacked."""
+    stripped = title
+    while True:
+        for prefix in OUTPUT_PREFIXES:
+            if stripped[: len(prefix)].lower() == prefix.lower():
+                stripped = stripped[len(prefix) :].lstrip()
+                break
+        else:
+            return stripped or title
+
+
 def _plan_for_type(doc: Document, exec_type: ExecType, branch: str | None) -> Plan:
-    fields = {"doc_id": doc.id, "title": doc.title, "content": doc.content}
+    fields = {"doc_id": doc.id, "title": base_title(doc.title), "content": doc.content}
     if exec_type is ExecType.NOTE:
         return Plan(
             exec_type,
             ANALYSIS_PROMPT.format(**fields),
             ANALYSIS_TOOLS,
-            f"Analysis: {doc.title}",
+            f"Analysis: {fields['title']}",
             (T.ANALYSIS,),
             (),
             False,
@@ -120,7 +136,7 @@ def _plan_for_type(doc: Document, exec_type: ExecType, branch: str | None) -> Pl
             exec_type,
             GAMEPLAN_PROMPT.format(**fields),
             ANALYSIS_TOOLS,
-            f"Gameplan: {doc.title}",
+            f"Gameplan: {fields['title']}",
             (T.GAMEPLAN, T.ACTIVE),
             (),
             False,

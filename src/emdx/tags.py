@@ -58,14 +58,15 @@ def normalize(tag: str) -> str:
 
 
 def parse_list(raw: str | Sequence[str] | None) -> list[str]:
-    """Split comma- or space-separated input into normalised tags, in order, without duplicates."""
+    """Split comma-separated input into normalised tags, in order, without duplicates. Only
+    commas separate: a tag may contain spaces ("needs review"; runs of them become one)."""
     if raw is None:
         return []
     parts = [raw] if isinstance(raw, str) else list(raw)
     seen: list[str] = []
     for part in parts:
-        for piece in part.replace(",", " ").split():
-            tag = normalize(piece)
+        for piece in part.split(","):
+            tag = normalize(" ".join(piece.split()))
             if tag and tag not in seen:
                 seen.append(tag)
     return seen

@@ -30,8 +30,8 @@ def _snapshot(repo: Path) -> tuple[Any, ...]:
     return (refs(repo), worktrees(repo), db_dump(), runs_listing())
 
 
-def _one_line_error(done: Any) -> str:
-    assert done.code == 1, done
+def _one_line_error(done: Any, code: int = 1) -> str:
+    assert done.code == code, done
     assert "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -210,9 +210,9 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
 
     # Not a terminal and no --yes: refuses, deletes nothing.
     refused = cli("cleanup", "branches", cwd=git_repo, input=b"y\n")
-    assert "--yes" in _one_line_error(refused)
+    assert "--yes" in _one_line_error(refused, code=2)  # a usage error
     refused_force = cli("cleanup", "branches", "--force", cwd=git_repo)
-    _one_line_error(refused_force)
+    _one_line_error(refused_force, code=2)
     assert_same(before, _snapshot(git_repo))
 
     done = cli("cleanup", "branches", "--yes", "--json", cwd=git_repo)
@@ -265,7 +265,7 @@ def test_cleanup_branches_nothing_to_do_and_outside_a_repo(
 ) -> None:
     empty = runs.cli("cleanup", "branches", "--json", cwd=git_repo)
     assert empty.code == 0, empty
-    assert parse_json(empty.stdout) == {"dry_run": True, "actions": []}
+    assert parse_json(empty.stdout) == {"dry_run": False, "actions": []}
     # Only unmerged branches: nothing would be deleted, so no confirmation is needed.
     doc = runs.doc("# Wip\nFAKE:events=1\n", title="Wip")
     row = runs.wait_final(runs.start(doc, "--worktree", cwd=git_repo))
@@ -358,3 +358,39 @@ def test_cleanup_branches_of_another_home_never_deletes_a_live_runs_worktree(
         assert worktrees(git_repo).get(str(workdir)) == row.branch
     now = runs.get(execution_id)
     assert now.status.value == "running" and runs.service.runner_alive(now)
+
+
+def test_cleanup_branches_with_nothing_deletable_is_no_dry_run_and_says_why_in_full(
+    runs: Runs, git_repo: Path
+) -> None:
+    """Issue 11 item 14: without --dry-run and with nothing deletable, `cleanup branches` said
+    "(dry run: nothing changed)" and `"dry_run": true`; and at 80 columns the detail was cut,
+    hiding why a branch was kept. It wraps now: every word of the reason is printed."""
+    git(git_repo, "checkout", "-q", "-b", "exec-7-made-by-hand")
+    commit_file(git_repo, "mine.txt", "by hand\n", "work of a person")
+    git(git_repo, "checkout", "-q", "main")
+    reason = "not created by a run of this EMDX_HOME in this repository"
+
+    as_json = runs.cli("cleanup", "branches", "--json", cwd=git_repo)
+    assert as_json.code == 0, as_json
+    report = parse_json(as_json.stdout)
+    assert report["dry_run"] is False
+    [action] = report["actions"]
+    assert action["result"] == "kept" and action["detail"].endswith(reason)
+
+    text = runs.cli("cleanup", "branches", cwd=git_repo, env={"COLUMNS": "80"})
+    assert text.code == 0, text
+    lines = text.stdout.splitlines()
+    assert lines[0] == "branches"
+    assert "dry run" not in text.stdout
+    assert all(len(line) <= 80 for line in lines), lines
+    header = lines[1]
+    start, end = header.index("detail"), header.index("result")
+    column = " ".join(line[start:end].strip() for line in lines[2:])
+    assert column == action["detail"], lines
+    assert len(lines) > 3  # it did not fit on one line: it was wrapped, not cut
+    assert "…" not in text.stdout
+
+    dry = runs.cli("cleanup", "branches", "--dry-run", cwd=git_repo, env={"COLUMNS": "80"})
+    assert dry.stdout.splitlines()[0] == "branches (dry run: nothing changed)"
+    assert branch_exists(git_repo, "exec-7-made-by-hand")

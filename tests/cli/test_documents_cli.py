@@ -50,9 +50,9 @@ def seed(content: str = "# Seed doc\n\nseeded body", tags: str | None = "note") 
         return service.save_document(content, tags=tags, detect=False).id
 
 
-def assert_error(result: Any, *needles: str) -> str:
-    """Exit 1, exactly one stderr line `emdx: error: …`, nothing on stdout, no traceback."""
-    assert result.code == 1, (result.code, result.stdout, result.stderr)
+def assert_error(result: Any, *needles: str, code: int = 1) -> str:
+    """Exit `code`, exactly one stderr line `emdx: error: …`, nothing on stdout, no traceback."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -78,7 +78,7 @@ def test_save_from_file_takes_title_from_first_heading(cli: Cli, tmp_path: Path)
     source.write_text(content, encoding="utf-8")
     result = cli("save", str(source), "--tags", "plan,note,Notes", "--project", "proj")
     doc_id = saved_id(result)
-    assert SAVED.match(result.stdout.strip()).groups()[1:] == ("Déploiement 🚀 plan", "🎯 📝")
+    assert SAVED.match(result.stdout.strip()).groups()[1:] == ("Déploiement 🚀 plan", "🎯, 📝")
     view = json_out(cli("view", str(doc_id), "--json"))
     assert view["content"] == content
     assert view["title"] == "Déploiement 🚀 plan"
@@ -211,7 +211,7 @@ def test_tag_untag_and_tags(cli: Cli) -> None:
     doc_id = seed(tags=None)
     added = cli("tag", str(doc_id), "note", "plan", "Python")
     assert added.code == 0, added.stderr
-    assert added.stdout.strip().startswith(f"#{doc_id}: added 📝 🎯 python")
+    assert added.stdout.strip().startswith(f"#{doc_id}: added 📝, 🎯, python")
     again = cli("tag", str(doc_id), "notes")
     assert "no new tags" in again.stdout
     removed = cli("untag", str(doc_id), "plan", "bug")
@@ -339,12 +339,19 @@ def test_save_refuses_unusable_stdin(cli: Cli, isolated_env: Path, data: bytes) 
     assert dump(isolated_env) == before
 
 
-def test_other_invalid_input_is_a_one_line_error(cli: Cli, isolated_env: Path) -> None:
+def test_command_lines_that_ask_for_nothing_are_usage_errors(cli: Cli, isolated_env: Path) -> None:
+    """Issue 11 item 17: these exited 1 (an emdx error); a command line that asks for nothing
+    usable is a usage error, exit 2, still one line and nothing written."""
     doc_id = seed()
     before = dump(isolated_env)
-    assert_error(cli("find"), "--tags")
-    assert_error(cli("tag", str(doc_id), ","), "tag")
-    assert_error(cli("untag", str(doc_id), " "), "tag")
+    assert_error(cli("find"), "--tags", code=2)
+    assert_error(cli("find", "--tags", ""), "--tags", code=2)
+    assert_error(cli("tag", str(doc_id), ""), "tag", code=2)
+    assert_error(cli("tag", str(doc_id), ","), "tag", code=2)
+    assert_error(cli("untag", str(doc_id), " "), "tag", code=2)
+    assert_error(cli("exec", "list", "--status", "bogus"), "'bogus'", "running", code=2)
+    assert_error(cli("exec", "list", "--status", ","), "--status", code=2)
+    assert_error(cli("claude", "execute", str(doc_id), "--tools", " , "), "--tools", code=2)
     assert dump(isolated_env) == before
 
 

@@ -81,16 +81,18 @@ def test_kill_force_is_sigkill_at_once(ctl: Ctl, monkeypatch: pytest.MonkeyPatch
     assert (row.status.value, row.exit_code, row.reason) == ("killed", 137, "killed_by_user")
 
 
-def test_kill_finished_run_is_a_no_op(ctl: Ctl) -> None:
+def test_kill_of_a_finished_run_is_an_invalid_state(ctl: Ctl) -> None:
+    """Issue 11 item 16: killing a finished run exited 0; nothing to do for a named run is an
+    invalid state (DESIGN §4: exit 1, one line), and nothing changes."""
     execution_id = ctl.run("quick\nFAKE:events=1\n")
     before = ctl.wait_final(execution_id)
     assert before.status.value == "completed"
 
     result = ctl.emdx("exec", "kill", str(execution_id))
 
-    assert result.code == 0, result.stderr
-    assert result.stdout.strip() == (
-        f"execution #{execution_id} already completed; nothing to kill"
+    assert (result.code, result.stdout) == (1, ""), result
+    assert result.stderr == (
+        f"emdx: error: execution #{execution_id} already completed (exit 0); nothing to kill\n"
     )
     assert ctl.get(execution_id) == before
 
@@ -147,8 +149,9 @@ def test_migrated_text_id_works_for_show_and_kill(ctl: Ctl) -> None:
     text = ctl.ok("exec", "show", LEGACY_ID)
     assert LEGACY_ID in text.stdout and f"execution #{finished}" in text.stdout
 
-    done = ctl.ok("exec", "kill", LEGACY_ID)
-    assert done.stdout.strip() == f"execution #{finished} already completed; nothing to kill"
+    done = ctl.emdx("exec", "kill", LEGACY_ID)
+    assert done.code == 1
+    assert f"execution #{finished} already completed (exit 0); nothing to kill" in done.stderr
 
     killed = ctl.ok("exec", "kill", "claude-43-1752791299")
     assert f"execution #{stuck} killed" in killed.stdout
@@ -169,8 +172,8 @@ def test_kill_never_signals_a_reused_supervisor_pid(ctl: Ctl) -> None:
     result = ctl.emdx("exec", "kill", str(execution_id))
 
     # Its supervisor was gone before the kill: the command's sweep finds and says so.
-    assert result.code == 0, result.stderr
-    assert "already failed" in result.stdout
+    assert result.code == 1, result.stderr
+    assert "already failed (exit 137)" in result.stderr
     row = ctl.get(execution_id)
     assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "runner_lost")
     assert alive((pid, started)) and witness.signals() == []
@@ -189,7 +192,8 @@ def test_kill_never_signals_a_reused_agent_pid(ctl: Ctl) -> None:
 
     result = ctl.emdx("exec", "kill", str(execution_id))
 
-    assert result.code == 0, result.stderr
+    # The sweep found its supervisor gone first: nothing was left to kill.
+    assert result.code == 1 and "already failed" in result.stderr, result
     assert ctl.get(execution_id).reason == "runner_lost"
     assert alive((pid, started)) and witness.signals() == []
 

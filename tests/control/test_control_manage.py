@@ -44,10 +44,10 @@ def test_killall_needs_yes_without_a_terminal_then_kills_everything(
 
     refused = ctl.emdx("exec", "killall")
 
-    assert refused.code == 1
+    assert refused.code == 2  # a usage error: the command line lacks --yes
     assert refused.stdout == ""
     assert len(refused.stderr.splitlines()) == 1
-    assert refused.stderr.startswith("emdx: error: 4 execution(s) would be killed")
+    assert refused.stderr.startswith("emdx: error: 4 executions would be killed")
     assert "--yes" in refused.stderr
     for execution_id, identities in running:
         assert all(alive(i) for i in identities)
@@ -100,7 +100,7 @@ def test_killall_in_a_terminal_asks_first(ctl: Ctl) -> None:
     code, out = killall_in_a_terminal(ctl, b"n\n")
 
     assert code == 0
-    assert "kill 1 execution(s)?" in out and "nothing killed" in out
+    assert "kill 1 execution?" in out and "nothing killed" in out
     assert alive(identities[0]) and ctl.get(execution_id).status.value == "running"
 
     code, out = killall_in_a_terminal(ctl, b"y\n")
@@ -281,7 +281,7 @@ def test_resume_of_a_running_run_or_without_prompt_is_refused(ctl: Ctl) -> None:
     assert busy.stderr.strip() == f"emdx: error: execution {execution_id} is still running"
 
     empty = ctl.emdx("exec", "resume", str(execution_id), "   ")
-    assert empty.code == 1 and len(empty.stderr.splitlines()) == 1
+    assert empty.code == 2 and len(empty.stderr.splitlines()) == 1  # a usage error
     assert empty.stderr.startswith("emdx: error: ")
     assert [r.id for r in ctl.rows()] == [execution_id]
 

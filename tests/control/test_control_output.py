@@ -347,7 +347,7 @@ def test_list_status_filter_and_limit(ctl: Ctl) -> None:
     assert ctl.ok("exec", "list", "--status", "queued").stdout.strip() == "no executions"
 
     bad = ctl.emdx("exec", "list", "--status", "failed,bogus")
-    assert bad.code == 1 and bad.stdout == ""
+    assert bad.code == 2 and bad.stdout == ""  # a usage error
     assert len(bad.stderr.splitlines()) == 1
     assert bad.stderr.startswith("emdx: error: unknown status 'bogus'")
     zero = ctl.emdx("exec", "list", "--limit", "0")

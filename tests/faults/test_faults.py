@@ -234,8 +234,9 @@ def test_reused_pids_are_never_signalled(world: World, cli: Any) -> None:
 
     steps = [
         (("exec", "health", "--json"), 1, ("failed", 137, "runner_lost")),
-        # Its supervisor was gone before the kill: the command's sweep finds it lost.
-        (("exec", "kill", "{id}"), 0, ("failed", 137, "runner_lost")),
+        # Its supervisor was gone before the kill: the command's sweep finds it lost, and
+        # there is nothing left to kill (an invalid state: exit 1).
+        (("exec", "kill", "{id}"), 1, ("failed", 137, "runner_lost")),
         (("cleanup", "processes", "--json"), 0, ("failed", 137, "runner_lost")),
     ]
     for argv, expected_code, expected_row in steps:
@@ -263,6 +264,6 @@ def test_reused_pids_are_never_signalled(world: World, cli: Any) -> None:
     for argv in (("exec", "health"), ("cleanup", "processes"), ("exec", "killall", "--yes")):
         assert cli(*argv).code == 0, argv
     for row in world.service.list_executions(None, None):
-        assert cli("exec", "kill", str(row.id)).code == 0
+        assert cli("exec", "kill", str(row.id)).code == 1  # already final: nothing to kill
     witnesses_untouched()
     assert_same_snapshot(before, world.snapshot())

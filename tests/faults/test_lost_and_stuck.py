@@ -118,9 +118,15 @@ def test_a_restored_backup_never_mixes_two_runs_with_one_id(world: World, tmp_pa
     wait_until(lambda: not alive(child_a), 15, message="the old run's tool to be cleaned up")
     supervisor_a = (int(row_a.pid or 0), float(row_a.pid_started_at or 0))
     wait_until(lambda: not alive(supervisor_a), 30, message="the old run's supervisor to end")
-    # A's supervisor found no row with its key: it wrote nothing into B's.
+    # A's supervisor found no row with its key: it wrote nothing into B's. (It kills what its
+    # agent left before its final write: the tool's death does not mean it has said so yet.)
+    err = run_files(row_a)["runner.err"]
+    wait_until(
+        lambda: "belongs to another run" in err.read_text(),
+        15,
+        message=lambda: f"the old run's supervisor to say so in {err}: {err.read_text()!r}",
+    )
     assert world.get(second.id) == row_b
-    assert "belongs to another run" in run_files(row_a)["runner.err"].read_text()
 
 
 def _copy_db(src: Path, dst: Path) -> None:

@@ -311,10 +311,12 @@ def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> N
     assert row_c["agent_pid"] is None
     assert row_c["session_id"] is None
 
-    # Asking to wait for a run that already failed fails at once.
+    # Asking to wait for a run that already failed fails at once: an error (exit 1), with the
+    # row kept as the record of it.
     late = cli("claude", "execute", str(hello), "--background", "--after", str(d))
-    assert late.code == 0, late.stderr
-    e = started_id(late.stdout)
+    assert (late.code, late.stdout) == (1, ""), late
+    assert "which failed" in late.stderr and "dependency_failed" in late.stderr
+    e = started_id(late.stderr)
     row_e = show(cli, e)
     assert_outcome(row_e, "failed", 1, "dependency_failed")
     assert row_e["agent_pid"] is None

@@ -65,6 +65,7 @@ def _closing_agent(tmp_path: Path) -> Path:
     script.parent.mkdir(exist_ok=True)
     script.write_text(
         "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "0.0 (closes stdout)"; exit 0; fi\n'
         """echo '{"type":"system","subtype":"init","session_id":"s-close","model":"m"}'\n"""
         "exec 1>&-\n"
         "exec sleep 15\n"

@@ -1,5 +1,5 @@
 """Helpers for the hostile-input suite: the dangerous characters, what a terminal must never get,
-hostile text to plant, and a CLI run with a pseudo-terminal as its stdout.
+and hostile text to plant (the CLI run in a pseudo-terminal is `testkit.run_in_pty`).
 
 The dangerous set is written out here from DESIGN §8 and the brief, not imported from
 `emdx.format`: a test that borrowed the code's own table would pass whatever the table said.
@@ -7,21 +7,9 @@ The dangerous set is written out here from DESIGN §8 and the brief, not importe
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import pty
 import re
-import select
-import signal
-import struct
-import subprocess
-import sys
-import termios
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-from testkit import Deadline
 
 C0 = [chr(c) for c in range(0x20) if chr(c) not in "\n\t"]
 DEL = ["\x7f"]
@@ -123,58 +111,3 @@ def check_output(
 def assert_all_clean(results: list[Checked]) -> None:
     bad = [f"{r.name}: {'; '.join(r.problems)}" for r in results if r.problems]
     assert not bad, "hostile text reached the terminal:\n" + "\n".join(bad)
-
-
-def _winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def run_in_pty(
-    argv: list[str],
-    until: Callable[[bytes], bool] | None = None,
-    timeout: float = 60,
-) -> tuple[int, bytes]:
-    """Run `emdx ARGV` with a pseudo-terminal (120x40) as stdin, stdout and stderr, so that the
-    terminal branches (rich rendering, Live) really run; return its exit code and every byte it
-    wrote. With `until`, the command is interrupted (SIGINT, like Ctrl-C) once the output so far
-    satisfies it; a command still running at the deadline is killed and fails the test."""
-    master, slave = pty.openpty()
-    _winsize(slave, 40, 120)
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emdx", *argv],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = Deadline(timeout, lambda: f"`emdx {' '.join(argv)}` in a pty: {b''.join(chunks)!r}")
-    interrupted = False
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(master, 1 << 16)
-                except OSError:  # EIO: every writer closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            if until and not interrupted and until(b"".join(chunks)):
-                proc.send_signal(signal.SIGINT)
-                interrupted = True
-            deadline.check()
-        # Every writer closed the terminal: the command is exiting.
-        code = proc.wait(timeout=30)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return code, b"".join(chunks)

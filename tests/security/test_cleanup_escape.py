@@ -6,6 +6,7 @@ compares a victim tree outside EMDX_HOME, byte for byte, before and after.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -90,7 +91,9 @@ def test_a_run_dir_swapped_for_a_link_is_never_followed(
     for run_dir in (plain, tree):
         assert acts[str(run_dir)]["result"] == "kept", acts
     branches = runs.cli("cleanup", "branches", "--yes", "--force", "--json", cwd=git_repo)
-    assert branches.code == 0, branches
+    # The worktree's branch cannot go while its directory is a link: a failed line, exit 1.
+    assert branches.code == 1, branches
+    assert any(a["result"] == "failed" for a in json.loads(branches.stdout)["actions"])
     assert (tree_digest(victim), tree_digest(plain_victim), worktrees(victim_repo)) == before
     assert plain.is_symlink() and tree.is_symlink()
 
@@ -114,6 +117,7 @@ def test_runs_swapped_for_a_link_is_refused_and_never_chmodded(runs: Runs, tmp_p
         error = one_line_error(runs.cli(*args))
         assert "symbolic link" in error and str(runs_dir) in error, error
     everything = runs.cli("cleanup", "all", "--yes", "--older-than", "0s", "--json")
+    assert everything.code == 1, everything  # it went on, and says a line failed
     [refused] = [a for a in runs_actions(everything.stdout) if a["kind"] == "dir"]
     assert refused["result"] == "failed" and "symbolic link" in refused["detail"], refused
     doc = runs.doc("# Another\nFAKE:events=1\n", title="Another")

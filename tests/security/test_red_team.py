@@ -266,7 +266,7 @@ def test_cleanup_never_crosses_a_mount_point_in_a_run_dir(
     try:
         assert os.path.ismount(mount_point) or paths.mounts_under(mount_point), "not mounted"
         done = runs.cli("cleanup", "dirs", "--older-than", "0s", "--json")
-        assert done.code == 0, done
+        assert done.code == 1, done  # a failed line
         [action] = json.loads(done.stdout)["actions"]
         assert action["result"] == "failed" and "mount point" in action["detail"], action
         assert (victim / "a.txt").read_text() == "precious\n"

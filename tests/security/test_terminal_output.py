@@ -38,10 +38,9 @@ from security_helpers import (
     assert_all_clean,
     check_output,
     hostile_document,
-    run_in_pty,
     violations,
 )
-from testkit import Deadline, started_id, wait_until
+from testkit import Deadline, run_in_pty, started_id, wait_until
 
 from emdx import paths
 from emdx.models import ExecOptions, Execution

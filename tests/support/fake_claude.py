@@ -26,6 +26,7 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:hostile         terminal escape sequences (HOSTILE) in everything the agent controls:
                        session id, model, assistant text, a tool call and its result, stderr,
                        an unparsable stdout line (with raw 8-bit C1 bytes), the result text
+`--version` alone prints a version and exits 0, as the real CLI does.
 The result text reports the prompt's size and sha256, the argv, the cwd (and FAKE:env
 variables), so tests can check them.
 """
@@ -137,6 +138,10 @@ def wait_file(path):
 
 
 def main():
+    if sys.argv[1:] == ["--version"]:
+        # What emdx's pre-flight runs (the real CLI prints "2.1.332 (Claude Code)").
+        print("2.1.332 (Claude Code, fake)")
+        return
     prompt = sys.stdin.buffer.read()
     directives = {}
     for line in prompt.decode("utf-8", "replace").splitlines():

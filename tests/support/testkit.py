@@ -14,14 +14,19 @@ processes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import random
 import re
+import select
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -553,6 +558,67 @@ def use_offline_claude(
     for key, value in overrides.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMDX_CLAUDE_BIN", binary)
+
+
+# -- terminals ----------------------------------------------------------------------------------
+
+
+def _winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def run_in_pty(
+    argv: list[str],
+    until: Callable[[bytes], bool] | None = None,
+    timeout: float = 60,
+    size: tuple[int, int] = (40, 120),
+) -> tuple[int, bytes]:
+    """Run `emdx ARGV` with a pseudo-terminal (`size`: rows, columns) as stdin, stdout and
+    stderr, so that the terminal branches (rich rendering, Live) really run; return its exit
+    code and every byte it wrote. With `until`, the command is interrupted (SIGINT, like Ctrl-C)
+    once the output so far satisfies it; a command still running at the deadline is killed and
+    fails the test."""
+    master, slave = pty.openpty()
+    rows, columns = size
+    _winsize(slave, rows, columns)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emdx", *argv],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = Deadline(timeout, lambda: f"`emdx {' '.join(argv)}` in a pty: {b''.join(chunks)!r}")
+    interrupted = False
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if until and not interrupted and until(b"".join(chunks)):
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+            deadline.check()
+        # Every writer closed the terminal: the command is exiting.
+        code = proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, b"".join(chunks)
 
 
 # -- fault injection ----------------------------------------------------------------------------

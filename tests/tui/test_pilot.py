@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -648,9 +650,9 @@ def test_selected_older_run_stays_selected_across_refreshes(
     reloads: list[int] = []
     real_execution = data.execution
 
-    def counting_execution(execution_id: int) -> Execution:
+    def counting_execution(execution_id: int, **kw: Any) -> Execution:
         reloads.append(execution_id)
-        return real_execution(execution_id)
+        return real_execution(execution_id, **kw)
 
     monkeypatch.setattr(data, "execution", counting_execution)
 
@@ -704,8 +706,8 @@ def test_filter_shows_latest_query_when_an_earlier_query_is_slower(
     gamma = doc(service, "Gamma", "apples and cherries")
     real_documents = data.documents
 
-    def slow_for_prefix(query: str = "", limit: int = 500) -> list[data.DocumentRow]:
-        rows = real_documents(query, limit)
+    def slow_for_prefix(query: str = "", limit: int = 500, **kw: Any) -> list[data.DocumentRow]:
+        rows = real_documents(query, limit, **kw)
         if query == "ch":
             time.sleep(1.0)
         return rows
@@ -734,8 +736,8 @@ def test_status_filter_not_overwritten_by_a_slower_earlier_refresh(
     queued = insert_run(paths.db_path(), doc_id, "Filtered", "queued")
     real_executions = data.executions
 
-    def slow_active(statuses: list[str] | None, limit: int = 200) -> list[Execution]:
-        rows = real_executions(statuses, limit)
+    def slow_active(statuses: list[str] | None, limit: int = 200, **kw: Any) -> list[Execution]:
+        rows = real_executions(statuses, limit, **kw)
         if statuses == ["running", "queued"]:
             time.sleep(1.0)
         return rows
@@ -760,5 +762,125 @@ def test_status_filter_not_overwritten_by_a_slower_earlier_refresh(
             assert "status: completed" in static_text(app, "#exec-filter")
             await pilot.pause(0.05)
         assert all(ids == [done] for ids in shown), f"rows of the previous filter shown: {shown}"
+
+    drive(scenario)
+
+
+# -- workers: errors and cancellation --------------------------------------------------------
+
+
+def test_unexpected_worker_error_is_a_notification_and_the_app_keeps_running(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a worker raising anything but an EmdxError (here a RuntimeError, as an sqlite3
+    error of a corrupt page was) is shown as one error notification; the app keeps running."""
+    from emdx.tui import data
+
+    doc(service, "Listed", "body")
+
+    def broken(*args: Any, **kwargs: Any) -> list[data.DocumentRow]:
+        raise RuntimeError("boom \x1b]0;title\x07")
+
+    async def scenario(app: RecordingApp, pilot: Pilot[None]) -> None:
+        await wait_documents(pilot, 1)
+        monkeypatch.setattr(data, "documents", broken)
+        await pilot.press("slash", "x")
+        errors = await pilot_wait(
+            pilot,
+            lambda: [n for n in app.notices if n.severity == "error"],
+            message="an error notification",
+        )
+        assert errors[0].message == "unexpected RuntimeError: boom \\x1b]0;title\\x07"
+        assert app.is_running
+        await pilot.press("escape", "e")
+        await pilot_wait(
+            pilot, lambda: isinstance(app.screen, ExecutionsScreen), message="still responsive"
+        )
+
+    drive(scenario)
+
+
+# Run in a child process: a worker stuck in SQLite keeps a process alive after its app has
+# quit (the event loop's executor waits for the thread), which would hang pytest itself.
+QUIT_WHILE_SEARCHING = r"""
+import asyncio, sys, time
+from pathlib import Path
+
+from textual.widgets import Input
+
+from emdx.service import Service
+from emdx.tui.app import EmdxApp
+
+started = Path(sys.argv[1])
+
+
+def endless_search(self, *args, **kwargs):
+    started.touch()
+    # A statement that never ends by itself: only interrupting the connection stops it.
+    self.store.conn.execute(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
+    ).fetchall()
+    raise AssertionError("the endless statement ended")
+
+
+Service.find_documents = endless_search
+
+
+async def main():
+    app = EmdxApp(refresh_s=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        # Typed into the filter without keystrokes (Pilot waits for an idle CPU after each key,
+        # and the stuck search keeps one busy); the table keeps the focus, so `q` is a key.
+        app.screen.query_one("#doc-filter", Input).value = "needle"
+        give_up = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < give_up, "the search never started"
+            await pilot.pause(0.05)
+        await pilot.press("q")
+        while app.is_running:
+            assert time.monotonic() < give_up, "the app is still running after q"
+            await pilot.pause(0.05)
+    print("app closed", flush=True)
+
+
+asyncio.run(main())
+print("process exiting", flush=True)
+"""
+
+
+def test_q_quits_while_a_search_is_stuck_in_sqlite(service: Service, tmp_path: Path) -> None:
+    """Issue 10: `emdx gui` searching a huge document never updated, and `q` could not quit: the
+    worker's thread sat in SQLite, and the process waited for it. Workers' statements stop
+    when the worker is cancelled (a newer keystroke, quitting), so `q` ends the process."""
+    doc(service, "Haystack", "needle")
+    started = tmp_path / "search-started"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", QUIT_WHILE_SEARCHING, str(started)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"the TUI process did not exit after q (stdout {out!r}, stderr {err[-2000:]!r})"
+        ) from None
+    assert started.exists(), err.decode(errors="replace")[-2000:]
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert out.decode().splitlines() == ["app closed", "process exiting"]
+
+
+def test_tags_with_spaces_are_shown_comma_separated(service: Service) -> None:
+    """Issue 11 item 19: a tag may contain spaces; the documents table separates tags with
+    commas, so "needs review" reads as one tag."""
+    service.save_document("# Spaced\n\nbody", tags="needs review, note", detect=False)
+
+    async def scenario(app: RecordingApp, pilot: Pilot[None]) -> None:
+        await wait_documents(pilot, 1)
+        table = app.screen.query_one("#docs", DataTable)
+        assert str(table.get_row_at(0)[2]) == "needs review, 📝"
 
     drive(scenario)

@@ -26,11 +26,11 @@ from emdx.tui.app import DocumentsScreen, EmdxApp, ExecutionsScreen
 SIZE = (120, 40)
 
 DOCUMENTS = [
-    ("Refactor the parser", "parser refactor", "emdx", "Split `parse()` into lexer and parser."),
+    ("Refactor the parser", "parser, refactor", "emdx", "Split `parse()` into lexer and parser."),
     ("Release checklist", "docs", "", "1. bump the version\n2. tag\n3. publish"),
     (
         "Investigate flaky kill test",
-        "bug note",
+        "bug, note",
         "emdx",
         "The kill test fails one run in fifty.\n\n- check the grace period\n- check setsid",
     ),

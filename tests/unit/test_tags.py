@@ -42,7 +42,7 @@ def test_parse_list_splits_normalises_and_deduplicates() -> None:
     assert tags.parse_list("") == []
     assert tags.parse_list(" , ,, ") == []
     assert tags.parse_list("note,bug") == ["📝", "🐛"]
-    assert tags.parse_list("note bug, plan") == ["📝", "🐛", "🎯"]
+    assert tags.parse_list("note, bug, plan") == ["📝", "🐛", "🎯"]
     assert tags.parse_list("note, notes,📝,NOTE") == ["📝"]
     assert tags.parse_list(["bug", "fix", "Python", "python"]) == ["🐛", "python"]
     assert tags.parse_list(["note,plan", "done"]) == ["📝", "🎯", "✅"]
@@ -57,3 +57,11 @@ def test_label() -> None:
     assert tags.label("🦄") == "🦄"
     # Every emoji has a name.
     assert all(tags.label(e) != e for e in LEGACY_EMOJI)
+
+
+def test_only_commas_separate_tags() -> None:
+    """Issue 11 item 19: tags were split on spaces too, although the help says comma-separated:
+    a tag may contain spaces."""
+    assert tags.parse_list("needs review, note") == ["needs review", "📝"]
+    assert tags.parse_list(["needs   Review", "note,plan"]) == ["needs review", "📝", "🎯"]
+    assert tags.parse_list("  spaced  out  ,") == ["spaced out"]

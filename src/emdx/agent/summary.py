@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from emdx.agent.stream import StreamEvent
@@ -63,25 +64,63 @@ def summarize(event: StreamEvent) -> tuple[str, str]:
     if event.kind == "user":
         return _user(data)
     if event.kind == "result":
-        cost = data.get("total_cost_usd")
-        cost_text = f" · ${cost:.4f}" if isinstance(cost, int | float) else ""
-        turns = data.get("num_turns", "?")
-        if data.get("is_error") is False and data.get("subtype") == "success":
-            return "✅", f"done in {turns} turns{cost_text}: {_clip(str(data.get('result', '')))}"
-        detail = data.get("result") or data.get("subtype") or "error"
-        # API errors arrive as subtype "success" with is_error true: say what they are.
-        label = data.get("subtype")
-        if label in (None, "success"):
-            status = data.get("api_error_status")
-            label = f"API error {status}" if isinstance(status, int) else "error"
-        return "❌", f"{label} after {turns} turns{cost_text}: {_clip(str(detail))}"
+        return _result(data)
     return "•", f"{event.kind} {event.subtype or ''}".strip()
 
 
+# What an error result's subtype means, said plainly (an API error says its status instead).
+_ENDINGS = {
+    "error_max_turns": "turn limit reached",
+    "error_max_budget_usd": "budget limit reached",
+    "error_during_execution": "error during execution",
+    "error_max_structured_output_retries": "structured output retries exhausted",
+    "success": "error",  # is_error true with no API status: not a success whatever it says
+}
+_API_PREFIX = re.compile(r"^API Error:\s*\d+\s*")
+
+
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _cost(data: dict[str, Any]) -> str:
+    """` · $0.0123`; for a run that continues a session, its own cost and the session's
+    (`total_cost_usd` is the whole session's since 2.1.330; the per-process figure is the
+    costs in `model_usage_since_last_result`)."""
+    total = _number(data.get("total_cost_usd"))
+    if total is None:
+        return ""
+    since = data.get("model_usage_since_last_result")
+    own = None
+    if isinstance(since, dict) and since:
+        costs = [_number(u.get("costUSD")) for u in since.values() if isinstance(u, dict)]
+        own = sum(c for c in costs if c is not None)
+    if own is None or abs(own - total) < 0.00005:
+        return f" · ${total:.4f}"
+    if data.get("result_index") in (None, 0):
+        return f" · ${own:.4f} (session ${total:.4f})"
+    # A later result of the same process: "since the last result" is not this run's cost.
+    return f" · session ${total:.4f}"
+
+
+def _result(data: dict[str, Any]) -> tuple[str, str]:
+    turns = data.get("num_turns")
+    took = f"{turns} turn{'' if turns == 1 else 's'}" if isinstance(turns, int) else "? turns"
+    cost = _cost(data)
+    text = str(data.get("result") or "")
+    if data.get("is_error") is False and data.get("subtype") == "success":
+        return "✅", f"done in {took}{cost}: {_clip(text)}"
+    status = data.get("api_error_status")
+    subtype = str(data.get("subtype") or "error")
+    if isinstance(status, int) and not isinstance(status, bool):
+        ending = f"API error {status}"
+        text = _API_PREFIX.sub("", text)  # the text repeats it: "API Error: 400 …"
+    else:
+        ending = _ENDINGS.get(subtype, subtype)
+    errors = data.get("errors")
+    if not text and isinstance(errors, list):
+        text = " ".join(str(e) for e in errors)
+    return "❌", f"{ending} after {took}{cost}: {_clip(text or subtype)}"
 
 
 def _system(subtype: str | None, data: dict[str, Any]) -> tuple[str, str] | None:

@@ -9,9 +9,9 @@ if TYPE_CHECKING:
     from emdx.service import Service
 
 from emdx.cli.render import error, open_service, parse_duration, print_json
-from emdx.errors import InvalidInputError
-from emdx.format import log_line, one_line
-from emdx.models import DEFAULT_STALL_TIMEOUT_S, ExecOptions, Execution
+from emdx.errors import InvalidStateError, UsageError
+from emdx.format import branch_note, log_line, one_line, plural
+from emdx.models import DEFAULT_STALL_TIMEOUT_S, MAX_INT, ExecOptions, Execution
 
 app = typer.Typer(help="Run documents through Claude Code.", no_args_is_help=True)
 
@@ -32,17 +32,26 @@ def describe_start(execution: Execution) -> str:
         f"  working dir: {where}"
     )
     if execution.branch:
-        from emdx.smart import branch_name
+        text += f"\n  {branch_note(execution)}"
+    return text
 
-        wanted = branch_name(execution.id, execution.doc_title)
-        taken = f" ({wanted} already existed)" if execution.branch != wanted else ""
-        text += f"\n  branch: {one_line(execution.branch)}{taken}"
+
+def not_started(service: "Service", execution: Execution) -> str:
+    """Why a run that ended as it was created did not start."""
+    text = (
+        f"execution #{execution.id} did not start: {execution.status.value} "
+        f"({execution.reason}, exit {execution.exit_code})"
+    )
+    after = execution.options.after_id
+    if after is not None:
+        dependency = service.get_execution(after)
+        text += f"; it was to run after execution #{after}, which {dependency.status.value}"
     return text
 
 
 def summary_line(execution: Execution) -> str:
     cost = f", ${execution.cost_usd:.4f}" if execution.cost_usd is not None else ""
-    turns = f", {execution.num_turns} turns" if execution.num_turns is not None else ""
+    turns = f", {plural(execution.num_turns, 'turn')}" if execution.num_turns is not None else ""
     duration = execution.duration_s
     took = f" in {duration:.1f}s" if duration is not None else ""
     return (
@@ -67,7 +76,9 @@ def execute(
         None, "--stall-timeout", help="Stop when the agent says nothing this long [default: 30m]."
     ),
     model: str | None = typer.Option(None, "--model", help="Model name passed to Claude Code."),
-    max_turns: int | None = typer.Option(None, "--max-turns", min=1, help="Turn limit."),
+    max_turns: int | None = typer.Option(
+        None, "--max-turns", min=1, max=MAX_INT, help="Turn limit."
+    ),
     after: int | None = typer.Option(None, "--after", help="Start after this run completes."),
     max_budget_usd: float | None = typer.Option(
         None, "--max-budget-usd", min=0.0, help="Stop the run once it has cost this much (USD)."
@@ -90,7 +101,7 @@ def execute(
     if tools is not None:
         tool_list = tuple(t.strip() for t in tools.split(",") if t.strip())
         if not tool_list:
-            raise InvalidInputError("--tools needs at least one tool name")
+            raise UsageError("--tools needs at least one tool name")
     options = ExecOptions(
         tools=tool_list,
         smart=smart,
@@ -106,6 +117,10 @@ def execute(
     )
     with open_service() as service:
         execution = service.start_execution(doc_id, options)
+        if execution.status.is_final:
+            # It ended at once (its --after dependency had failed): a start that did not
+            # happen is an error, not a success (docs/decisions.md, "CLI").
+            raise InvalidStateError(not_started(service, execution))
         print(describe_start(execution), file=sys.stderr if not background else sys.stdout)
         if background:
             if execution.status.is_active:

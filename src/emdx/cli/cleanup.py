@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from emdx.cli.render import open_service, parse_duration, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import UsageError
+from emdx.format import plural
 
 if TYPE_CHECKING:
     from emdx.service.cleanup import Action
@@ -19,7 +20,17 @@ DRY_RUN = typer.Option(False, "--dry-run", "-n", help="Show what would be done; 
 AS_JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
+FAILED = ("failed", "no permission")
+
+
 def show(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> None:
+    """The actions as a table (or JSON); exit 1 after it when any of them failed."""
+    _print(actions, as_json, dry_run, title)
+    if any(a.result in FAILED for a in actions):
+        raise typer.Exit(1)
+
+
+def _print(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> None:
     if as_json:
         print_json({"dry_run": dry_run, "actions": [a.to_dict() for a in actions]})
         return
@@ -31,7 +42,8 @@ def show(actions: "list[Action]", as_json: bool, dry_run: bool, title: str) -> N
     colours = {"done": "green", "would do": "cyan", "failed": "red", "no permission": "red"}
     rows = [(a.kind, a.target, a.detail, (a.result, colours.get(a.result, ""))) for a in actions]
     heading = f"{title}{' (dry run: nothing changed)' if dry_run else ''}"
-    print_table(("what", "target", "detail", "result"), rows, flexible=2, title=heading)
+    # The detail is why something was done or kept: wrapped, never cut, at any width.
+    print_table(("what", "target", "detail", "result"), rows, flexible=2, wrap=True, title=heading)
 
 
 def _confirmed(question: str, yes: bool) -> bool:
@@ -86,13 +98,14 @@ def cleanup_branches(
         plan = service.cleanup_branches(force=force, dry_run=True)
         doomed = [a for a in plan if a.result == "would do"]
         if dry_run or not doomed:
-            show(plan, as_json, True, "branches")
+            # Nothing deletable is no dry run: say which one the user asked for.
+            show(plan, as_json, dry_run, "branches")
             return
-        if not _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+        if not _confirmed(f"delete {plural(len(doomed), 'branch', 'branches')}?", yes):
             if sys.stdin is None or not sys.stdin.isatty():
-                raise InvalidInputError(
-                    f"{len(doomed)} branch(es) would be deleted; confirm with --yes "
-                    "(stdin is not a terminal)"
+                raise UsageError(
+                    f"{plural(len(doomed), 'branch', 'branches')} would be deleted; confirm "
+                    "with --yes (stdin is not a terminal)"
                 )
             print("nothing deleted")
             return
@@ -109,10 +122,7 @@ def cleanup_all(
     as_json: bool = AS_JSON,
 ) -> None:
     """processes → executions → dirs → branches, with one summary."""
-    from emdx import paths
-    from emdx.errors import EmdxError
     from emdx.service.cleanup import Action
-    from emdx.system import git
 
     stuck_s = parse_duration(timeout, allow_zero=True) or 0.0
     dir_s = parse_duration(older_than, allow_zero=True) or 0.0
@@ -120,11 +130,8 @@ def cleanup_all(
     with open_service() as service:
         actions += service.cleanup_processes(dry_run)
         actions += service.cleanup_executions(stuck_s, dry_run)
-        try:
-            actions += service.cleanup_dirs(dir_s, dry_run)
-        except EmdxError as exc:
-            actions.append(Action("dir", str(paths.runs_dir()), f"refused: {exc}", "failed"))
-        repo = git.toplevel()
+        actions += service.cleanup_dirs(dir_s, dry_run, keep_going=True)
+        repo = service.repository_here()
         if repo is None:
             actions.append(Action("branch", "-", "not in a git repository", "kept"))
         else:
@@ -132,24 +139,26 @@ def cleanup_all(
             doomed = [a for a in plan if a.result == "would do"]
             if dry_run or not doomed:
                 actions += plan
-            elif _confirmed(f"delete {len(doomed)} branch(es)?", yes):
+            elif _confirmed(f"delete {plural(len(doomed), 'branch', 'branches')}?", yes):
                 actions += service.cleanup_branches(repo, force=force)
             else:
                 actions += [a for a in plan if a.result != "would do"]
                 actions.append(
                     Action(
                         "branch",
-                        f"{len(doomed)} branch(es)",
+                        plural(len(doomed), "branch", "branches"),
                         "not deleted: confirm with --yes",
                         "kept",
                     )
                 )
-    show(actions, as_json, dry_run, "cleanup all")
+    _print(actions, as_json, dry_run, "cleanup all")
+    failed = sum(1 for a in actions if a.result in FAILED)
     if not as_json:
         done = sum(1 for a in actions if a.result in ("done", "would do"))
-        failed = sum(1 for a in actions if a.result in ("failed", "no permission"))
         verb = "would change" if dry_run else "changed"
         print(
             f"summary: {verb} {done}, kept {sum(1 for a in actions if a.result == 'kept')}, "
             f"failed {failed}"
         )
+    if failed:
+        raise typer.Exit(1)

@@ -5,17 +5,16 @@ from pathlib import Path
 
 import typer
 
-from emdx import tags as tagvocab
 from emdx.cli.render import console, open_service, print_json
-from emdx.errors import InvalidInputError
-from emdx.format import markup_safe, one_line, sanitize, short_time
-from emdx.models import Document
+from emdx.errors import InvalidInputError, UsageError
+from emdx.format import markup_safe, one_line, sanitize, short_time, tag_label, tag_text
+from emdx.models import MAX_INT
 
 
 def _read_source(file: Path | None) -> tuple[bytes, str]:
     if file is None or str(file) == "-":
         if sys.stdin is None or sys.stdin.isatty():
-            raise InvalidInputError("give a FILE to save, or pipe the content on stdin")
+            raise UsageError("give a FILE to save, or pipe the content on stdin")
         return sys.stdin.buffer.read(), "stdin"
     try:
         return file.read_bytes(), str(file)
@@ -32,7 +31,9 @@ def _read_source(file: Path | None) -> tuple[bytes, str]:
 def save(
     file: Path | None = typer.Argument(None, help="File to save; stdin when omitted or '-'."),
     title: str | None = typer.Option(None, "--title", "-t", help="Title (default: first line)."),
-    tags: str | None = typer.Option(None, "--tags", help="Comma-separated tags or aliases."),
+    tags: str | None = typer.Option(
+        None, "--tags", help="Comma-separated tags or aliases (a tag may contain spaces)."
+    ),
     project: str | None = typer.Option(
         None, "--project", "-p", help="Project (default: the current git repository's name)."
     ),
@@ -44,18 +45,16 @@ def save(
     content = decode_document(data, source)
     with open_service() as service:
         saved = service.save_document(content, title or None, tags, project, source=source)
-    tag_text = f"  tags: {one_line(' '.join(saved.tags))}" if saved.tags else ""
-    print(f"saved #{saved.id}: {one_line(saved.title)}{tag_text}")
-
-
-def _tag_text(doc: Document) -> str:
-    return one_line(" ".join(doc.tags))
+    tags = f"  tags: {tag_text(saved.tags)}" if saved.tags else ""
+    print(f"saved #{saved.id}: {one_line(saved.title)}{tags}")
 
 
 def list_documents(
     project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
-    tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    tags: str | None = typer.Option(
+        None, "--tags", help="Only documents with all these tags (comma-separated)."
+    ),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     deleted: bool = typer.Option(False, "--deleted", help="List the trash instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -71,7 +70,7 @@ def list_documents(
     from emdx.cli.table import print_table
 
     rows = [
-        (str(doc.id), doc.title, _tag_text(doc), doc.project or "", short_time(doc.created_at))
+        (str(doc.id), doc.title, tag_text(doc.tags), doc.project or "", short_time(doc.created_at))
         for doc in docs
     ]
     print_table(("id", "title", "tags", "project", "created"), rows, right=(0,), flexible=1)
@@ -110,7 +109,7 @@ def view(
     out = console()
     meta = f"#{doc.id} · {doc.project or 'no project'} · {short_time(doc.created_at)}"
     if doc.tags:
-        meta += f" · {' '.join(tagvocab.label(t) for t in doc.tags)}"
+        meta += f" · {', '.join(tag_label(t) for t in doc.tags)}"
     out.print(Rule(markup_safe(one_line(doc.title))))
     out.print(markup_safe(one_line(meta)), style="dim")
     # No terminal hyperlinks: a link's text could hide where it points; show the address.
@@ -119,9 +118,11 @@ def view(
 
 def find(
     query: str = typer.Argument("", help="Full-text query (FTS5 syntax; plain words work)."),
-    tags: str | None = typer.Option(None, "--tags", help="Only documents with all these tags."),
+    tags: str | None = typer.Option(
+        None, "--tags", help="Only documents with all these tags (comma-separated)."
+    ),
     project: str | None = typer.Option(None, "--project", "-p", help="Only this project."),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search documents, best match first."""
@@ -140,22 +141,24 @@ def find(
         return
     for hit in hits:
         doc = hit.document
-        tag_text = f"  {_tag_text(doc)}" if doc.tags else ""
-        print(f"#{doc.id}  {one_line(doc.title)}{tag_text}")
+        tags = f"  {tag_text(doc.tags)}" if doc.tags else ""
+        print(f"#{doc.id}  {one_line(doc.title)}{tags}")
         if hit.snippet:
             print(f"    {one_line(' '.join(hit.snippet.split()))}")
 
 
 def tag(
     doc_id: int = typer.Argument(..., metavar="ID"),
-    tags: list[str] = typer.Argument(..., metavar="TAG...", help="Tags or aliases (note, done…)."),
+    tags: list[str] = typer.Argument(
+        ..., metavar="TAG...", help="Tags or aliases (note, done…); quote one with spaces."
+    ),
 ) -> None:
     """Add tags to a document."""
     with open_service() as service:
         added = service.tag_document(doc_id, tags)
         doc = service.get_document(doc_id)
-    state = f"added {one_line(' '.join(added))}" if added else "no new tags"
-    print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
+    state = f"added {tag_text(added)}" if added else "no new tags"
+    print(f"#{doc_id}: {state}; tags now: {tag_text(doc.tags) or '(none)'}")
 
 
 def untag(
@@ -166,8 +169,8 @@ def untag(
     with open_service() as service:
         removed = service.untag_document(doc_id, tags)
         doc = service.get_document(doc_id)
-    state = f"removed {one_line(' '.join(removed))}" if removed else "none of those tags were set"
-    print(f"#{doc_id}: {state}; tags now: {_tag_text(doc) or '(none)'}")
+    state = f"removed {tag_text(removed)}" if removed else "none of those tags were set"
+    print(f"#{doc_id}: {state}; tags now: {tag_text(doc.tags) or '(none)'}")
 
 
 def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -181,7 +184,7 @@ def tags_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         print("no tags")
         return
     for count in counts:
-        print(f"{count.count:6d}  {one_line(tagvocab.label(count.name))}")
+        print(f"{count.count:6d}  {one_line(tag_label(count.name))}")
 
 
 def delete(doc_id: int = typer.Argument(..., metavar="ID")) -> None:

@@ -9,9 +9,8 @@ import typer
 if TYPE_CHECKING:
     from emdx.service import Service
 
-from emdx import runlog
 from emdx.cli.render import console, open_service, print_json
-from emdx.errors import InvalidInputError
+from emdx.errors import EmdxError, InvalidStateError, UsageError
 from emdx.format import (
     STATUS_STYLES,
     duration,
@@ -20,9 +19,10 @@ from emdx.format import (
     markup_safe,
     money,
     one_line,
+    plural,
     short_time,
 )
-from emdx.models import Execution, ExecutionStatus
+from emdx.models import ACTIVE_STATUSES, MAX_INT, Execution, ExecutionStatus
 
 app = typer.Typer(help="Watch and control executions.", no_args_is_help=True)
 
@@ -34,8 +34,9 @@ def _statuses(status: str | None) -> list[str] | None:
         return None
     wanted = [s.strip().lower() for s in status.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in STATUSES]
-    if unknown:
-        raise InvalidInputError(f"unknown status {unknown[0]!r}; use one of {', '.join(STATUSES)}")
+    if unknown or not wanted:
+        given = f"unknown status {unknown[0]!r}" if unknown else "--status needs a status"
+        raise UsageError(f"{given}; use one of {', '.join(STATUSES)}")
     return wanted
 
 
@@ -51,7 +52,8 @@ def _table(executions: list[Execution]) -> None:
                 doc,
                 ex.exec_type,
                 (ex.status.value, STATUS_STYLES.get(ex.status.value, "")),
-                short_time(ex.started_at or ex.created_at),
+                # A run that never started has no start time (its creation is in `show`).
+                short_time(ex.started_at),
                 duration(ex.duration_s),
                 "-" if ex.exit_code is None else str(ex.exit_code),
                 money(ex.cost_usd),
@@ -64,7 +66,7 @@ def _table(executions: list[Execution]) -> None:
 @app.command("list")
 def exec_list(
     status: str | None = typer.Option(None, "--status", "-s", help="Only these statuses (a,b)."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=MAX_INT, help="At most this many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List executions, newest first."""
@@ -82,7 +84,7 @@ def exec_list(
 def exec_show(
     ref: str = typer.Argument(..., metavar="ID", help="Execution id (or a migrated text id)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log until the run ends."),
-    lines: int = typer.Option(20, "--lines", "-n", min=0, help="Log lines to show."),
+    lines: int = typer.Option(20, "--lines", "-n", min=0, max=MAX_INT, help="Log lines to show."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an execution: its metadata and the tail of its log."""
@@ -91,19 +93,26 @@ def exec_show(
         if as_json:
             print_json(execution.to_dict())
             return
-        _panel(execution)
+        try:
+            log: Path | None = service.log_path(execution)
+            why_not = ""
+        except EmdxError as exc:
+            log, why_not = None, str(exc)
+        _panel(execution, missing=log is None and not execution.status.is_active)
         if follow:
             for entry in service.follow_execution(execution.id, last=lines):
                 print(log_line(entry), flush=True)
             final = service.get_execution(execution.id)
             raise typer.Exit(final.exit_code if final.exit_code is not None else 1)
-    path = execution.log_file
-    entries = runlog.read_entries(Path(path), lines) if path and lines else []
-    for entry in entries:
+    if log is None:
+        # Shown, not an error: `show` is about the run, and the run was shown.
+        print(f"({one_line(why_not)})")
+        return
+    for entry in service.log_entries(execution, lines) if lines else []:
         print(log_line(entry))
 
 
-def _panel(ex: Execution) -> None:
+def _panel(ex: Execution, missing: bool = False) -> None:
     from rich.panel import Panel
 
     rows = [
@@ -111,6 +120,7 @@ def _panel(ex: Execution) -> None:
         ("document", f"#{ex.doc_id} {ex.doc_title}"),
         ("type", ex.exec_type),
         ("exit code", "-" if ex.exit_code is None else str(ex.exit_code)),
+        ("created", short_time(ex.created_at)),
         ("started", short_time(ex.started_at)),
         ("completed", short_time(ex.completed_at)),
         ("duration", duration(ex.duration_s)),
@@ -124,7 +134,7 @@ def _panel(ex: Execution) -> None:
         ("tokens", f"{ex.input_tokens or 0} in / {ex.output_tokens or 0} out"),
         ("working dir", ex.working_dir or "-"),
         ("branch", ex.branch or "-"),
-        ("log", ex.log_file or "-"),
+        ("log", f"{ex.log_file or '-'}{' (missing)' if missing else ''}"),
     ]
     if ex.old_id:
         rows.insert(0, ("old id", ex.old_id))
@@ -153,16 +163,22 @@ def exec_logs(
         False, "--raw", help="Print the entries as JSON lines (control characters escaped)."
     ),
 ) -> None:
-    """Print an execution's whole log."""
+    """Print an execution's whole log (an error when it has none)."""
+    import sys
+
     with open_service(sweep="exec logs") as service:
         execution = service.get_execution(ref)
-        if follow:
+        if follow and execution.status.is_active:
             entries = service.follow_execution(execution.id)
         else:
-            path = execution.log_file
-            entries = iter(runlog.read_entries(Path(path)) if path else [])
+            # Entry by entry: a capped log is 64 MiB, which read whole took ~460 MB.
+            entries = service.iter_log(execution)
+        out = sys.stdout
         for entry in entries:
-            print(json_dumps(entry) if raw else log_line(entry), flush=True)
+            out.write((json_dumps(entry) if raw else log_line(entry)) + "\n")
+            if follow:
+                out.flush()
+        out.flush()
 
 
 @app.command("tail")
@@ -196,7 +212,8 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     )
     for row in stats.per_type:
         exec_type = one_line(str(row["exec_type"]))
-        print(f"  {exec_type:<9} {row['runs']:>6} runs  {money(row['cost_usd'])}")
+        runs = plural(int(row["runs"]), "run")
+        print(f"  {exec_type:<9} {runs:>11}  {money(row['cost_usd'])}")
     print(
         f"now:        {stats.running} running, {stats.queued} queued, {len(stats.zombies)} zombie"
     )
@@ -212,8 +229,10 @@ def exec_kill(
         result = service.kill_execution(ref, force=force)
     ex = result.execution
     if result.already_final:
-        print(f"execution #{ex.id} already {ex.status.value}; nothing to kill")
-        return
+        # Nothing to do for a named run is an invalid state (docs/decisions.md, "CLI").
+        raise InvalidStateError(
+            f"execution #{ex.id} already {ex.status.value} (exit {ex.exit_code}); nothing to kill"
+        )
     how = " (SIGKILL was needed)" if result.needed_sigkill else ""
     print(f"execution #{ex.id} {ex.status.value}, exit {ex.exit_code}{how}")
 
@@ -227,25 +246,24 @@ def exec_killall(
     import sys
 
     with open_service(sweep="exec killall") as service:
-        active = service.list_executions(["running", "queued"], None)
+        active = service.list_executions([s.value for s in ACTIVE_STATUSES], None)
         if not active:
             print("nothing is running")
             return
         if not yes:
             if sys.stdin is None or not sys.stdin.isatty():
-                raise InvalidInputError(
-                    f"{len(active)} execution(s) would be killed; confirm with --yes "
+                raise UsageError(
+                    f"{plural(len(active), 'execution')} would be killed; confirm with --yes "
                     "(stdin is not a terminal)"
                 )
-            if not typer.confirm(f"kill {len(active)} execution(s)?", default=False):
+            if not typer.confirm(f"kill {plural(len(active), 'execution')}?", default=False):
                 print("nothing killed")
                 return
         for ex in active:
             result = service.kill_execution(ex.id, force=force)
-            print(
-                f"execution #{ex.id} {result.execution.status.value}, "
-                f"exit {result.execution.exit_code}"
-            )
+            done = result.execution
+            ended = "already ended: " if result.already_final else ""
+            print(f"execution #{ex.id} {ended}{done.status.value}, exit {done.exit_code}")
 
 
 @app.command("running")
@@ -276,6 +294,10 @@ def exec_running(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             f"#{ex.id:<6} {ex.status.value:<9} {duration(ex.duration_s):>7}  "
             f"heartbeat {beat:<10} {j.verdict.value:<12} {one_line(ex.doc_title)}"
         )
+
+
+WIDE_MONITOR = 120
+"""Terminal columns from which `exec monitor` shows runner and agent figures apart."""
 
 
 def _mb(value: int | None) -> str:
@@ -339,50 +361,72 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @app.command("monitor")
 def exec_monitor(
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds per refresh."),
+    interval: float = typer.Option(
+        2.0, "--interval", "-i", min=0.2, max=86400, help="Seconds per refresh."
+    ),
 ) -> None:
     """A live table of active runs with CPU and memory, until Ctrl-C."""
+    from rich import box
     from rich.live import Live
     from rich.table import Table
 
+    out = console()
+
     def render(service: "Service") -> Table:
         report = service.health(interval_s=min(0.5, interval / 2))
-        table = Table(title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit")
-        for column in (
-            "id",
-            "document",
-            "status",
-            "verdict",
-            "runtime",
-            "heartbeat",
-            "runner cpu",
-            "runner mem",
-            "agent cpu",
-            "agent mem",
-        ):
-            table.add_column(column)
+        # Below 120 columns the runner's and the agent's figures are summed into one CPU and
+        # one memory column: ten columns at 80 wrapped every cell into an unreadable column.
+        wide = out.width >= WIDE_MONITOR
+        figures = ("runner cpu", "runner mem", "agent cpu", "agent mem") if wide else ("cpu", "mem")
+        headers = ("id", "status", "verdict", "runtime", "beat", *figures)
+        rows: list[tuple[str, str, tuple[str, ...]]] = []  # document, status style, the rest
         cpu = 0.0
         mem = 0
         for h in report:
             ex = h.repaired or h.execution
             procs = [p for p in (h.runner, h.agent) if p is not None]
-            cpu += sum(p.cpu_percent or 0 for p in procs)
-            mem += sum(p.rss_bytes or 0 for p in procs)
-            style = STATUS_STYLES.get(ex.status.value, "")
-            table.add_row(
-                str(ex.id),
-                markup_safe(one_line(ex.doc_title)[:40]),
-                f"[{style}]{markup_safe(ex.status.value)}[/]" if style else ex.status.value,
-                markup_safe(str(h.verdict)),
-                duration(ex.duration_s),
-                "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s",
-                _pct(h.runner.cpu_percent if h.runner else None),
-                _mb(h.runner.rss_bytes if h.runner else None),
-                _pct(h.agent.cpu_percent if h.agent else None),
-                _mb(h.agent.rss_bytes if h.agent else None),
+            run_cpu = sum(p.cpu_percent or 0 for p in procs) if procs else None
+            run_mem = sum(p.rss_bytes or 0 for p in procs) if procs else None
+            cpu += run_cpu or 0
+            mem += run_mem or 0
+            numbers: tuple[str, ...] = (
+                (
+                    _pct(h.runner.cpu_percent if h.runner else None),
+                    _mb(h.runner.rss_bytes if h.runner else None),
+                    _pct(h.agent.cpu_percent if h.agent else None),
+                    _mb(h.agent.rss_bytes if h.agent else None),
+                )
+                if wide
+                else (_pct(run_cpu), _mb(run_mem))
             )
+            beat = "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s"
+            cells = (str(ex.id), ex.status.value, str(h.verdict), duration(ex.duration_s), beat)
+            rows.append((one_line(ex.doc_title), ex.status.value, (*cells, *numbers)))
+        table = Table(
+            title=f"emdx executions · refresh {interval:g}s · Ctrl-C to quit",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        # Every column but the document's is as wide as its widest cell, never cut: the title
+        # takes what is left and is cut with an ellipsis.
+        widths = [max([len(name)] + [len(r[2][i]) for r in rows]) for i, name in enumerate(headers)]
+        # Each column is padded one space a side and one apart (no edges): 3 a column.
+        left = max(8, out.width - sum(widths) - 3 * len(headers) - 1)
+        for index, name in enumerate(headers):
+            if index == 1:
+                table.add_column("document", max_width=left, no_wrap=True, overflow="ellipsis")
+            numeric = index == 0 or index >= 5
+            table.add_column(
+                name, justify="right" if numeric else "left", no_wrap=True, min_width=widths[index]
+            )
+        for title, status, texts in rows:
+            style = STATUS_STYLES.get(status, "")
+            shown = [markup_safe(text) for text in texts]
+            if style:
+                shown[1] = f"[{style}]{shown[1]}[/]"
+            table.add_row(shown[0], markup_safe(title), *shown[1:])
         if not report:
-            table.add_row("-", "nothing is running", "", "", "", "", "", "", "", "")
+            table.add_row("-", "nothing is running", *([""] * (len(headers) - 1)))
         table.caption = f"{len(report)} active · total CPU {cpu:.0f}% · memory {_mb(mem)}"
         return table
 
@@ -392,7 +436,7 @@ def exec_monitor(
     with (
         contextlib.suppress(KeyboardInterrupt),
         open_service(sweep="exec monitor") as service,
-        Live(render(service), auto_refresh=False) as live,
+        Live(render(service), console=out, auto_refresh=False) as live,
     ):
         while True:
             time.sleep(interval)
@@ -405,12 +449,15 @@ def exec_retry(ref: str = typer.Argument(..., metavar="ID")) -> None:
     from emdx.cli.claude import describe_start
 
     with open_service(sweep="exec retry") as service:
-        execution = service.retry_execution(ref)
+        old = service.get_execution(ref)
+        execution = service.retry_execution(old.id)
     print(describe_start(execution))
-    print(
-        f"  retry of #{execution.parent_execution_id}; follow: emdx exec show "
-        f"{execution.id} --follow"
-    )
+    # The run asked for: a retried resume is linked to the run whose session it continues.
+    again = f"retry of #{old.id}"
+    if execution.options.resume_session and execution.parent_execution_id != old.id:
+        session = one_line(execution.options.resume_session)
+        again += f" (resumes session {session} of #{execution.parent_execution_id})"
+    print(f"  {again}; follow: emdx exec show {execution.id} --follow")
 
 
 @app.command("resume")
@@ -420,6 +467,9 @@ def exec_resume(
 ) -> None:
     """Continue a finished run's agent session as a new execution in the same directory."""
     from emdx.cli.claude import describe_start
+
+    if not prompt.strip():
+        raise UsageError("give a prompt to continue the session with")
 
     with open_service(sweep="exec resume") as service:
         execution = service.resume_execution(ref, prompt)

@@ -55,6 +55,33 @@ def clip(text: str, width: int) -> str:
     return "".join(out) + "…"
 
 
+def wrapped(text: str, width: int) -> list[str]:
+    """`text` as lines of at most `width` cells, broken at spaces (a longer word is split)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        while display_width(word) > width:
+            if line:
+                lines.append(line)
+                line = ""
+            head, used = [], 0
+            for char in word:
+                if used + display_width(char) > width:
+                    break
+                head.append(char)
+                used += display_width(char)
+            lines.append("".join(head))
+            word = word[len(head) :]
+        candidate = f"{line} {word}" if line else word
+        if display_width(candidate) <= width:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    lines.append(line)
+    return lines
+
+
 def _use_colour(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
@@ -65,11 +92,13 @@ def print_table(
     *,
     right: Sequence[int] = (),
     flexible: int | None = None,
+    wrap: bool = False,
     title: str | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Print rows under headers, two spaces apart. Column `flexible` shrinks (its cells clipped)
-    so that the table fits the terminal; columns in `right` are right-aligned."""
+    """Print rows under headers, two spaces apart. Column `flexible` shrinks so that the table
+    fits the terminal: its cells are clipped, or with `wrap` continued on the next lines (for
+    text that must be read in full, a reason); columns in `right` are right-aligned."""
     out = stream or sys.stdout
     colour = _use_colour(out)
     cells = [[(c, None) if isinstance(c, str) else c for c in row] for row in rows]
@@ -82,7 +111,12 @@ def print_table(
         room = shutil.get_terminal_size((120, 24)).columns
         excess = sum(widths) + 2 * (len(widths) - 1) - room
         if excess > 0:
-            widths[flexible] = max(display_width(headers[flexible]), widths[flexible] - excess, 8)
+            floor = 24 if wrap else 8  # wrapped text stays readable: a few words a line
+            widths[flexible] = max(
+                display_width(headers[flexible]),
+                widths[flexible] - excess,
+                min(floor, widths[flexible]),
+            )
 
     def line(row: Sequence[tuple[str, str | None]], bold: bool = False) -> str:
         parts = []
@@ -100,5 +134,14 @@ def print_table(
         out.write(one_line(title) + "\n")
     out.write(line([(h, None) for h in headers], bold=True) + "\n")
     for row in clean:
-        out.write(line(row) + "\n")
+        if not wrap or flexible is None:
+            out.write(line(row) + "\n")
+            continue
+        text, col = row[flexible]
+        for index, part in enumerate(wrapped(text, widths[flexible])):
+            shown: list[tuple[str, str | None]] = (
+                list(row) if index == 0 else [("", None)] * len(row)  # a continuation line
+            )
+            shown[flexible] = (part, col)
+            out.write(line(shown) + "\n")
     out.flush()

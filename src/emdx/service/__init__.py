@@ -9,12 +9,14 @@ thing: `documents`, `scheduler` (the one start path and the queue), `liveness` (
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from emdx import system
+from emdx import paths, runlog, system
+from emdx.errors import EmdxError, NotFoundError
 from emdx.models import Document, ExecOptions, ExecType, Execution, SearchHit, TagCount
+from emdx.runlog import LogTail
 from emdx.service import cleanup as cleanups
 from emdx.service import kill, monitor, repair
 from emdx.service.documents import (
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "ExecStats",
     "KillResult",
+    "LogTail",
     "RunHealth",
     "SavedDocument",
     "Service",
@@ -56,6 +59,11 @@ class Service:
         if self._store is None:
             self._store = open_store()
         return self._store
+
+    def cancel_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """Stop this service's database work soon after `cancelled()` turns true (a TUI worker
+        superseded by a newer keystroke, or quitting); the call in progress raises StoreError."""
+        self.store.cancel_when(cancelled)
 
     def close(self) -> None:
         if self._store is not None:
@@ -108,8 +116,9 @@ class Service:
         tags: Sequence[str] | str | None = None,
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
-        return self.documents.find(query, tags, project, limit)
+        return self.documents.find(query, tags, project, limit, snippets)
 
     def tag_document(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         return self.documents.tag(doc_id, tags)
@@ -166,9 +175,12 @@ class Service:
         return self.store.executions.resolve(ref)
 
     def list_executions(
-        self, statuses: Sequence[str] | None = None, limit: int | None = 50
+        self,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = 50,
+        doc_id: int | None = None,
     ) -> list[Execution]:
-        return self.store.executions.list_executions(statuses, limit)
+        return self.store.executions.list_executions(statuses, limit, doc_id=doc_id)
 
     def judge(self, execution: Execution) -> Judgement:
         return judge(execution, default_probe())
@@ -179,6 +191,22 @@ class Service:
     def reconcile(self, execution: Execution) -> Execution:
         """The row, repaired if its supervisor is gone (a zombie execution)."""
         return monitor.current(self.store, execution.id, "emdx")
+
+    def log_path(self, execution: Execution) -> Path:
+        """The run's log file; an error saying why when there is none (`monitor.log_path`)."""
+        return monitor.log_path(execution)
+
+    def log_entries(self, execution: Execution, last: int | None = None) -> list[dict[str, Any]]:
+        """The run's log entries (the `last` ones); an error saying why when it has no log."""
+        return runlog.read_entries(monitor.log_path(execution), last)
+
+    def iter_log(self, execution: Execution) -> Iterator[dict[str, Any]]:
+        """Every entry of the run's log, one at a time (bounded memory)."""
+        path = monitor.log_path(execution)
+        try:
+            yield from runlog.iter_entries(path)
+        except OSError as exc:
+            raise NotFoundError(f"cannot read the log {path}: {exc.strerror or exc}") from exc
 
     def follow_execution(
         self, execution_id: int, poll_s: float = 0.2, last: int | None = None
@@ -214,9 +242,21 @@ class Service:
         return cleanups.executions(self.store, older_than_s, dry_run)
 
     def cleanup_dirs(
-        self, older_than_s: float = 7 * 86400.0, dry_run: bool = False
+        self, older_than_s: float = 7 * 86400.0, dry_run: bool = False, keep_going: bool = False
     ) -> list[cleanups.Action]:
-        return cleanups.dirs(self.store, older_than_s, dry_run)
+        """Old run directories removed. A `runs/` that cannot be trusted (a link) is an error,
+        or with `keep_going` one failed line (`cleanup all` goes on with the branches)."""
+        try:
+            return cleanups.dirs(self.store, older_than_s, dry_run)
+        except EmdxError as exc:
+            if not keep_going:
+                raise
+            return [cleanups.Action("dir", str(paths.runs_dir()), f"refused: {exc}", "failed")]
+
+    def repository_here(self) -> Path | None:
+        """The git repository the current directory is in (where `cleanup` looks for
+        branches), if any."""
+        return system.git.toplevel()
 
     def cleanup_branches(
         self, repo: Path | None = None, force: bool = False, dry_run: bool = False

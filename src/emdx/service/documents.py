@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emdx import tags as tagvocab
-from emdx.errors import InvalidInputError
+from emdx.errors import InvalidInputError, UsageError
 from emdx.models import Document, SearchHit, TagCount
 from emdx.store import Store
 from emdx.system import git
@@ -116,25 +116,26 @@ class Documents:
         tags: Sequence[str] | str | None = None,
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
         tag_list = tagvocab.parse_list(tags)
         if not query.strip():
             if not tag_list:
-                raise InvalidInputError("give a search query or --tags")
+                raise UsageError("give a search query or --tags")
             docs = self.store.documents.list_documents(project=project, limit=limit, tags=tag_list)
             return [SearchHit(doc, 0.0, "") for doc in docs]
-        return self.store.documents.search(query, tag_list, project, limit)
+        return self.store.documents.search(query, tag_list, project, limit, snippets)
 
     def tag(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         tag_list = tagvocab.parse_list(list(tags))
         if not tag_list:
-            raise InvalidInputError("give at least one tag")
+            raise UsageError("give at least one tag")
         return self.store.documents.add_tags(doc_id, tag_list)
 
     def untag(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         tag_list = tagvocab.parse_list(list(tags))
         if not tag_list:
-            raise InvalidInputError("give at least one tag")
+            raise UsageError("give at least one tag")
         return self.store.documents.remove_tags(doc_id, tag_list)
 
     def tag_counts(self) -> list[TagCount]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emdx import runlog, system
-from emdx.errors import InvalidStateError
+from emdx.errors import InvalidStateError, NotFoundError
 from emdx.models import Execution, ExecutionStatus, percentile, utc_now
 from emdx.service.liveness import Judgement, Verdict, default_probe, judge
 from emdx.service.repair import repair_zombie
@@ -165,6 +165,20 @@ def current(store: Store, execution_id: int, who: str) -> Execution:
         execution = repair_zombie(store, execution, who)
         fill_slots(store)
     return execution
+
+
+def log_path(execution: Execution) -> Path:
+    """The run's log file, or an error saying why there is none: the run has not started yet
+    (InvalidStateError), or its log is gone or was never recorded (NotFoundError)."""
+    label = f"execution #{execution.id}"
+    path = Path(execution.log_file) if execution.log_file else None
+    if path is not None and path.is_file():
+        return path
+    if execution.status.is_active:
+        raise InvalidStateError(f"{label} is {execution.status.value}: it has no log yet")
+    if path is None:
+        raise NotFoundError(f"{label} has no log (a row from an earlier emdx release)")
+    raise NotFoundError(f"the log of {label} is missing: {path}")
 
 
 def follow(

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from emdx import agent, paths
-from emdx.errors import EmdxError, EnvironmentProblem
-from emdx.system import git
+from emdx.errors import AgentNotFound, AgentNotRunnable, EmdxError, EnvironmentProblem
+from emdx.system import git, spawn
 
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code@2.1.332 (or set EMDX_CLAUDE_BIN)"
 INSTALL_NODE = "install Node.js 20 or newer: https://nodejs.org/ (or your package manager)"
+# The real CLI answers in about a second; a cold start of its 400 MB binary on a loaded machine
+# takes longer.
+VERSION_TIMEOUT_S = 30.0
 
-
-class AgentNotFound(EnvironmentProblem):
-    """The agent binary is missing: like a shell, emdx exits 127."""
-
-    exit_code = 127
+__all__ = ["AgentNotFound", "AgentNotRunnable", "Check", "ensure_ready", "full_report"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,67 @@ def _needs_node(binary: Path) -> bool:
     return head.startswith(b"#!") and b"node" in head.split(b"\n", 1)[0]
 
 
-def check_agent(run_version: bool) -> list[Check]:
+def _unusable(name: str) -> str | None:
+    """Why an EMDX_CLAUDE_BIN path that exists cannot be the agent (None when it may be)."""
+    if os.sep not in name:
+        return None  # looked up on PATH, which skips what cannot run
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return f"{name} is a directory, not the claude program (EMDX_CLAUDE_BIN)"
+    if path.exists() and not os.access(path, os.X_OK):
+        return f"{name} is not executable (EMDX_CLAUDE_BIN; chmod +x it, or point at claude)"
+    return None
+
+
+def _identity(binary: Path) -> dict[str, Any] | None:
+    """What the cached check is keyed by: the file the binary resolves to, as it is now."""
+    real = os.path.realpath(binary)
+    try:
+        info = os.stat(real)
+    except OSError:
+        return None
+    return {
+        "path": real,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "inode": info.st_ino,
+        "device": info.st_dev,
+        "mode": info.st_mode,
+    }
+
+
+def _cached_version(identity: dict[str, Any] | None) -> str | None:
+    if identity is None:
+        return None
+    try:
+        data = json.loads(paths.agent_check_path().read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("binary") != identity:
+        return None
+    version = data.get("version")
+    return version if isinstance(version, str) else None
+
+
+def _remember(identity: dict[str, Any] | None, version: str) -> None:
+    """Keep a successful check (a file in EMDX_HOME): the next start need not run it again.
+    Written to a temporary name and renamed, so concurrent starts never read half a file;
+    a home that cannot take it only costs the check next time."""
+    if identity is None:
+        return
+    data = json.dumps({"binary": identity, "version": version}).encode()
+    with contextlib.suppress(OSError, EmdxError):
+        paths.write_private(paths.agent_check_path(), data, sync=True)
+
+
+def check_agent(run_version: bool, use_cache: bool = False) -> list[Check]:
+    """The agent binary: found, runnable (`--version` answers, when `run_version`), and node
+    on PATH when it is a node script. With `use_cache`, a binary that passed before, and has
+    not changed since (same file, size, mtime, inode), is not run again."""
     name = agent.configured_binary()
+    problem = _unusable(name)
+    if problem is not None:
+        return [Check("claude", False, problem, INSTALL_CLAUDE)]
     binary = agent.resolve_binary(name)
     if binary is None:
         return [
@@ -60,25 +119,20 @@ def check_agent(run_version: bool) -> list[Check]:
                 "node", node is not None, node or "node not on PATH", None if node else INSTALL_NODE
             )
         )
+        if node is None:
+            run_version = False  # it cannot run; the node check says why
     if not run_version:
         checks.insert(0, Check("claude", True, str(binary)))
         return checks
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        version = (done.stdout or done.stderr).strip().splitlines()
-        ok = done.returncode == 0
-        detail = f"{binary} ({version[0] if version else 'no version output'})"
-        if not ok:
-            detail = f"{binary} --version exited {done.returncode}: {' '.join(version)[:200]}"
-    except (OSError, subprocess.SubprocessError) as exc:
-        ok, detail = False, f"{binary} cannot run: {exc}"
+    identity = _identity(binary)
+    cached = _cached_version(identity) if use_cache else None
+    if cached is not None:
+        ok, said = True, cached
+    else:
+        ok, said = spawn.version_of(binary, VERSION_TIMEOUT_S)
+        if ok:
+            _remember(identity, said)
+    detail = f"{binary} ({said})" if ok else said
     checks.insert(0, Check("claude", ok, detail, None if ok else INSTALL_CLAUDE))
     return checks
 
@@ -143,10 +197,19 @@ def full_report() -> list[Check]:
 
 
 def ensure_ready(worktree: bool = False) -> None:
-    """The fast pre-flight run before every start: raises before any row is created."""
-    agent_checks = check_agent(run_version=False)
-    if not agent_checks[0].ok:
+    """The pre-flight run before every start: raises before any row is created. The agent is
+    run (`--version`) unless this very binary passed before (see `check_agent`)."""
+    name = agent.configured_binary()
+    problem = _unusable(name)
+    if problem is not None:
+        raise AgentNotRunnable(f"Claude Code cannot run: {problem}", [INSTALL_CLAUDE])
+    agent_checks = check_agent(run_version=True, use_cache=True)
+    if agent.resolve_binary(name) is None:
         raise AgentNotFound(f"Claude Code not found: {agent_checks[0].detail}", [INSTALL_CLAUDE])
+    if not agent_checks[0].ok:
+        raise AgentNotRunnable(
+            f"Claude Code cannot run: {agent_checks[0].detail}", [INSTALL_CLAUDE]
+        )
     for check in [*agent_checks[1:], check_data_dir()] + ([check_git(True)] if worktree else []):
         if not check.ok:
             raise EnvironmentProblem(

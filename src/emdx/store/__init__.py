@@ -8,12 +8,13 @@ offer the `Store` interface (`store.api`) with the same contract.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from emdx import paths, settings
 from emdx.errors import EnvironmentProblem, StoreError
 from emdx.store.api import Store
-from emdx.store.connection import connect, describe, write_transaction
+from emdx.store.connection import connect, describe, read, write_transaction
 from emdx.store.documents import DocumentStore
 from emdx.store.executions import ExecutionStore
 from emdx.store.migrations import LATEST_VERSION, current_version, migrate
@@ -24,6 +25,9 @@ __all__ = ["LATEST_VERSION", "SqliteStore", "Store", "is_database_url", "open_st
 def is_database_url(location: str | Path) -> bool:
     """Whether `location` names a PostgreSQL database rather than a SQLite file."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+PROGRESS_STEPS = 200_000
 
 
 class SqliteStore:
@@ -39,10 +43,14 @@ class SqliteStore:
 
     @property
     def version(self) -> int:
-        return current_version(self.conn)
+        try:
+            return current_version(self.conn)
+        except sqlite3.Error as exc:
+            raise StoreError(describe(exc, self.path)) from exc
 
     def integrity_ok(self) -> bool:
-        return bool(self.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+        rows = read(self.conn, self.path, "PRAGMA quick_check")
+        return bool(rows and rows[0][0] == "ok")
 
     def complete_post_actions(
         self,
@@ -77,6 +85,16 @@ class SqliteStore:
                 (output_id, execution_id),
             )
         return True, output_id
+
+    def cancel_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """SQLite looks at `cancelled` every PROGRESS_STEPS virtual-machine steps (a few
+        milliseconds of work, so that a cancelled statement stops at once, and a running one
+        rarely takes the interpreter lock from the interface thread)."""
+        if cancelled is None:
+            self.conn.set_progress_handler(None, 0)
+        else:
+            check = cancelled
+            self.conn.set_progress_handler(lambda: 1 if check() else 0, PROGRESS_STEPS)
 
     def close(self) -> None:
         self.conn.close()

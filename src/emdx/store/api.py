@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,6 +41,7 @@ class DocumentsAPI(Protocol):
         tags: Sequence[str] = (),
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]: ...
 
     def add_tags(self, doc_id: int, tags: Sequence[str]) -> list[str]: ...
@@ -172,6 +173,11 @@ class Store(Protocol):
         add_tags: list[str],
         remove_tags: list[str],
     ) -> tuple[bool, int | None]: ...
+
+    def cancel_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """Make this store's statements stop (raising StoreError) soon after `cancelled()`
+        turns true — the TUI's superseded searches; None: never."""
+        ...
 
     def close(self) -> None: ...
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +34,24 @@ def describe(exc: sqlite3.Error, path: Path | str) -> str:
     if "locked" in lowered or "busy" in lowered:
         return f"database {path} is locked by another process; try again"
     return f"database error on {path}: {text}"
+
+
+def read(
+    conn: sqlite3.Connection, path: Path | str, sql: str, params: Sequence[object] = ()
+) -> list[sqlite3.Row]:
+    """Every row of a read; sqlite3 errors become StoreError as on writes (a corrupt page in a
+    database that still opens is met by the first read that touches it, not by `connect`)."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(describe(exc, path)) from exc
+
+
+def read_one(
+    conn: sqlite3.Connection, path: Path | str, sql: str, params: Sequence[object] = ()
+) -> sqlite3.Row | None:
+    rows = read(conn, path, sql, params)
+    return rows[0] if rows else None
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -6,10 +6,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from emdx.errors import NotFoundError, StoreError
-from emdx.models import Document, SearchHit, TagCount, now_iso
-from emdx.store.connection import describe, write_transaction
+from emdx import jsonio
+from emdx.errors import InvalidStateError, NotFoundError, StoreError
+from emdx.models import Document, SearchHit, TagCount, now_iso, storable
+from emdx.store.connection import describe, read, read_one, write_transaction
+from emdx.store.snippets import Snippets
 
+_IN_TRASH = " (it is in the trash: `emdx restore` brings it back)"
 _SEP = "\x1f"  # unit separator: cannot appear in a tag typed on a command line
 
 _DOC_COLUMNS = """d.id, d.title, d.content, d.project, d.created_at, d.updated_at, d.accessed_at,
@@ -82,12 +85,16 @@ class DocumentStore:
         return doc_id
 
     def get(self, doc_id: int, include_deleted: bool = False) -> Document:
-        row = self._conn.execute(
-            f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id = ?", (doc_id,)
-        ).fetchone()
+        row = None
+        if storable(doc_id):
+            row = read_one(
+                self._conn,
+                self._path,
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id = ?",
+                (doc_id,),
+            )
         if row is None or (row["is_deleted"] and not include_deleted):
-            hint = " (it is in the trash: `emdx restore` brings it back)" if row else ""
-            raise NotFoundError(f"document {doc_id} not found{hint}")
+            raise NotFoundError(f"document {doc_id} not found{_IN_TRASH if row else ''}")
         return _document(row)
 
     def touch(self, doc_id: int) -> None:
@@ -115,8 +122,8 @@ class DocumentStore:
         sql += " ORDER BY d.id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
-        return [_document(row) for row in self._conn.execute(sql, params)]
+            params.append(min(limit, jsonio.INT_MAX))
+        return [_document(row) for row in read(self._conn, self._path, sql, params)]
 
     def search(
         self,
@@ -124,20 +131,25 @@ class DocumentStore:
         tags: Sequence[str] = (),
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
-        """Full-text search ranked by bm25 (title weighted above content)."""
+        """Full-text search ranked by bm25 (title weighted above content); with `snippets`, each
+        hit with a snippet around its first match (see `emdx.store.snippets`)."""
         try:
-            return self._search(query, tags, project, limit)
-        except sqlite3.OperationalError:
-            # Not valid FTS5 syntax as typed (`foo-bar`, a stray quote): search the words instead.
-            pass
-        try:
-            return self._search(_fts_quoted(query), tags, project, limit)
+            return self._search(query, tags, project, limit, snippets)
         except sqlite3.OperationalError as exc:
+            if "interrupt" in str(exc).lower():
+                raise StoreError(describe(exc, self._path)) from exc
+            # Not valid FTS5 syntax as typed (`foo-bar`, a stray quote): search the words instead.
+        except sqlite3.Error as exc:
+            raise StoreError(describe(exc, self._path)) from exc
+        try:
+            return self._search(_fts_quoted(query), tags, project, limit, snippets)
+        except sqlite3.Error as exc:
             raise StoreError(describe(exc, self._path)) from exc
 
     def _search(
-        self, match: str, tags: Sequence[str], project: str | None, limit: int
+        self, match: str, tags: Sequence[str], project: str | None, limit: int, snippets: bool
     ) -> list[SearchHit]:
         if not match.strip():
             return []
@@ -147,13 +159,32 @@ class DocumentStore:
             where.append("d.project = ?")
             params.append(project)
         where.extend(self._tag_filter(tags, params))
-        params.append(limit)
-        sql = f"""SELECT {_DOC_COLUMNS}, bm25(documents_fts, 10.0, 1.0, 0.5) AS rank,
-                    snippet(documents_fts, 1, '[', ']', '…', 12) AS snip
-                 FROM documents_fts JOIN documents d ON d.id = documents_fts.rowid
-                 WHERE {" AND ".join(where)} ORDER BY rank LIMIT ?"""
-        rows = self._conn.execute(sql, params).fetchall()
-        return [SearchHit(_document(r), float(r["rank"]), r["snip"] or "") for r in rows]
+        params.append(min(limit, jsonio.INT_MAX))
+        # Ranked first, then read: only the documents shown are loaded, not every match's text.
+        ranked = self._conn.execute(
+            f"""SELECT d.id, bm25(documents_fts, 10.0, 1.0, 0.5) AS rank
+                FROM documents_fts JOIN documents d ON d.id = documents_fts.rowid
+                WHERE {" AND ".join(where)} ORDER BY rank LIMIT ?""",
+            params,
+        ).fetchall()
+        if not ranked:
+            return []
+        marks = ",".join("?" * len(ranked))
+        docs = {
+            row["id"]: _document(row)
+            for row in self._conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE d.id IN ({marks})",
+                [r["id"] for r in ranked],
+            )
+        }
+        cutter = Snippets(self._conn, match) if snippets else None
+        hits = []
+        for row in ranked:
+            doc = docs.get(row["id"])
+            if doc is not None:
+                snippet = cutter.of(doc.content) if cutter is not None else ""
+                hits.append(SearchHit(doc, float(row["rank"]), snippet))
+        return hits
 
     @staticmethod
     def _tag_filter(tags: Sequence[str], params: list[object]) -> list[str]:
@@ -169,12 +200,12 @@ class DocumentStore:
     def add_tags(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         """Link `tags` to the document; returns the ones that were not there yet."""
         with write_transaction(self._conn, self._path) as conn:
-            self._require(conn, doc_id)
+            self._require(conn, doc_id, live=True)
             return self._link_tags(conn, doc_id, tags)
 
     def remove_tags(self, doc_id: int, tags: Sequence[str]) -> list[str]:
         with write_transaction(self._conn, self._path) as conn:
-            self._require(conn, doc_id)
+            self._require(conn, doc_id, live=True)
             return self.unlink_tags(conn, doc_id, tags)
 
     @staticmethod
@@ -197,12 +228,14 @@ class DocumentStore:
         return removed
 
     def tag_counts(self) -> list[TagCount]:
-        rows = self._conn.execute(
+        rows = read(
+            self._conn,
+            self._path,
             """SELECT t.name, COUNT(d.id) AS n FROM tags t
                LEFT JOIN document_tags dt ON dt.tag_id = t.id
                LEFT JOIN documents d ON d.id = dt.document_id AND COALESCE(d.is_deleted, 0) = 0
-               GROUP BY t.id HAVING n > 0 ORDER BY n DESC, t.name"""
-        ).fetchall()
+               GROUP BY t.id HAVING n > 0 ORDER BY n DESC, t.name""",
+        )
         return [TagCount(r["name"], int(r["n"])) for r in rows]
 
     def set_deleted(self, doc_id: int, deleted: bool) -> None:
@@ -210,20 +243,26 @@ class DocumentStore:
             row = self._require(conn, doc_id)
             if bool(row["is_deleted"]) == deleted:
                 state = "already in the trash" if deleted else "not deleted"
-                raise NotFoundError(f"document {doc_id} is {state}")
+                raise InvalidStateError(f"document {doc_id} is {state}; nothing to do")
             conn.execute(
                 "UPDATE documents SET is_deleted = ?, deleted_at = ? WHERE id = ?",
                 (1 if deleted else 0, now_iso() if deleted else None, doc_id),
             )
 
     @staticmethod
-    def _require(conn: sqlite3.Connection, doc_id: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = conn.execute(
-            "SELECT id, COALESCE(is_deleted, 0) AS is_deleted FROM documents WHERE id = ?",
-            (doc_id,),
-        ).fetchone()
+    def _require(conn: sqlite3.Connection, doc_id: int, live: bool = False) -> sqlite3.Row:
+        """The document's row, inside the caller's transaction; with `live`, one in the trash
+        is refused like a missing one (before anything changes)."""
+        row: sqlite3.Row | None = None
+        if storable(doc_id):
+            row = conn.execute(
+                "SELECT id, COALESCE(is_deleted, 0) AS is_deleted FROM documents WHERE id = ?",
+                (doc_id,),
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"document {doc_id} not found")
+        if live and row["is_deleted"]:
+            raise NotFoundError(f"document {doc_id} not found{_IN_TRASH}")
         return row
 
     @staticmethod

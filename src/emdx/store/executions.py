@@ -10,8 +10,17 @@ from typing import Any, Literal
 
 from emdx import jsonio
 from emdx.errors import NotFoundError
-from emdx.models import ACTIVE_STATUSES, ALLOWED, ExecOptions, Execution, ExecutionStatus, now_iso
-from emdx.store.connection import write_transaction
+from emdx.models import (
+    ACTIVE_STATUSES,
+    ALLOWED,
+    ExecOptions,
+    Execution,
+    ExecutionStatus,
+    Reason,
+    now_iso,
+    storable,
+)
+from emdx.store.connection import read, read_one, write_transaction
 
 # Columns that may change without a change of status. Status, and what goes with a change of
 # status (reason, exit code, start and end times), is written by `transition` only.
@@ -144,6 +153,8 @@ def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
+    if not jsonio.INT_MIN <= execution_id <= jsonio.INT_MAX:
+        return "0", ()  # no row has an id SQLite cannot hold
     if key is None:
         return "id = ?", (execution_id,)
     return "id = ? AND run_key = ?", (execution_id, key)
@@ -188,17 +199,17 @@ class ExecutionStore:
             return int(cur.lastrowid or 0)
 
     def get(self, execution_id: int) -> Execution:
-        row = self._conn.execute(
-            "SELECT * FROM executions WHERE id = ?", (execution_id,)
-        ).fetchone()
+        row = None
+        if storable(execution_id):
+            sql = "SELECT * FROM executions WHERE id = ?"
+            row = read_one(self._conn, self._path, sql, (execution_id,))
         if row is None:
             raise NotFoundError(f"execution {execution_id} not found")
         return _execution(row)
 
     def by_key(self, run_key: str) -> Execution | None:
-        row = self._conn.execute(
-            "SELECT * FROM executions WHERE run_key = ?", (run_key,)
-        ).fetchone()
+        sql = "SELECT * FROM executions WHERE run_key = ?"
+        row = read_one(self._conn, self._path, sql, (run_key,))
         return _execution(row) if row is not None else None
 
     def resolve(self, ref: str | int) -> Execution:
@@ -206,7 +217,8 @@ class ExecutionStore:
         text = str(ref).strip()
         if text.isdigit():
             return self.get(int(text))
-        row = self._conn.execute("SELECT * FROM executions WHERE old_id = ?", (text,)).fetchone()
+        sql = "SELECT * FROM executions WHERE old_id = ?"
+        row = read_one(self._conn, self._path, sql, (text,))
         if row is None:
             raise NotFoundError(f"execution {text!r} not found")
         return _execution(row)
@@ -231,8 +243,8 @@ class ExecutionStore:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
-        return [_execution(r) for r in self._conn.execute(sql, params)]
+            params.append(min(limit, jsonio.INT_MAX))
+        return [_execution(r) for r in read(self._conn, self._path, sql, params)]
 
     def update(
         self,
@@ -322,9 +334,8 @@ class ExecutionStore:
         )
 
     def by_session(self, session_id: str) -> list[Execution]:
-        rows = self._conn.execute(
-            "SELECT * FROM executions WHERE session_id = ? ORDER BY id", (session_id,)
-        ).fetchall()
+        sql = "SELECT * FROM executions WHERE session_id = ? ORDER BY id"
+        rows = read(self._conn, self._path, sql, (session_id,))
         return [_execution(r) for r in rows]
 
     def delete(self, execution_id: int) -> bool:
@@ -349,9 +360,8 @@ class ExecutionStore:
 
     def queued(self) -> list[Execution]:
         """Queued runs, oldest first."""
-        rows = self._conn.execute(
-            "SELECT * FROM executions WHERE status = 'queued' ORDER BY id"
-        ).fetchall()
+        sql = "SELECT * FROM executions WHERE status = 'queued' ORDER BY id"
+        rows = read(self._conn, self._path, sql)
         return [_execution(r) for r in rows]
 
     def claim_slot(
@@ -393,44 +403,48 @@ class ExecutionStore:
         return float(row[0] or 0.0)
 
     def slots_in_use(self) -> int:
-        return int(
-            self._conn.execute(
-                "SELECT COUNT(*) FROM executions WHERE status IN ('running', 'waiting') "
-                "AND run_key IS NOT NULL"
-            ).fetchone()[0]
+        sql = (
+            "SELECT COUNT(*) FROM executions WHERE status IN ('running', 'waiting') "
+            "AND run_key IS NOT NULL"
         )
+        return int(read(self._conn, self._path, sql)[0][0])
 
     def active(self) -> list[Execution]:
         """Every row not in a final state (preparing, queued, running, waiting), newest first."""
-        rows = self._conn.execute(
+        sql = (
             "SELECT * FROM executions WHERE status IN "
             "('preparing', 'queued', 'running', 'waiting') ORDER BY id DESC"
-        ).fetchall()
+        )
+        rows = read(self._conn, self._path, sql)
         return [_execution(r) for r in rows]
 
     def owing_post_actions(self) -> list[Execution]:
-        rows = self._conn.execute(
-            "SELECT * FROM executions WHERE post_actions = 'pending' ORDER BY id"
-        ).fetchall()
+        sql = "SELECT * FROM executions WHERE post_actions = 'pending' ORDER BY id"
+        rows = read(self._conn, self._path, sql)
         return [_execution(r) for r in rows]
 
     def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]:
-        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations."""
-        conn = self._conn
+        """Aggregates for `exec stats`: counts, recent counts, cost and token totals, durations.
+
+        Durations leave out rows repaired as `stuck`: rows of earlier releases whose end is the
+        moment a cleanup found them (months later, maybe), not when their run ended."""
+
+        def rows(sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+            return read(self._conn, self._path, sql, params)
+
         by_status = {
-            r[0]: int(r[1])
-            for r in conn.execute("SELECT status, COUNT(*) FROM executions GROUP BY status")
+            r[0]: int(r[1]) for r in rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
         }
         recent = {
             r[0]: int(r[1])
-            for r in conn.execute(
+            for r in rows(
                 "SELECT status, COUNT(*) FROM executions WHERE created_at >= ? GROUP BY status",
                 (since_iso,),
             )
         }
         per_type = [
             dict(r)
-            for r in conn.execute(
+            for r in rows(
                 """SELECT exec_type, COUNT(*) AS runs, COALESCE(SUM(cost_usd), 0) AS cost_usd,
                       COALESCE(SUM(input_tokens), 0) AS input_tokens,
                       COALESCE(SUM(output_tokens), 0) AS output_tokens
@@ -439,12 +453,13 @@ class ExecutionStore:
         ]
         durations = [
             float(r[0])
-            for r in conn.execute(
+            for r in rows(
                 """SELECT (julianday(completed_at) - julianday(started_at)) * 86400.0
                FROM executions
                WHERE status IN ('completed', 'failed', 'killed') AND completed_at IS NOT NULL
-                 AND started_at IS NOT NULL ORDER BY id DESC LIMIT ?""",
-                (sample,),
+                 AND started_at IS NOT NULL AND COALESCE(reason, '') != ?
+               ORDER BY id DESC LIMIT ?""",
+                (Reason.STUCK.value, sample),
             )
             if r[0] is not None and r[0] >= 0
         ]

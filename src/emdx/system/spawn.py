@@ -33,3 +33,29 @@ def supervisor(
     finally:
         os.close(fd)
     return proc.pid, process_start_time(proc.pid)
+
+
+def version_of(binary: Path, timeout_s: float) -> tuple[bool, str]:
+    """Run `binary --version` (the pre-flight's check that an agent binary can run): (it
+    answered, what it said or why not). No shell, stdin from /dev/null, bounded in time."""
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"{binary} --version did not answer within {timeout_s:g} s"
+    except OSError as exc:
+        # ENOEXEC: a file with the x bit that is no program (npm's 500-byte stub when its
+        # postinstall did not run).
+        return False, f"{binary} cannot run: {exc.strerror or exc}"
+    version = (done.stdout or done.stderr).strip().splitlines()
+    if done.returncode != 0:
+        said = " ".join(version)[:200] or "no output"
+        return False, f"{binary} --version exited {done.returncode}: {said}"
+    return True, version[0] if version else "no version output"

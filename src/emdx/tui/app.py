@@ -2,14 +2,18 @@
 
 All database and process work runs in thread workers; results come back to the UI thread with
 `call_from_thread`, so the interface never blocks on SQLite, psutil or a kill's grace period.
+Every worker body runs inside `reporting`: whatever it raises becomes a notification (the app
+never dies of a worker's error), and its SQL stops when the worker is cancelled (a newer search
+replaces it, the app quits), so `q` always quits at once.
 Every string that reaches a widget goes through `emdx.format` (sanitised; markup escaped where the
 widget parses markup): titles, log lines and error messages can carry agent text.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -18,11 +22,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, RichLog, Static
+from textual.worker import get_current_worker
 
-from emdx import runlog
 from emdx.errors import EmdxError
 from emdx.format import STATUS_STYLES, duration, log_line, markup_safe, money, one_line, sanitize
 from emdx.models import Execution
+from emdx.service import LogTail
 from emdx.tui import data
 
 REFRESH_S = 1.0
@@ -43,15 +48,42 @@ def cell(text: str) -> str:
 
 
 def notify_error(
-    app: App[None], exc: EmdxError, title: str = "", timeout: float | None = None
+    app: App[None], exc: BaseException, title: str = "", timeout: float | None = None
 ) -> None:
     """Show a worker's error as a notification (from the worker's thread). The message can quote
     agent or document text: sanitised, and not read as markup (Textual's own markup has tags,
-    `[$variable]`, that no escape function covers)."""
-    message = one_line(str(exc))
+    `[$variable]`, that no escape function covers). An error emdx did not expect is named by
+    its type, so that it can be reported."""
+    text = str(exc) if isinstance(exc, EmdxError) else f"unexpected {type(exc).__name__}: {exc}"
     app.call_from_thread(
-        app.notify, message, title=title, severity="error", timeout=timeout, markup=False
+        app.notify, one_line(text), title=title, severity="error", timeout=timeout, markup=False
     )
+
+
+def cancelled() -> Callable[[], bool]:
+    """The current thread worker's "was I cancelled?", for `emdx.tui.data`'s calls."""
+    worker = get_current_worker()
+    return lambda: worker.is_cancelled
+
+
+@contextmanager
+def reporting(app: App[None], title: str = "", timeout: float | None = None) -> Iterator[None]:
+    """The body of a thread worker: any exception becomes one error notification and the app
+    keeps running; a worker cancelled meanwhile says nothing (its SQL was interrupted on
+    purpose, and the app may be gone)."""
+    try:
+        yield
+    except Exception as exc:
+        if get_current_worker().is_cancelled:
+            return
+        notify_error(app, exc, title, timeout)
+
+
+def deliver(app: App[None], callback: Callable[..., Any], *args: Any) -> None:
+    """`call_from_thread`, unless the worker was cancelled: a newer one replaces it, or the app
+    is quitting and would never run the callback."""
+    if not get_current_worker().is_cancelled:
+        app.call_from_thread(callback, *args)
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -142,12 +174,9 @@ class DocumentsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="documents")
     def load_documents(self, query: str) -> None:
-        try:
-            rows = data.documents(query)
-        except EmdxError as exc:
-            notify_error(self.app, exc)
-            return
-        self.app.call_from_thread(self._show_documents, query, rows)
+        with reporting(self.app):
+            rows = data.documents(query, cancelled=cancelled())
+            deliver(self.app, self._show_documents, query, rows)
 
     def _show_documents(self, query: str, rows: list[data.DocumentRow]) -> None:
         if query != self.query_one("#doc-filter", Input).value:
@@ -169,12 +198,9 @@ class DocumentsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="preview")
     def load_preview(self, doc_id: int) -> None:
-        try:
-            doc, runs = data.document(doc_id)
-        except EmdxError as exc:
-            notify_error(self.app, exc)
-            return
-        self.app.call_from_thread(self._show_preview, doc.content, runs)
+        with reporting(self.app):
+            doc, runs = data.document(doc_id, cancelled=cancelled())
+            deliver(self.app, self._show_preview, doc.content, runs)
 
     def _show_preview(self, content: str, runs: list[Execution]) -> None:
         self.query_one("#preview", Markdown).update(sanitize(content[:20_000]))
@@ -205,14 +231,11 @@ class DocumentsScreen(Screen[None]):
 
     @work(thread=True, group="start")
     def start_run(self, doc_id: int) -> None:
-        try:
+        with reporting(self.app, title="cannot execute", timeout=8):
             execution = data.start(doc_id)
-        except EmdxError as exc:
-            notify_error(self.app, exc, title="cannot execute", timeout=8)
-            return
-        message = f"execution #{execution.id} {execution.status.value} for document #{doc_id}"
-        self.app.call_from_thread(self.app.notify, message, title="started")
-        self.app.call_from_thread(self.load_preview, doc_id)
+            message = f"execution #{execution.id} {execution.status.value} for document #{doc_id}"
+            self.app.call_from_thread(self.app.notify, message, title="started")
+            deliver(self.app, self.load_preview, doc_id)
 
     def action_focus_filter(self) -> None:
         self.query_one("#doc-filter", Input).focus()
@@ -232,7 +255,7 @@ class ExecutionsScreen(Screen[None]):
         super().__init__()
         self.filter_index = 0
         self.selected: int | None = None
-        self.tail: runlog.LogTail | None = None
+        self.tail: LogTail | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -270,19 +293,16 @@ class ExecutionsScreen(Screen[None]):
     def refresh_runs(self) -> None:
         filter_index = self.filter_index
         tail = self.tail
-        try:
-            runs = data.executions(data.STATUS_FILTERS[filter_index][1])
-        except EmdxError as exc:
-            notify_error(self.app, exc)
-            return
-        entries = tail.poll() if tail is not None else []
-        self.app.call_from_thread(self._show_runs, filter_index, runs, tail, entries)
+        with reporting(self.app):
+            runs = data.executions(data.STATUS_FILTERS[filter_index][1], cancelled=cancelled())
+            entries = tail.poll() if tail is not None else []
+            deliver(self.app, self._show_runs, filter_index, runs, tail, entries)
 
     def _show_runs(
         self,
         filter_index: int,
         runs: list[Execution],
-        tail: runlog.LogTail | None,
+        tail: LogTail | None,
         entries: list[dict[str, object]],
     ) -> None:
         if tail is self.tail:
@@ -340,16 +360,14 @@ class ExecutionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="log")
     def follow_log(self, execution_id: int) -> None:
-        try:
-            ex = data.execution(execution_id)
-        except EmdxError:
-            return
-        tail = runlog.LogTail(Path(ex.log_file)) if ex.log_file else None
-        entries = tail.poll() if tail is not None else []
-        self.app.call_from_thread(self._start_log, execution_id, tail, entries)
+        with reporting(self.app):
+            ex = data.execution(execution_id, cancelled=cancelled())
+            tail = data.log_tail(ex)
+            entries = tail.poll() if tail is not None else []
+            deliver(self.app, self._start_log, execution_id, tail, entries)
 
     def _start_log(
-        self, execution_id: int, tail: runlog.LogTail | None, entries: list[dict[str, object]]
+        self, execution_id: int, tail: LogTail | None, entries: list[dict[str, object]]
     ) -> None:
         if execution_id != self.selected:
             return
@@ -373,19 +391,16 @@ class ExecutionsScreen(Screen[None]):
 
     @work(thread=True, group="kill")
     def kill_run(self, execution_id: int) -> None:
-        try:
+        with reporting(self.app, title="kill"):
             result = data.kill(execution_id)
-        except EmdxError as exc:
-            notify_error(self.app, exc)
-            return
-        ex = result.execution
-        text = (
-            f"execution #{ex.id} already {ex.status.value}"
-            if result.already_final
-            else f"execution #{ex.id} {ex.status.value} (exit {ex.exit_code})"
-        )
-        self.app.call_from_thread(self.app.notify, text, title="kill")
-        self.app.call_from_thread(self.refresh_runs)
+            ex = result.execution
+            text = (
+                f"execution #{ex.id} already {ex.status.value}"
+                if result.already_final
+                else f"execution #{ex.id} {ex.status.value} (exit {ex.exit_code})"
+            )
+            self.app.call_from_thread(self.app.notify, text, title="kill")
+            deliver(self.app, self.refresh_runs)
 
     def action_retry(self) -> None:
         if self.selected is not None:
@@ -393,17 +408,14 @@ class ExecutionsScreen(Screen[None]):
 
     @work(thread=True, group="retry")
     def retry_run(self, execution_id: int) -> None:
-        try:
+        with reporting(self.app, title="cannot retry"):
             ex = data.retry(execution_id)
-        except EmdxError as exc:
-            notify_error(self.app, exc, title="cannot retry")
-            return
-        self.app.call_from_thread(
-            self.app.notify,
-            f"execution #{ex.id} {ex.status.value}",
-            title=f"retry of #{execution_id}",
-        )
-        self.app.call_from_thread(self.refresh_runs)
+            self.app.call_from_thread(
+                self.app.notify,
+                f"execution #{ex.id} {ex.status.value}",
+                title=f"retry of #{execution_id}",
+            )
+            deliver(self.app, self.refresh_runs)
 
 
 class EmdxApp(App[None]):

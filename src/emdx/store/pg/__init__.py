@@ -4,6 +4,7 @@ package only when a PostgreSQL URL is in use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ class PgStore:
                 (output_id, execution_id),
             )
         return True, output_id
+
+    def cancel_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """A statement running when `cancelled()` turns true is cancelled on the server
+        (looked at every 50 ms by a watcher thread while it runs)."""
+        self._db.cancelled = cancelled
 
     def close(self) -> None:
         self._db.close()

@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -170,6 +170,7 @@ class Connection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.cancelled: Callable[[], bool] | None = None
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = connect(url)
 
@@ -185,13 +186,40 @@ class Connection:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection for statements that write nothing (each its own snapshot)."""
+        """A connection for statements that write nothing (each its own snapshot); cancelled
+        on the server when `cancelled` says so."""
         with self._lock:
             conn = self._live()
             try:
-                yield conn
+                with self._watched(conn):
+                    yield conn
             except psycopg.Error as exc:
                 raise store_error(exc, self.url, conn) from None
+
+    @contextlib.contextmanager
+    def _watched(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        check = self.cancelled
+        if check is None:
+            yield
+            return
+        if check():
+            raise StoreError("cancelled")
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                if check():
+                    with contextlib.suppress(psycopg.Error):
+                        conn.cancel_safe()
+                    return
+
+        watcher = threading.Thread(target=watch, name="emdx-pg-cancel", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[psycopg.Connection[Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from emdx.errors import NotFoundError
+from emdx.errors import InvalidStateError, NotFoundError
 from emdx.models import Document, SearchHit, TagCount, to_iso, utc_now
 from emdx.store.pg.connection import Connection
 from emdx.store.pg.migrations import TS_CONFIG
@@ -180,9 +180,11 @@ class PgDocumentStore:
         tags: Sequence[str] = (),
         project: str | None = None,
         limit: int = 20,
+        snippets: bool = True,
     ) -> list[SearchHit]:
         """Full-text search ranked by ts_rank (title weighted above content); `rank` is the
-        negated score, so that lower is better as with SQLite's bm25."""
+        negated score, so that lower is better as with SQLite's bm25; with `snippets`, each
+        hit with a bounded headline around its first match."""
         if not query.strip():
             return []
         tsq = translate(query)
@@ -204,10 +206,10 @@ class PgDocumentStore:
             rows = conn.execute(sql, params).fetchall()
             if not rows:
                 return []
-            snippets = self._snippets(conn, tsq, [r["content"] for r in rows])
+            found = self._snippets(conn, tsq, [r["content"] for r in rows]) if snippets else None
         return [
-            SearchHit(_document(r), -float(r["score"]), snip)
-            for r, snip in zip(rows, snippets, strict=True)
+            SearchHit(_document(r), -float(r["score"]), found[i] if found else "")
+            for i, r in enumerate(rows)
         ]
 
     @staticmethod
@@ -313,7 +315,7 @@ class PgDocumentStore:
             row = self._require(conn, doc_id)
             if bool(row["is_deleted"]) == deleted:
                 state = "already in the trash" if deleted else "not deleted"
-                raise NotFoundError(f"document {doc_id} is {state}")
+                raise InvalidStateError(f"document {doc_id} is {state}; nothing to do")
             conn.execute(
                 "UPDATE documents SET is_deleted = %s, deleted_at = %s WHERE id = %s",
                 (deleted, utc_now() if deleted else None, doc_id),
