@@ -198,6 +198,9 @@ def state_note(execution: Execution, hold: str | None = None) -> str:
     return ""
 
 
+_API_ERROR_PREFIX = re.compile(r"^API Error:\s*\d*\s*")
+
+
 def reason_lines(execution: Execution) -> list[str]:
     """Why a finished run ended so: the reason's meaning and usual fix, the API error, the
     tools that were refused, the CLI's errors — for `exec show` and the TUI."""
@@ -216,6 +219,8 @@ def reason_lines(execution: Execution) -> list[str]:
     if status or text:
         kind = details.get("api_error") or details.get("api_error_type") or ""
         head = " ".join(str(p) for p in ("API error", status, kind) if p)
+        if text:
+            text = _API_ERROR_PREFIX.sub("", str(text))  # the text repeats "API Error: 529"
         lines.append(f"{head}: {text}" if text else head)
     for error in details.get("errors") or []:
         lines.append(f"error: {error}")

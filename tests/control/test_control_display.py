@@ -3,9 +3,11 @@ the run a retry repeats, durations in stats, grammar, and `exec monitor` at 80 c
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
+import pytest
 from control_helpers import Ctl
 from testkit import run_in_pty, started_id
 
@@ -123,3 +125,39 @@ def test_monitor_is_readable_at_80_columns(ctl: Ctl) -> None:
     assert "running" in row.split() and "healthy" in row.split(), row
     assert "A fairly long" in row and "…" in row
     assert re.search(r"\d+ MB$", row), row
+
+
+def test_the_daily_budget_holds_the_queue_and_every_view_says_so(
+    ctl: Ctl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once today's spend reaches EMDX_DAILY_BUDGET_USD, new runs wait `queued` (held), `exec
+    list`, `exec show` and `exec stats` say why, and a raised budget lets them start."""
+    monkeypatch.setenv("EMDX_DAILY_BUDGET_USD", "0.01")
+    spender = ctl.wait_final(ctl.run("spend\nFAKE:events=1\n"))
+    assert spender.cost_usd is not None and spender.cost_usd >= 0.01
+    held = ctl.run("later\nFAKE:events=1\n")
+    assert ctl.get(held).status.value == "queued"
+
+    table = ctl.ok("exec", "list").stdout
+    assert column(table, "note", held).startswith("held: daily budget $0.0100 spent"), table
+    assert "held: daily budget" in ctl.ok("exec", "show", str(held)).stdout
+    stats = json.loads(ctl.ok("exec", "stats", "--json").stdout)
+    assert stats["daily_budget_usd"] == 0.01 and stats["spent_today_usd"] >= 0.01
+    assert stats["held"].startswith("daily budget") and stats["queued"] == 1
+    assert "of $0.0100 (EMDX_DAILY_BUDGET_USD)" in ctl.ok("exec", "stats").stdout
+
+    monkeypatch.setenv("EMDX_DAILY_BUDGET_USD", "100")
+    ctl.ok("exec", "list")  # any command's sweep starts what is free to start
+    assert ctl.wait_final(held).status.value == "completed"
+    assert json.loads(ctl.ok("exec", "stats", "--json").stdout)["held"] is None
+
+
+def test_show_explains_an_ending_and_its_refused_tools(ctl: Ctl) -> None:
+    """`exec show` says what the reason means and how to fix it, the API error without the
+    CLI's repeated prefix, and each refused tool with its input."""
+    execution_id = ctl.run("fails\nFAKE:api-error=529\n")
+    row = ctl.wait_final(execution_id)
+    assert (row.status.value, row.reason) == ("failed", "overloaded"), row
+    shown = ctl.ok("exec", "show", str(execution_id)).stdout
+    assert "why" in shown and "--retries N" in shown, shown
+    assert "API error 529" in shown and "API Error: 529" not in shown.split("why", 1)[1]

@@ -7,6 +7,7 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:garbage         garbage, blank lines, a 5 MB line and invalid UTF-8 among the events
   FAKE:no-result       exit 0 without a result event
   FAKE:error-result    result with is_error true (subtype success), exit 1
+  FAKE:api-error=N     an API error result (is_error, api_error_status N, "API Error: N …"), exit 1
   FAKE:max-turns       result subtype error_max_turns, exit 1
   FAKE:exit=N          exit with N (after the result, if any)
   FAKE:ignore-term     ignore SIGTERM
@@ -248,6 +249,11 @@ def main():
         }
         if "error-result" in directives:
             result.update(is_error=True, result="API Error: 400 bad request")
+            exit_code = exit_code or 1
+        if "api-error" in directives:
+            status = int(directives["api-error"])
+            result.update(is_error=True, api_error_status=status,
+                          result=f"API Error: {status} scripted failure")  # fmt: skip
             exit_code = exit_code or 1
         if "max-turns" in directives:
             result.update(subtype="error_max_turns", is_error=True)

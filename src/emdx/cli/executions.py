@@ -20,7 +20,9 @@ from emdx.format import (
     money,
     one_line,
     plural,
+    reason_lines,
     short_time,
+    state_note,
 )
 from emdx.models import ACTIVE_STATUSES, MAX_INT, Execution, ExecutionStatus
 
@@ -40,27 +42,29 @@ def _statuses(status: str | None) -> list[str] | None:
     return wanted
 
 
-def _table(executions: list[Execution]) -> None:
+def _table(executions: list[Execution], hold: str | None) -> None:
     from emdx.cli.table import print_table
 
+    # What an active run is doing beyond its status (waiting, retrying, held), when any is.
+    notes = {ex.id: state_note(ex, hold) for ex in executions}
+    noted = any(notes.values())
     rows = []
     for ex in executions:
         doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
-        rows.append(
-            (
-                str(ex.id),
-                doc,
-                ex.exec_type,
-                (ex.status.value, STATUS_STYLES.get(ex.status.value, "")),
-                # A run that never started has no start time (its creation is in `show`).
-                short_time(ex.started_at),
-                duration(ex.duration_s),
-                "-" if ex.exit_code is None else str(ex.exit_code),
-                money(ex.cost_usd),
-            )
+        row: tuple[str | tuple[str, str], ...] = (
+            str(ex.id),
+            doc,
+            ex.exec_type,
+            (ex.status.value, STATUS_STYLES.get(ex.status.value, "")),
+            # A run that never started has no start time (its creation is in `show`).
+            short_time(ex.started_at),
+            duration(ex.duration_s),
+            "-" if ex.exit_code is None else str(ex.exit_code),
+            money(ex.cost_usd),
         )
+        rows.append((*row, notes[ex.id]) if noted else row)
     headers = ("id", "document", "type", "status", "started", "duration", "exit", "cost")
-    print_table(headers, rows, right=(0, 5, 6, 7), flexible=1)
+    print_table((*headers, "note") if noted else headers, rows, right=(0, 5, 6, 7), flexible=1)
 
 
 @app.command("list")
@@ -72,10 +76,11 @@ def exec_list(
     """List executions, newest first."""
     with open_service(sweep="exec list") as service:
         executions = service.list_executions(_statuses(status), limit)
+        hold = service.hold_reason() if any(e.status.is_active for e in executions) else None
     if as_json:
         print_json([e.to_dict() for e in executions])
     elif executions:
-        _table(executions)
+        _table(executions, hold)
     else:
         print("no executions")
 
@@ -93,12 +98,13 @@ def exec_show(
         if as_json:
             print_json(execution.to_dict())
             return
+        hold = service.hold_reason() if execution.status.is_active else None
         try:
             log: Path | None = service.log_path(execution)
             why_not = ""
         except EmdxError as exc:
             log, why_not = None, str(exc)
-        _panel(execution, missing=log is None and not execution.status.is_active)
+        _panel(execution, missing=log is None and not execution.status.is_active, hold=hold)
         if follow:
             for entry in service.follow_execution(execution.id, last=lines):
                 print(log_line(entry), flush=True)
@@ -112,9 +118,15 @@ def exec_show(
         print(log_line(entry))
 
 
-def _panel(ex: Execution, missing: bool = False) -> None:
+def _panel(ex: Execution, missing: bool = False, hold: str | None = None) -> None:
     from rich.panel import Panel
 
+    note = state_note(ex, hold)
+    tokens = f"{ex.input_tokens or 0} in / {ex.output_tokens or 0} out"
+    if ex.cache_read_tokens or ex.cache_creation_tokens:
+        tokens += (
+            f" (cache: {ex.cache_read_tokens or 0} read, {ex.cache_creation_tokens or 0} made)"
+        )
     rows = [
         ("status", ex.status.value),
         ("document", f"#{ex.doc_id} {ex.doc_title}"),
@@ -131,11 +143,17 @@ def _panel(ex: Execution, missing: bool = False) -> None:
         ("model", ex.model or "-"),
         ("turns", "-" if ex.num_turns is None else str(ex.num_turns)),
         ("cost", money(ex.cost_usd)),
-        ("tokens", f"{ex.input_tokens or 0} in / {ex.output_tokens or 0} out"),
+        ("tokens", tokens),
         ("working dir", ex.working_dir or "-"),
         ("branch", ex.branch or "-"),
         ("log", f"{ex.log_file or '-'}{' (missing)' if missing else ''}"),
     ]
+    if note:
+        rows.insert(1, ("now", note))
+    if ex.attempt > 1:
+        rows.insert(2 if note else 1, ("attempt", str(ex.attempt)))
+    if ex.claude_code_version:
+        rows.insert(rows.index(("model", ex.model or "-")) + 1, ("claude", ex.claude_code_version))
     if ex.old_id:
         rows.insert(0, ("old id", ex.old_id))
     if ex.output_doc_id:
@@ -152,6 +170,11 @@ def _panel(ex: Execution, missing: bool = False) -> None:
         return (f"[{style}]{text}[/]" if style else text) + reason
 
     body = "\n".join(f"[bold]{key:>11}[/] {shown(key, value)}" for key, value in rows)
+    # Why it ended so: the reason's meaning and fix, the API error, refused tools, errors.
+    why = reason_lines(ex)
+    if why:
+        body += "\n" + "\n".join(f"[bold]{'why' if i == 0 else '':>11}[/] "
+                                  f"{markup_safe(line)}" for i, line in enumerate(why))  # fmt: skip
     console().print(Panel(body, title=f"execution #{ex.id}", expand=False))
 
 
@@ -214,9 +237,16 @@ def exec_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         exec_type = one_line(str(row["exec_type"]))
         runs = plural(int(row["runs"]), "run")
         print(f"  {exec_type:<9} {runs:>11}  {money(row['cost_usd'])}")
+    spent = f"today:      {money(stats.spent_today_usd)} spent"
+    if stats.daily_budget_usd is not None:
+        spent += f" of {money(stats.daily_budget_usd)} (EMDX_DAILY_BUDGET_USD)"
+    print(spent)
     print(
-        f"now:        {stats.running} running, {stats.queued} queued, {len(stats.zombies)} zombie"
+        f"now:        {stats.running} running, {stats.waiting} waiting, {stats.queued} queued, "
+        f"{len(stats.zombies)} zombie"
     )
+    if stats.held:
+        print(f"held:       {one_line(stats.held)} (queued runs wait)")
 
 
 @app.command("kill")

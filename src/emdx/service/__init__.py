@@ -29,7 +29,7 @@ from emdx.service.documents import (
 from emdx.service.kill import KillResult, run_identities
 from emdx.service.liveness import Judgement, default_probe, judge
 from emdx.service.monitor import ExecStats, RunHealth
-from emdx.service.scheduler import Scheduler, fill_slots, make_run_key
+from emdx.service.scheduler import Scheduler, fill_slots, hold_reason, make_run_key
 from emdx.store import Store, open_store
 
 __all__ = [
@@ -181,6 +181,11 @@ class Service:
         doc_id: int | None = None,
     ) -> list[Execution]:
         return self.store.executions.list_executions(statuses, limit, doc_id=doc_id)
+
+    def hold_reason(self) -> str | None:
+        """Why queued runs do not start now (a usage limit a run waits out, today's budget
+        spent), if they do not: every view says it next to a queued run."""
+        return hold_reason(self.store)
 
     def judge(self, execution: Execution) -> Judgement:
         return judge(execution, default_probe())

@@ -9,12 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from emdx import runlog, system
+from emdx import runlog, settings, system
 from emdx.errors import InvalidStateError, NotFoundError
 from emdx.models import Execution, ExecutionStatus, percentile, utc_now
 from emdx.service.liveness import Judgement, Verdict, default_probe, judge
 from emdx.service.repair import repair_zombie
-from emdx.service.scheduler import fill_slots
+from emdx.service.scheduler import fill_slots, hold_reason, local_midnight
 from emdx.store import Store
 
 
@@ -121,6 +121,12 @@ class ExecStats:
     running: int
     queued: int
     zombies: list[int]
+    waiting: int = 0
+    spent_today_usd: float = 0.0
+    """Spent since local midnight (the day EMDX_DAILY_BUDGET_USD counts)."""
+    daily_budget_usd: float | None = None
+    held: str | None = None
+    """Why queued runs do not start now (a usage limit, the daily budget), if they do not."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,9 +158,13 @@ def stats(store: Store, zombies: list[int] | None = None) -> ExecStats:
         total_input_tokens=sum(t["input_tokens"] for t in rows["per_type"]),
         total_output_tokens=sum(t["output_tokens"] for t in rows["per_type"]),
         per_type=rows["per_type"],
-        running=sum(1 for e in active if e.status.holds_slot),
+        running=sum(1 for e in active if e.status is ExecutionStatus.RUNNING),
         queued=by_status.get("queued", 0),
         zombies=zombies,
+        waiting=sum(1 for e in active if e.status is ExecutionStatus.WAITING),
+        spent_today_usd=round(store.executions.spent_since(local_midnight()), 6),
+        daily_budget_usd=settings.daily_budget_usd(),
+        held=hold_reason(store),
     )
 
 

@@ -91,8 +91,12 @@ def hold_reason(store: Store) -> str | None:
     if budget is not None:
         spent = store.executions.spent_since(local_midnight())
         if spent >= budget:
-            return f"daily budget ${budget:.2f} spent (${spent:.2f} today)"
+            return f"daily budget {_usd(budget)} spent ({_usd(spent)} today)"
     return None
+
+
+def _usd(amount: float) -> str:
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}"
 
 
 def local_midnight() -> str:
