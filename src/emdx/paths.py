@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from emdx import settings
 from emdx.errors import EnvironmentProblem
 
 DIR_MODE = 0o700
@@ -18,7 +19,7 @@ FILE_MODE = 0o600
 
 def emdx_home() -> Path:
     """The data directory: $EMDX_HOME, else ~/.config/emdx (where earlier releases kept data)."""
-    env = os.environ.get("EMDX_HOME")
+    env = settings.home()
     # Resolved, so that a supervisor started elsewhere (its cwd differs) finds the same data, and
     # a home spelled through a symbolic link is the same home (paths are compared resolved).
     home = Path(env).expanduser() if env else Path.home() / ".config" / "emdx"

@@ -14,6 +14,7 @@ DEFAULT_MAX_PARALLEL = 4
 DEFAULT_KILL_GRACE_S = 10.0
 DEFAULT_RESULT_EXIT_GRACE_S = 30.0
 DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_LINE_MAX_BYTES = 16 * 1024 * 1024
 
 
 def _number(name: str, default: T, parse: Callable[[str], T], minimum: T, inclusive: bool) -> T:
@@ -83,6 +84,18 @@ def daily_budget_usd() -> float | None:
     """EMDX_DAILY_BUDGET_USD: once today's spend reaches it, new runs wait (none: no budget)."""
     value = _number("EMDX_DAILY_BUDGET_USD", -1.0, float, 0.0, True)
     return None if value < 0 else value
+
+
+def home() -> str | None:
+    """EMDX_HOME: the data directory (None: `~/.config/emdx`, where earlier releases kept it);
+    `paths.emdx_home` resolves it."""
+    return os.environ.get("EMDX_HOME") or None
+
+
+def line_max_bytes() -> int:
+    """EMDX_LINE_MAX_BYTES: the per-line cap of the agent's stdout (positive; a longer line is
+    cut: the agent can print anything, the supervisor's memory is bounded)."""
+    return _number("EMDX_LINE_MAX_BYTES", DEFAULT_LINE_MAX_BYTES, int, 1, True)
 
 
 def claude_bin() -> str | None:

@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from emdx import settings
+
 DEFAULT_BINARY = "claude"
 
 # Variables that must not leak from a parent Claude Code session into the agent we start:
@@ -41,7 +43,7 @@ def is_session_id(value: object) -> bool:
 
 
 def configured_binary() -> str:
-    return os.environ.get("EMDX_CLAUDE_BIN") or DEFAULT_BINARY
+    return settings.claude_bin() or DEFAULT_BINARY
 
 
 def resolve_binary(name: str | None = None) -> Path | None:

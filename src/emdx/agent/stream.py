@@ -7,27 +7,21 @@ the agent prints can crash the parser.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from emdx import jsonio
+from emdx import jsonio, settings
 from emdx.masking import Masker
 
-# A line longer than this is cut: the agent can print anything, the supervisor's memory is bounded.
-MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = settings.DEFAULT_LINE_MAX_BYTES
 # What a malformed line keeps of its text (characters, after masking).
 MALFORMED_TEXT_CHARS = 2000
 
 
 def line_max_bytes() -> int:
-    """The per-line cap of the agent's stdout (EMDX_LINE_MAX_BYTES, default 16 MiB)."""
-    try:
-        value = int(os.environ.get("EMDX_LINE_MAX_BYTES", MAX_LINE_BYTES))
-    except ValueError:
-        return MAX_LINE_BYTES
-    return value if value > 0 else MAX_LINE_BYTES
+    """The per-line cap of the agent's stdout (see `settings.line_max_bytes`)."""
+    return settings.line_max_bytes()
 
 
 class LineFramer:
