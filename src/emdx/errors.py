@@ -73,6 +73,10 @@ class StoreError(EmdxError):
     """The knowledge base cannot be read or written."""
 
 
+class RunKeyTaken(StoreError):
+    """A new execution's run key is already some row's (the caller draws another)."""
+
+
 class StoreUnavailable(StoreError):
     """The database server is unreachable, restarting, out of resources or in a lock conflict:
     a retry later may succeed (`store.connection.is_transient`)."""

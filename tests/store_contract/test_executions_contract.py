@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import pytest
 from contract_helpers import Sql
 
-from emdx.errors import NotFoundError, StoreError
-from emdx.models import ALLOWED, ExecOptions, ExecutionStatus, to_iso, utc_now
+from emdx.errors import NotFoundError, RunKeyTaken, StoreError
+from emdx.models import ALLOWED, ExecOptions, ExecType, ExecutionStatus, to_iso, utc_now
 from emdx.store import Store, open_store
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
@@ -548,3 +548,28 @@ def test_post_actions_exactly_once_with_concurrent_callers(
         assert [done for done, _ in results].count(True) == 1, results
         assert len(store.documents.list_documents(limit=None)) == before + 1
         assert store.executions.get(run).post_actions == "done"
+
+
+def test_a_taken_run_key_is_refused_as_such_and_writes_nothing(store: Store) -> None:
+    """A key collision is its own error (the start path draws another key), on both backends:
+    not a store failure recognised by the words of the driver's message."""
+    first = new_run(store, "same-key")
+    with pytest.raises(RunKeyTaken):
+        new_run(store, "same-key")
+    assert [e.id for e in store.executions.list_executions(None, None)] == [first]
+
+
+def test_the_start_path_draws_another_key_after_a_collision(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emdx.service import Service
+    from emdx.service import scheduler as scheduler_module
+
+    taken = new_run(store, "drawn-twice")
+    keys = iter(["drawn-twice", "drawn-fresh"])
+    monkeypatch.setattr(scheduler_module, "make_run_key", lambda doc_id: next(keys))
+    service = Service(store)
+    doc = store.documents.get(service.save_document("# d\nbody", title="d", detect=False).id)
+    execution_id, key = service.scheduler._create_row(doc, ExecType.GENERIC, ExecOptions(), None)
+    assert key == "drawn-fresh" and execution_id != taken
+    assert store.executions.get(execution_id).run_key == "drawn-fresh"

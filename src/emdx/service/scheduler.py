@@ -27,6 +27,7 @@ from emdx.errors import (
     InvalidInputError,
     InvalidStateError,
     NotFoundError,
+    RunKeyTaken,
     StoreError,
 )
 from emdx.models import (
@@ -316,10 +317,8 @@ class Scheduler:
                     parent_execution_id=parent_execution_id,
                     creator=(me, system.process_start_time(me)),
                 )
-            except StoreError as exc:
-                if "UNIQUE" in str(exc.__cause__):
-                    continue
-                raise
+            except RunKeyTaken:
+                continue
             return execution_id, run_key
         raise StoreError("could not allocate a unique run key; try again")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emdx import jsonio
-from emdx.errors import NotFoundError
+from emdx.errors import NotFoundError, RunKeyTaken
 from emdx.models import (
     ACTIVE_STATUSES,
     ALLOWED,
@@ -179,6 +179,9 @@ class ExecutionStore:
         """A new row in `preparing`, recording its creator (pid, start time)."""
         creator_pid, creator_started = creator if creator is not None else (None, None)
         with write_transaction(self._conn, self._path) as conn:
+            # Under the write lock: nobody inserts the same key between the look and the insert.
+            if conn.execute("SELECT 1 FROM executions WHERE run_key = ?", (run_key,)).fetchone():
+                raise RunKeyTaken(f"run key {run_key} is taken")
             cur = conn.execute(
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
                        created_at, options, parent_execution_id, creator_pid,

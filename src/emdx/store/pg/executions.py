@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from emdx import jsonio
-from emdx.errors import NotFoundError
+from emdx.errors import NotFoundError, RunKeyTaken
 from emdx.models import (
     ACTIVE_STATUSES,
     ALLOWED,
@@ -223,7 +223,8 @@ class PgExecutionStore:
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
                        created_at, options, parent_execution_id, creator_pid,
                        creator_started_at)
-                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s) RETURNING id""",
+                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s)
+                   ON CONFLICT (run_key) DO NOTHING RETURNING id""",
                 (
                     run_key,
                     doc_id,
@@ -236,7 +237,8 @@ class PgExecutionStore:
                     creator_started,
                 ),
             ).fetchone()
-        assert row is not None
+        if row is None:
+            raise RunKeyTaken(f"run key {run_key} is taken")
         return int(row["id"])
 
     def _one(self, sql: str, params: tuple[object, ...]) -> Execution | None:
