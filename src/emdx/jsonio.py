@@ -43,7 +43,7 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from exc
 
 
-def storable(value: Any) -> Any:
+def column_value(value: Any) -> Any:
     """A column value as a database takes it: an integer clamped to 64 bits, a non-finite float
     as NULL (sums of what an agent reported must never make a row unwritable)."""
     if isinstance(value, bool):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from emdx import jsonio
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -41,7 +43,7 @@ def iso_or_none(value: str | None) -> str | None:
 
 
 # SQLite integers are 64-bit signed: an id beyond this names nothing (a usage error for a limit).
-MAX_INT = 2**63 - 1
+MAX_INT = jsonio.INT_MAX
 
 
 def storable(value: int) -> bool:
@@ -139,6 +141,14 @@ ALLOWED: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
 
 class ExecType(enum.StrEnum):
     """What kind of run smart execution picked from the document's tags."""
+
+    @classmethod
+    def of(cls, value: str | None) -> ExecType:
+        """A stored type (a damaged or unknown one reads as generic: it owes no post-actions)."""
+        try:
+            return cls(value or "generic")
+        except ValueError:
+            return cls.GENERIC
 
     NOTE = "note"
     ANALYSIS = "analysis"
@@ -389,9 +399,11 @@ class Execution:
     run_key: str | None
     doc_id: int | None
     doc_title: str
-    exec_type: str
+    exec_type: ExecType
     status: ExecutionStatus
     reason: str | None
+    """A `Reason` for every ending emdx records; kept as text, because rows of earlier releases
+    carry reasons of their own that must survive the upgrade unchanged."""
     exit_code: int | None
     created_at: str | None
     started_at: str | None

@@ -361,4 +361,4 @@ def test_stats_text(ctl: Ctl) -> None:
     assert "executions: 1 (completed 1)" in out
     assert "success:    100.0%" in out
     assert re.search(r"cost:\s+\$0\.0123 \(100 tokens in, 50 out\)", out), out
-    assert "now:        0 running, 0 queued, 0 zombie" in out
+    assert "now:        0 running, 0 waiting, 0 queued, 0 zombie" in out

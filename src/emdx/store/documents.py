@@ -6,9 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from emdx import jsonio
 from emdx.errors import InvalidStateError, NotFoundError, StoreError
-from emdx.models import Document, SearchHit, TagCount, now_iso, storable
+from emdx.models import MAX_INT, Document, SearchHit, TagCount, now_iso, storable
 from emdx.store.connection import describe, read, read_one, write_transaction
 from emdx.store.snippets import Snippets
 
@@ -122,7 +121,7 @@ class DocumentStore:
         sql += " ORDER BY d.id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(min(limit, jsonio.INT_MAX))
+            params.append(min(limit, MAX_INT))
         return [_document(row) for row in read(self._conn, self._path, sql, params)]
 
     def search(
@@ -159,7 +158,7 @@ class DocumentStore:
             where.append("d.project = ?")
             params.append(project)
         where.extend(self._tag_filter(tags, params))
-        params.append(min(limit, jsonio.INT_MAX))
+        params.append(min(limit, MAX_INT))
         # Ranked first, then read: only the documents shown are loaded, not every match's text.
         ranked = self._conn.execute(
             f"""SELECT d.id, bm25(documents_fts, 10.0, 1.0, 0.5) AS rank

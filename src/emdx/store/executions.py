@@ -13,7 +13,9 @@ from emdx.errors import NotFoundError, RunKeyTaken
 from emdx.models import (
     ACTIVE_STATUSES,
     ALLOWED,
+    MAX_INT,
     ExecOptions,
+    ExecType,
     Execution,
     ExecutionStatus,
     Reason,
@@ -85,7 +87,7 @@ def _execution(row: sqlite3.Row) -> Execution:
         run_key=row["run_key"],
         doc_id=row["doc_id"],
         doc_title=row["doc_title"],
-        exec_type=row["exec_type"] or "generic",
+        exec_type=ExecType.of(row["exec_type"]),
         status=status,
         reason=row["reason"],
         exit_code=row["exit_code"],
@@ -148,12 +150,12 @@ def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if isinstance(value, dict) and name == "details":
             value = jsonio.dumps(value, ensure_ascii=False)
-        encoded[name] = jsonio.storable(value)
+        encoded[name] = jsonio.column_value(value)
     return encoded
 
 
 def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
-    if not jsonio.INT_MIN <= execution_id <= jsonio.INT_MAX:
+    if not storable(execution_id):
         return "0", ()  # no row has an id SQLite cannot hold
     if key is None:
         return "id = ?", (execution_id,)
@@ -246,7 +248,7 @@ class ExecutionStore:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(min(limit, jsonio.INT_MAX))
+            params.append(min(limit, MAX_INT))
         return [_execution(r) for r in read(self._conn, self._path, sql, params)]
 
     def update(

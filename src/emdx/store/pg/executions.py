@@ -15,6 +15,7 @@ from emdx.models import (
     ACTIVE_STATUSES,
     ALLOWED,
     ExecOptions,
+    ExecType,
     Execution,
     ExecutionEvent,
     ExecutionStatus,
@@ -84,7 +85,7 @@ def _json_text(value: Any) -> Any:
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
     """Column values as PostgreSQL takes them: times parsed, `details` as JSON text, numbers
-    as `jsonio.storable` (64-bit integers, finite floats)."""
+    as `jsonio.column_value` (64-bit integers, finite floats)."""
     out = {}
     for name, value in fields.items():
         if name in _TIME_COLUMNS:
@@ -93,7 +94,7 @@ def _encoded(fields: dict[str, Any]) -> dict[str, Any]:
             value = _json_text(value)
         elif name == "branch_created" and value is not None:
             value = bool(value)
-        out[name] = jsonio.storable(value)
+        out[name] = jsonio.column_value(value)
     return out
 
 
@@ -119,7 +120,7 @@ def _execution(row: dict[str, Any]) -> Execution:
         run_key=row["run_key"],
         doc_id=row["doc_id"],
         doc_title=row["doc_title"],
-        exec_type=row["exec_type"] or "generic",
+        exec_type=ExecType.of(row["exec_type"]),
         status=status,
         reason=row["reason"],
         exit_code=row["exit_code"],
