@@ -15,7 +15,6 @@ from emdx.models import (
     ALLOWED,
     MAX_INT,
     ExecOptions,
-    ExecType,
     Execution,
     ExecutionStatus,
     Reason,
@@ -23,6 +22,7 @@ from emdx.models import (
     storable,
 )
 from emdx.store.connection import read, read_one, write_transaction
+from emdx.store.rows import execution_of
 
 # Columns that may change without a change of status. Status, and what goes with a change of
 # status (reason, exit code, start and end times), is written by `transition` only.
@@ -71,75 +71,7 @@ Claim = Literal["claimed", "full", "gone"]
 
 
 def _execution(row: sqlite3.Row) -> Execution:
-    options: dict[str, Any] | None = None
-    if row["options"]:
-        try:
-            options = jsonio.loads(row["options"])
-        except ValueError:
-            options = None
-    try:
-        status = ExecutionStatus(row["status"])
-    except ValueError:
-        status = ExecutionStatus.FAILED
-    return Execution(
-        id=row["id"],
-        old_id=row["old_id"],
-        run_key=row["run_key"],
-        doc_id=row["doc_id"],
-        doc_title=row["doc_title"],
-        exec_type=ExecType.of(row["exec_type"]),
-        status=status,
-        reason=row["reason"],
-        exit_code=row["exit_code"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        heartbeat_at=row["heartbeat_at"],
-        pid=row["pid"],
-        pid_started_at=row["pid_started_at"],
-        agent_pid=row["agent_pid"],
-        agent_started_at=row["agent_started_at"],
-        working_dir=row["working_dir"],
-        branch=row["branch"],
-        log_file=row["log_file"],
-        session_id=row["session_id"],
-        model=row["model"],
-        num_turns=row["num_turns"],
-        cost_usd=row["cost_usd"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        last_event_at=row["last_event_at"],
-        event_count=row["event_count"] or 0,
-        malformed_count=row["malformed_count"] or 0,
-        output_doc_id=row["output_doc_id"],
-        parent_execution_id=row["parent_execution_id"],
-        options=ExecOptions.from_dict(options),
-        repo=row["repo"],
-        branch_created=bool(row["branch_created"]),
-        creator_pid=row["creator_pid"],
-        creator_started_at=row["creator_started_at"],
-        heartbeat_s=row["heartbeat_s"],
-        uptime_s=row["uptime_s"],
-        post_actions=row["post_actions"],
-        waiting_until=row["waiting_until"],
-        waiting_reason=row["waiting_reason"],
-        resets_at=row["resets_at"],
-        attempt=row["attempt"] or 1,
-        cache_read_tokens=row["cache_read_tokens"],
-        cache_creation_tokens=row["cache_creation_tokens"],
-        claude_code_version=row["claude_code_version"],
-        details=_details(row["details"]),
-    )
-
-
-def _details(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        data = jsonio.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return execution_of(row)
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, Any]:

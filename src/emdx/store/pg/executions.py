@@ -15,7 +15,6 @@ from emdx.models import (
     ACTIVE_STATUSES,
     ALLOWED,
     ExecOptions,
-    ExecType,
     Execution,
     ExecutionEvent,
     ExecutionStatus,
@@ -26,6 +25,7 @@ from emdx.models import (
 from emdx.store.executions import TRANSITION_FIELDS, UPDATABLE, Claim
 from emdx.store.pg.connection import SURROGATE, Connection
 from emdx.store.pg.documents import in_range, sql_limit
+from emdx.store.rows import TIME_COLUMNS, execution_of
 
 # Serialises slot claims of every host: count and claim must be one step, or two hosts each
 # seeing one free slot would both take it.
@@ -41,17 +41,7 @@ _MESSAGE_CUT = 4000
 EVENTS_READ_MAX = 10_000
 _TS_FIELD = re.compile(r'"ts"\s*:\s*"([^"]{1,64})"')
 
-_TIME_COLUMNS = frozenset(
-    {
-        "created_at",
-        "started_at",
-        "completed_at",
-        "heartbeat_at",
-        "last_event_at",
-        "waiting_until",
-        "resets_at",
-    }
-)
+_TIME_COLUMNS = TIME_COLUMNS
 
 
 def _iso(value: str | datetime | None) -> str | None:
@@ -108,61 +98,7 @@ def _loads(text: str | None) -> Any:
 
 
 def _execution(row: dict[str, Any]) -> Execution:
-    options = _loads(row["options"])
-    details = _loads(row["details"])
-    try:
-        status = ExecutionStatus(row["status"])
-    except ValueError:
-        status = ExecutionStatus.FAILED
-    return Execution(
-        id=row["id"],
-        old_id=row["old_id"],
-        run_key=row["run_key"],
-        doc_id=row["doc_id"],
-        doc_title=row["doc_title"],
-        exec_type=ExecType.of(row["exec_type"]),
-        status=status,
-        reason=row["reason"],
-        exit_code=row["exit_code"],
-        created_at=_iso(row["created_at"]),
-        started_at=_iso(row["started_at"]),
-        completed_at=_iso(row["completed_at"]),
-        heartbeat_at=_iso(row["heartbeat_at"]),
-        pid=row["pid"],
-        pid_started_at=row["pid_started_at"],
-        agent_pid=row["agent_pid"],
-        agent_started_at=row["agent_started_at"],
-        working_dir=row["working_dir"],
-        branch=row["branch"],
-        log_file=row["log_file"],
-        session_id=row["session_id"],
-        model=row["model"],
-        num_turns=row["num_turns"],
-        cost_usd=row["cost_usd"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        last_event_at=_iso(row["last_event_at"]),
-        event_count=row["event_count"] or 0,
-        malformed_count=row["malformed_count"] or 0,
-        output_doc_id=row["output_doc_id"],
-        parent_execution_id=row["parent_execution_id"],
-        options=ExecOptions.from_dict(options if isinstance(options, dict) else None),
-        repo=row["repo"],
-        branch_created=bool(row["branch_created"]),
-        creator_pid=row["creator_pid"],
-        creator_started_at=row["creator_started_at"],
-        heartbeat_s=row["heartbeat_s"],
-        uptime_s=row["uptime_s"],
-        post_actions=row["post_actions"],
-        waiting_until=_iso(row["waiting_until"]),
-        waiting_reason=row["waiting_reason"],
-        resets_at=_iso(row["resets_at"]),
-        attempt=row["attempt"] or 1,
-        cache_read_tokens=row["cache_read_tokens"],
-        cache_creation_tokens=row["cache_creation_tokens"],
-        claude_code_version=row["claude_code_version"],
-        details=details if isinstance(details, dict) else {},
-    )
+    return execution_of(row, _iso)
 
 
 def _where(execution_id: int, key: str | None) -> tuple[str, tuple[object, ...]]:
