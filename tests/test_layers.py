@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "tags": 10,
     "paths": 6,
     "models": 5,
+    "reasons": 4,
     "settings": 5,
     "jsonio": 3,
     "errors": 3,
@@ -225,3 +226,16 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
     assert any(isinstance(n.value, ast.Name) and (n.value.id, n.attr) in PROCESS_CALLS
                for n in calls)  # fmt: skip
+
+
+def test_shells_never_reach_into_the_store() -> None:
+    """`service.store…` from a shell bypasses the service's rules (the sweep, the one status
+    writer): the shells call service methods only."""
+    wrong = [
+        f"{relative}:{node.lineno} uses .store"
+        for relative, tree in ALL
+        if _unit(relative) in SHELLS
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "store"
+    ]
+    assert wrong == []

@@ -204,7 +204,7 @@ _API_ERROR_PREFIX = re.compile(r"^API Error:\s*\d*\s*")
 def reason_lines(execution: Execution) -> list[str]:
     """Why a finished run ended so: the reason's meaning and usual fix, the API error, the
     tools that were refused, the CLI's errors — for `exec show` and the TUI."""
-    from emdx.models import reason_help
+    from emdx.reasons import reason_help
 
     lines = []
     found = reason_help(execution.reason)

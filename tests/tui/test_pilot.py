@@ -25,7 +25,8 @@ from textual.widgets import DataTable, Input, Static
 from tui_helpers import log_lines, pilot_wait, screen_text
 
 from emdx import paths, system
-from emdx.models import ExecOptions, Execution, ExecutionStatus, Reason
+from emdx.models import ExecOptions, Execution, ExecutionStatus
+from emdx.reasons import Reason
 from emdx.service import Service
 from emdx.tui import app as tui_app
 from emdx.tui.app import ConfirmScreen, DocumentsScreen, EmdxApp, ExecutionsScreen, HelpScreen

@@ -13,7 +13,8 @@ import pytest
 from emdx.agent.outcome import Outcome, decide
 from emdx.agent.progress import Banked, Progress, UsageLimit
 from emdx.agent.stream import parse_line
-from emdx.models import ExecOptions, ExecutionStatus, Reason, reason_help
+from emdx.models import ExecOptions, ExecutionStatus
+from emdx.reasons import Reason, reason_help
 from emdx.runner import policy
 from emdx.runner.watchdog import Alarm, Limits, Readings, due
 

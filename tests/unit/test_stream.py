@@ -15,7 +15,8 @@ from emdx.agent.outcome import decide
 from emdx.agent.progress import Progress
 from emdx.agent.stream import LineFramer, StreamEvent, parse_line
 from emdx.agent.summary import summarize
-from emdx.models import ExecutionStatus, Reason
+from emdx.models import ExecutionStatus
+from emdx.reasons import Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "stream"
 

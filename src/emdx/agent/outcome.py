@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from emdx.models import ExecutionStatus, Reason
+from emdx.models import ExecutionStatus
+from emdx.reasons import Reason
 
 EXIT_TIMEOUT = 124
 EXIT_NOT_FOUND = 127

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from emdx.agent.outcome import TRANSIENT, Outcome
 from emdx.agent.progress import UsageLimit
-from emdx.models import ExecOptions, ExecutionStatus, Reason
+from emdx.models import ExecOptions, ExecutionStatus
+from emdx.reasons import Reason
 
 MAX_BACKOFF_S = 3600.0
 

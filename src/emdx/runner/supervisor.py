@@ -27,7 +27,8 @@ from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
 from emdx.agent.progress import Banked
 from emdx.agent.stream import line_max_bytes
 from emdx.masking import Masker
-from emdx.models import Execution, ExecutionStatus, Reason, now_iso, to_iso
+from emdx.models import Execution, ExecutionStatus, now_iso, to_iso
+from emdx.reasons import Reason
 from emdx.runlog import LogWriter
 from emdx.runner import policy
 from emdx.runner.agent_process import AgentProcess

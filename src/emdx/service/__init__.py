@@ -182,6 +182,10 @@ class Service:
     ) -> list[Execution]:
         return self.store.executions.list_executions(statuses, limit, doc_id=doc_id)
 
+    def active_executions(self) -> list[Execution]:
+        """Every run not yet final (preparing, queued, running, waiting), oldest first."""
+        return self.store.executions.active()
+
     def hold_reason(self) -> str | None:
         """Why queued runs do not start now (a usage limit a run waits out, today's budget
         spent), if they do not: every view says it next to a queued run."""

@@ -17,7 +17,8 @@ from typing import Any
 from emdx import paths, settings, system
 from emdx.agent.outcome import EXIT_TIMEOUT
 from emdx.errors import EmdxError, EnvironmentProblem
-from emdx.models import Execution, ExecutionStatus, Reason, parse_time, utc_now
+from emdx.models import Execution, ExecutionStatus, parse_time, utc_now
+from emdx.reasons import Reason
 from emdx.service import repair
 from emdx.service.kill import finish_from_outside, run_identities
 from emdx.service.liveness import Verdict, default_probe, judge

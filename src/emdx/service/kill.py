@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from emdx import paths, runlog, settings, system
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
-from emdx.models import Execution, ExecutionStatus, Reason
+from emdx.models import Execution, ExecutionStatus
+from emdx.reasons import Reason
 from emdx.store import Store
 
 Identity = tuple[int, float]

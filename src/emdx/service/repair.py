@@ -13,7 +13,8 @@ from emdx import jsonio, paths, runlog, smart
 from emdx import tags as T
 from emdx.agent.outcome import EXIT_SIGKILL
 from emdx.errors import EmdxError
-from emdx.models import ExecType, Execution, ExecutionStatus, Reason
+from emdx.models import ExecType, Execution, ExecutionStatus
+from emdx.reasons import Reason
 from emdx.service.kill import finish_from_outside, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge
 from emdx.service.scheduler import discard, fill_slots

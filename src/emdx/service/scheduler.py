@@ -36,11 +36,11 @@ from emdx.models import (
     ExecType,
     Execution,
     ExecutionStatus,
-    Reason,
     now_iso,
     parse_time,
     to_iso,
 )
+from emdx.reasons import Reason
 from emdx.service import preflight
 from emdx.store import Store
 from emdx.system import git, spawn

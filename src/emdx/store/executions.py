@@ -17,10 +17,10 @@ from emdx.models import (
     ExecOptions,
     Execution,
     ExecutionStatus,
-    Reason,
     now_iso,
     storable,
 )
+from emdx.reasons import Reason
 from emdx.store.connection import read, read_one, write_transaction
 from emdx.store.rows import execution_of
 
