@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from emdx.agent.outcome import Outcome, decide
-from emdx.agent.progress import Banked, Progress, UsageLimit
+from emdx.agent.progress import Progress, UsageLimit
 from emdx.agent.stream import parse_line
+from emdx.agent.totals import Banked
 from emdx.models import ExecOptions, ExecutionStatus
 from emdx.reasons import Reason, reason_help
 from emdx.runner import policy

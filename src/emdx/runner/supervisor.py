@@ -24,8 +24,8 @@ from typing import Any
 
 from emdx import agent, paths, settings, smart, system
 from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
-from emdx.agent.progress import Banked
 from emdx.agent.stream import line_max_bytes
+from emdx.agent.totals import Banked
 from emdx.masking import Masker
 from emdx.models import Execution, ExecutionStatus, now_iso, to_iso
 from emdx.reasons import Reason

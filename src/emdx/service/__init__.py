@@ -17,6 +17,7 @@ from emdx import paths, runlog, system
 from emdx.errors import EmdxError, NotFoundError
 from emdx.models import Document, ExecOptions, ExecType, Execution, SearchHit, TagCount
 from emdx.runlog import LogTail
+from emdx.service import branches as branch_cleanup
 from emdx.service import cleanup as cleanups
 from emdx.service import kill, monitor, repair
 from emdx.service.documents import (
@@ -270,4 +271,4 @@ class Service:
     def cleanup_branches(
         self, repo: Path | None = None, force: bool = False, dry_run: bool = False
     ) -> list[cleanups.Action]:
-        return cleanups.branches(self.store, repo, force, dry_run)
+        return branch_cleanup.branches(self.store, repo, force, dry_run)
