@@ -129,6 +129,7 @@ def bench_cli(runs: int) -> None:
         time.sleep(2)
         for name, args in (
             ("emdx --version", ["--version"]),
+            ("emdx --help", ["--help"]),
             ("emdx exec list (20 running)", ["exec", "list"]),
             ("emdx exec list --json", ["exec", "list", "--json"]),
             ("emdx exec show 1", ["exec", "show", "1"]),
@@ -142,6 +143,18 @@ def bench_cli(runs: int) -> None:
             stdout=subprocess.DEVNULL,
             check=False,
         )
+
+
+def _log_file(env: dict[str, str], execution_id: int) -> Path:
+    """Where a run's log is (named by its run key), as `exec show --json` says."""
+    shown = subprocess.run(
+        [*EMDX, "exec", "show", str(execution_id), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(json.loads(shown.stdout)["log_file"])
 
 
 def _first_agent_event_s(log: Path, since: float, timeout: float) -> float | None:
@@ -195,9 +208,7 @@ def bench_first_event(runs: int) -> None:
                         check=True,
                         stdout=subprocess.DEVNULL,
                     )
-                    first = _first_agent_event_s(
-                        Path(tmp) / "emdx" / "logs" / f"{i + 1}.jsonl", began, 60
-                    )
+                    first = _first_agent_event_s(_log_file(env, i + 1), began, 60)
                     if first is not None:
                         times.append(first * 1000)
                 wait_all_final(env, 120)

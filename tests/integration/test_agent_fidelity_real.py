@@ -4,6 +4,7 @@ CLI (the pinned version) against the scripted model server, driven through `pyth
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,10 @@ def test_a_usage_limit_is_waited_out_and_holds_the_queue(
     row = wait_final(cli, limited)
     assert_outcome(row, "completed", 0, "success")
     assert row["attempt"] == 2 and row["details"].get("attempt") == 2
+    # The resumed process continued the session: its request carries the first one's history.
+    asked = [r for r in env.server.requests if "[[script:limited]]" in json.dumps(r)]
+    assert "echo before the limit" in json.dumps(asked[-1].get("messages"))
+    assert row["session_id"] in json.dumps(asked[-1].get("metadata"))
     assert (Path(row["working_dir"]) / "before.txt").exists()  # the same directory, resumed
     held = wait_final(cli, other)
     assert_outcome(held, "completed", 0, "success")

@@ -17,7 +17,7 @@ from emdx.agent.totals import Banked
 from emdx.models import ExecOptions, ExecutionStatus
 from emdx.reasons import Reason, reason_help
 from emdx.runner import policy
-from emdx.runner.watchdog import Alarm, Limits, Readings, due
+from emdx.runner.watchdog import Alarm, Limits, Readings, background_ceiling, due
 
 
 def feed(*events: dict[str, Any]) -> Progress:
@@ -132,6 +132,16 @@ def test_after_result_grace_waits_for_open_background_tasks() -> None:
     readings.background_open = 0
     assert due(limits, readings, 131) is Alarm.HUNG_AFTER_RESULT
     assert due(limits, readings, 129) is None
+
+
+def test_background_ceiling_never_under_a_background_shell_limit() -> None:
+    """A background Bash shell runs to its own 10-minute limit whatever
+    CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS says (recorded on 2.1.330+): a short ceiling must not
+    make emdx stop the CLI as hung while it waits for that shell."""
+    assert background_ceiling({}) == 660
+    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "4000"}) == 660
+    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "1200000"}) == 1260
+    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "soon"}) == 660
 
 
 def test_watchdog_deadlines() -> None:

@@ -8,8 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Claude Code waits for open background tasks up to CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS after
-# its result (default 10 min); past that plus this margin it is hung.
+# its result (default 10 min); past that plus this margin it is hung. A background Bash shell is
+# not bounded by that ceiling (2.1.330+: a 4 s ceiling let a 40 s shell finish) but by its own
+# 10-minute limit, after which the CLI takes one more turn: never less than that.
 DEFAULT_BG_CEILING_S = 600.0
+BACKGROUND_SHELL_LIMIT_S = 600.0
 BG_CEILING_MARGIN_S = 60.0
 
 
@@ -65,7 +68,8 @@ def background_ceiling(env: Mapping[str, str]) -> float:
         ceiling = float(env.get("CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS", "")) / 1000
     except ValueError:
         ceiling = DEFAULT_BG_CEILING_S
-    return (ceiling if ceiling > 0 else DEFAULT_BG_CEILING_S) + BG_CEILING_MARGIN_S
+    ceiling = ceiling if ceiling > 0 else DEFAULT_BG_CEILING_S
+    return max(ceiling, BACKGROUND_SHELL_LIMIT_S) + BG_CEILING_MARGIN_S
 
 
 def alarm_text(alarm: Alarm, limits: Limits) -> str:
