@@ -37,7 +37,7 @@ from emdx.runner.output import AgentOutput
 from emdx.runner.watchdog import Alarm, Limits, Readings, alarm_text, background_ceiling, due
 from emdx.runner.writer import RowWriter
 from emdx.store import Store
-from emdx.system import git
+from emdx.system import git, spawn
 
 # Of each stderr line at most this much is kept (the rest is counted and dropped): memory stays
 # bounded whatever the agent prints.
@@ -412,8 +412,9 @@ class Supervisor:
 
     def _cleanup_descendants(self) -> None:
         """Kill what the agent left: our descendants (we are subreaper) and processes marked
-        with our run key (never another run's: keys, unlike ids, are unique)."""
-        leftovers = system.identify(system.descendants(os.getpid()))
+        with our run key (never another run's: keys, unlike ids, are unique). The supervisors
+        our queue passes started are other runs, not leftovers: they and theirs are spared."""
+        leftovers = system.identify(system.descendants(os.getpid(), spare=spawn.launched))
         marked = system.marked_processes(self.key, exclude={pid for pid, _ in leftovers})
         targets = leftovers + marked
         if targets:

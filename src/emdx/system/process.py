@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,22 +157,30 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
-def descendants(pid: int) -> list[int]:
-    """Live (non-zombie) descendants of `pid`, deepest first."""
+def descendants(pid: int, spare: Collection[tuple[int, float]] = ()) -> list[int]:
+    """Live (non-zombie) descendants of `pid`, deepest first, leaving out every process in
+    `spare` (pid + start time) and everything below it."""
     import psutil
 
+    spared = {p for p, started in spare if same_process(p, started)}
+    found: list[int] = []
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        level = psutil.Process(pid).children()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
-    alive = []
-    for child in reversed(children):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return alive
+    while level:
+        below = []
+        for child in level:
+            if child.pid in spared:
+                continue
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child.pid)
+                below.extend(child.children())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        level = below
+    return found[::-1]
 
 
 MARKER = "EMDX_EXECUTION_ID"

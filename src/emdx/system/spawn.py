@@ -11,6 +11,10 @@ from pathlib import Path
 from emdx import paths
 from emdx.system.process import process_start_time
 
+# Every supervisor this process started (pid, start time): another run's, never a leftover of
+# ours, though it is our child (a supervisor that resumes runs the queue pass).
+launched: set[tuple[int, float]] = set()
+
 
 def supervisor(
     execution_id: int, env: Mapping[str, str], stderr: Path, cwd: Path
@@ -32,7 +36,10 @@ def supervisor(
         )
     finally:
         os.close(fd)
-    return proc.pid, process_start_time(proc.pid)
+    started = process_start_time(proc.pid)
+    if started is not None:
+        launched.add((proc.pid, started))
+    return proc.pid, started
 
 
 def version_of(binary: Path, timeout_s: float) -> tuple[bool, str]:
