@@ -233,6 +233,10 @@ class ExecOptions:
     """Retries of an overloaded / server-error / rate-limited ending (--retries)."""
     max_budget_usd: float | None = None
     """Passed to Claude Code's --max-budget-usd."""
+    queue: str | None = None
+    """Team mode: the worker queue the run goes to (--queue; default `emdx`)."""
+    priority: int = 0
+    """Team mode: higher runs first among waiting jobs (--priority)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = shallow_dict(self)
@@ -316,6 +320,12 @@ class Execution:
     details: dict[str, Any] = field(default_factory=dict)
     """What explains the ending: API error status and text, denials, errors, per-model usage,
     retries in progress, background tasks open…"""
+    host: str | None = None
+    """Team mode: the host (EMDX_HOST) whose worker runs it; None for a run of this machine."""
+    worker_id: int | None = None
+    """Team mode: the procrastinate worker running it (its heartbeat judges the host)."""
+    job_id: int | None = None
+    """Team mode: the procrastinate job that dispatches it (a kill aborts it)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -350,3 +360,37 @@ class Execution:
         duration = self.duration_s
         data["duration_s"] = round(duration, 3) if duration is not None else None
         return data
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A team-mode worker as `emdx workers` shows it."""
+
+    worker_id: int
+    name: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    repos: tuple[str, ...]
+    concurrency: int
+    heartbeat_s: float
+    heartbeat_age_s: float | None
+    alive: bool
+    stopped: bool
+    running: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "repos": list(self.repos),
+            "concurrency": self.concurrency,
+            "heartbeat_s": self.heartbeat_s,
+            "heartbeat_age_s": self.heartbeat_age_s,
+            "alive": self.alive,
+            "stopped": self.stopped,
+            "running": self.running,
+        }

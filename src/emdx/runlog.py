@@ -194,13 +194,9 @@ class LogWriter:
             self._reset()
 
 
-def append_note(path: Path | str | None, message: str, icon: str = "🛡️") -> bool:
-    """One line in a run's log from outside its supervisor (a kill, a repair, a cleanup), so
-    that a log never just stops; False when it cannot be written (no log, a link, a full
-    disk), which never stops what the caller is doing."""
-    if not path:
-        return False
-    entry = {
+def note_entry(message: str, icon: str = "🛡️") -> dict[str, Any]:
+    """A log entry written from outside a run's supervisor (a kill, a repair, a cleanup)."""
+    return {
         "ts": now_iso(),
         "level": "warning",
         "source": "emdx",
@@ -209,6 +205,15 @@ def append_note(path: Path | str | None, message: str, icon: str = "🛡️") ->
         "icon": icon,
         "message": message,
     }
+
+
+def append_note(path: Path | str | None, message: str, icon: str = "🛡️") -> bool:
+    """One line in a run's log from outside its supervisor (a kill, a repair, a cleanup), so
+    that a log never just stops; False when it cannot be written (no log, a link, a full
+    disk), which never stops what the caller is doing."""
+    if not path:
+        return False
+    entry = note_entry(message, icon)
     try:
         fd = paths.open_private(Path(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     except (OSError, EmdxError):

@@ -110,3 +110,18 @@ def database_url() -> str | None:
     a host meant to share the team's database never silently works alone."""
     value = os.environ.get("EMDX_DATABASE_URL", "").strip()
     return value or None
+
+
+def host_name() -> str:
+    """EMDX_HOST: this host's name in team mode (default: the machine's host name). Runs of
+    another host are judged by their worker's heartbeat, never by a local process check."""
+    import socket
+
+    value = os.environ.get("EMDX_HOST", "").strip()
+    return value or socket.gethostname()
+
+
+def worker_heartbeat() -> float:
+    """EMDX_WORKER_HEARTBEAT_SECONDS: how often a team worker beats; three missed beats and its
+    host is lost (DESIGN §9)."""
+    return _number("EMDX_WORKER_HEARTBEAT_SECONDS", 10.0, float, 0.0, False)

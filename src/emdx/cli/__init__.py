@@ -7,7 +7,7 @@ import sys
 import typer
 
 from emdx import __version__
-from emdx.cli import documents, gui
+from emdx.cli import documents, gui, team
 from emdx.cli.render import error
 from emdx.errors import EmdxError
 
@@ -38,6 +38,7 @@ def _root(
 
 documents.register(app)
 gui.register(app)
+team.register(app)
 TOP_LEVEL = frozenset(info.name for info in app.registered_commands if info.name)
 
 # Command groups are imported and registered only when the command line needs them: typer

@@ -20,11 +20,12 @@ def describe_start(execution: Execution) -> str:
     where = one_line(execution.working_dir or "-")
     kind = one_line(execution.exec_type)
     if execution.status.value == "queued":
-        waiting = (
-            f"after execution #{execution.options.after_id}"
-            if execution.options.after_id
-            else "for a free slot (EMDX_MAX_PARALLEL)"
-        )
+        if execution.options.after_id:
+            waiting = f"after execution #{execution.options.after_id}"
+        elif execution.job_id is not None:
+            waiting = f"for a worker (job {execution.job_id})"
+        else:
+            waiting = "for a free slot (EMDX_MAX_PARALLEL)"
         return f"queued execution #{execution.id} ({kind}) — waiting {waiting}"
     text = (
         f"{execution.status.value} execution #{execution.id} ({kind}) "
@@ -95,6 +96,12 @@ def execute(
         max=20,
         help="Retry an overloaded / server-error / rate-limited ending this many times.",
     ),
+    queue: str | None = typer.Option(
+        None, "--queue", help="Team mode: the workers' queue to run on (default: emdx)."
+    ),
+    priority: int = typer.Option(
+        0, "--priority", min=-1000, max=1000, help="Team mode: higher starts first."
+    ),
 ) -> None:
     """Execute a document with Claude Code, supervised; foreground unless --background."""
     tool_list = None
@@ -114,6 +121,8 @@ def execute(
         max_budget_usd=max_budget_usd,
         wait_limit=wait_limit,
         retries=retries,
+        queue=queue.strip() if queue and queue.strip() else None,
+        priority=priority,
     )
     with open_service() as service:
         execution = service.start_execution(doc_id, options)

@@ -86,7 +86,7 @@ class Supervisor:
         self.last = self.output.progress
         self.attempt = execution.attempt
         self.writer = RowWriter(
-            store.location, self.id, self.key, self.heartbeat_s, self.uptime, self.note
+            store.location, self.id, self.key, self.heartbeat_s, self.uptime, self.note, log_path
         )
 
     def uptime(self) -> float:
@@ -143,6 +143,8 @@ class Supervisor:
             git.unlock_worktree(Path(self.execution.repo), Path(self.execution.working_dir))
         paths.forget_environment(self.key)  # secrets at rest no longer than needed
         self.log.close()
+        if self.writer.shipper is not None:
+            self.writer.shipper.ship_rest(self.store)  # team mode: its last entries too
         system.reap_children()
         return outcome.exit_code
 

@@ -9,19 +9,92 @@ retried at the next tick, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emdx import paths, runlog
 from emdx.errors import EmdxError
 from emdx.models import now_iso, percentile
 from emdx.store import Store, open_store
 
 PROGRESS_EVERY_S = 0.5
+# Team mode: at most this much of the log is shipped to the team's copy per tick.
+SHIP_MAX_BYTES = 2 * 1024 * 1024
+
+# Entries written from outside the supervisor (`runlog.note_entry`: source "emdx", right after
+# the time and level, which no agent controls) reach the team's copy from their writer.
+OUTSIDE_NOTE = b'"source": "emdx"'
+OUTSIDE_NOTE_WITHIN = 100
 
 Note = Callable[[str, str, str], None]
+
+
+class LogShipper:
+    """Team mode: the run's log file, complete line by complete line, into the team's copy
+    (`execution_events`) that any host reads and follows. Only ever reads the file the
+    supervisor writes (opened as a regular file, never through a link)."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.offset = 0
+        self.failures = 0
+        self.skipping = False
+
+    def ship(self, store: Store, budget: int = SHIP_MAX_BYTES) -> int:
+        """Ship what was appended since the last call (at most `budget` bytes); returns the
+        entries shipped. A failed append is retried from the same place next time."""
+        queue = store.queue
+        if queue is None:
+            return 0
+        try:
+            with paths.open_for_reading(self.path) as handle:
+                handle.seek(self.offset)
+                chunk = handle.read(budget)
+        except (OSError, EmdxError):
+            return 0
+        if self.skipping:
+            # The rest of an entry too big to ship: only the host's log file has it.
+            cut = chunk.find(b"\n")
+            self.offset += len(chunk) if cut < 0 else cut + 1
+            if cut < 0:
+                return 0
+            self.skipping = False
+            return 1 + self.ship(store, budget)
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            if len(chunk) < budget:
+                return 0  # the entry is still being written
+            self.skipping = True
+            self.offset += len(chunk)
+            note = runlog.note_entry(
+                f"a log entry over {budget} bytes is only in the log file on its host", "✂️"
+            )
+            with contextlib.suppress(EmdxError):
+                queue.append_events(self.key, [note])
+            return 1
+        lines = [
+            line.decode("utf-8", "replace")
+            for line in chunk[: end + 1].splitlines()
+            if line and OUTSIDE_NOTE not in line[:OUTSIDE_NOTE_WITHIN]
+        ]
+        try:
+            if lines:
+                queue.append_events(self.key, lines)
+        except EmdxError:
+            self.failures += 1
+            return 0
+        self.offset += end + 1
+        return len(lines)
+
+    def ship_rest(self, store: Store) -> None:
+        """Everything left (the supervisor's last entries), in bounded steps."""
+        while self.ship(store) > 0:
+            pass
 
 
 class RowWriter:
@@ -33,8 +106,10 @@ class RowWriter:
         interval_s: float,
         uptime: Callable[[], float],
         note: Note,
+        log_path: Path | None = None,
     ) -> None:
         self.db = db
+        self.shipper = LogShipper(log_path, key) if log_path is not None else None
         self.id = execution_id
         self.key = key
         self.interval_s = interval_s
@@ -97,6 +172,8 @@ class RowWriter:
                 self._wake.wait(max(0.0, min(PROGRESS_EVERY_S, next_beat - now)))
                 self._wake.clear()
                 self._flush(store)
+                if self.shipper is not None:
+                    self.shipper.ship(store)
                 if self._stop.is_set():
                     return
                 if time.monotonic() >= next_beat:

@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from emdx import paths, runlog, system
-from emdx.errors import EmdxError, NotFoundError
-from emdx.models import Document, ExecOptions, ExecType, Execution, SearchHit, TagCount
+from emdx.errors import EmdxError, InvalidStateError, NotFoundError
+from emdx.models import (
+    Document,
+    ExecOptions,
+    ExecType,
+    Execution,
+    SearchHit,
+    TagCount,
+    WorkerInfo,
+)
 from emdx.runlog import LogTail
 from emdx.service import branches as branch_cleanup
 from emdx.service import cleanup as cleanups
@@ -193,7 +201,7 @@ class Service:
         return hold_reason(self.store)
 
     def judge(self, execution: Execution) -> Judgement:
-        return judge(execution, default_probe())
+        return judge(execution, default_probe(self.store))
 
     def runner_alive(self, execution: Execution) -> bool:
         return system.same_process(execution.pid, execution.pid_started_at)
@@ -207,11 +215,18 @@ class Service:
         return monitor.log_path(execution)
 
     def log_entries(self, execution: Execution, last: int | None = None) -> list[dict[str, Any]]:
-        """The run's log entries (the `last` ones); an error saying why when it has no log."""
+        """The run's log entries (the `last` ones); an error saying why when it has no log.
+        In team mode a run of another host is read from the team's copy of its log."""
+        if monitor.shared_log(self.store, execution):
+            entries = [entry for _, entry in monitor.shared_entries(self.store, execution)]
+            return entries if last is None else entries[-last:] if last > 0 else []
         return runlog.read_entries(monitor.log_path(execution), last)
 
     def iter_log(self, execution: Execution) -> Iterator[dict[str, Any]]:
         """Every entry of the run's log, one at a time (bounded memory)."""
+        if monitor.shared_log(self.store, execution):
+            yield from (entry for _, entry in monitor.shared_entries(self.store, execution))
+            return
         path = monitor.log_path(execution)
         try:
             yield from runlog.iter_entries(path)
@@ -272,3 +287,28 @@ class Service:
         self, repo: Path | None = None, force: bool = False, dry_run: bool = False
     ) -> list[cleanups.Action]:
         return branch_cleanup.branches(self.store, repo, force, dry_run)
+
+    # -- team mode ---------------------------------------------------------------------------
+
+    def serve_worker(
+        self,
+        name: str | None,
+        queues: list[str],
+        repos: list[Path],
+        concurrency: int,
+        say: Callable[[str], None],
+    ) -> None:
+        """`emdx worker`: take the team's queued runs until stopped (see `service.team`)."""
+        from emdx.service import team
+
+        team.serve(self.store, team.worker_config(name, queues, repos, concurrency), say)
+
+    def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
+        """The team's workers (alive ones; with `include_gone` stopped and lost ones too)."""
+        queue = self.store.queue
+        if queue is None:
+            raise InvalidStateError(
+                "there are workers only in team mode: set EMDX_DATABASE_URL to the team's "
+                "PostgreSQL database"
+            )
+        return queue.workers(include_gone)

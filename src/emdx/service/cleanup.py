@@ -84,7 +84,7 @@ def _signal_report(identities: list[Identity], dry_run: bool, why: str) -> list[
 def processes(store: Store, dry_run: bool = False) -> list[Action]:
     """Zombie executions, abandoned starts, runs past their timeout whose supervisor stopped
     enforcing it, and orphaned processes (by their run-key marker)."""
-    probe = default_probe()
+    probe = default_probe(store)
     actions: list[Action] = []
     handled: set[str] = set()
     for ex in store.executions.active():
@@ -185,7 +185,7 @@ def _stale_environments(store: Store, dry_run: bool) -> list[Action]:
 
 def _orphans(store: Store, dry_run: bool, skip: set[str]) -> list[Action]:
     """Processes marked with a run key of this home whose run no supervisor owns any more."""
-    probe = default_probe()
+    probe = default_probe(store)
     actions = []
     for key, identities in sorted(system.scan_marked_processes(store.path).items()):
         if key in skip:

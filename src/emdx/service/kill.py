@@ -3,14 +3,17 @@ through `emdx.system`), and record why."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
 
 from emdx import paths, runlog, settings, system
 from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
+from emdx.errors import EmdxError, InvalidStateError
 from emdx.models import Execution, ExecutionStatus
 from emdx.reasons import Reason
+from emdx.service.liveness import Verdict, default_probe, judge
 from emdx.store import Store
 
 Identity = tuple[int, float]
@@ -45,6 +48,16 @@ def stop_processes(execution: Execution, grace_s: float, force: bool = False) ->
     return system.kill_identified(run_identities(execution), grace_s, force=force)
 
 
+def note_run(store: Store, execution: Execution, message: str, icon: str) -> None:
+    """A line in the run's log from outside its supervisor: in its log file when the run is
+    this host's, and in the team's copy of the log (any host reads it) in team mode."""
+    if execution.host is None or execution.host == settings.host_name():
+        runlog.append_note(execution.log_file, message, icon)
+    if store.queue is not None and execution.run_key:
+        with contextlib.suppress(EmdxError):
+            store.queue.append_events(execution.run_key, [runlog.note_entry(message, icon)])
+
+
 def finish_from_outside(
     store: Store,
     execution: Execution,
@@ -58,28 +71,57 @@ def finish_from_outside(
     won = store.executions.finish(execution.id, status, exit_code, reason, key=execution.run_key)
     if won:
         paths.forget_environment(execution.run_key)
-        runlog.append_note(
-            execution.log_file, f"{why}: {status.value} (exit {exit_code}, {reason})", "🛑"
-        )
+        note_run(store, execution, f"{why}: {status.value} (exit {exit_code}, {reason})", "🛑")
     return won
 
 
-def kill_execution(store: Store, ref: str | int, force: bool = False) -> KillResult:
+def record_host_lost(store: Store, execution: Execution, who: str, detail: str) -> bool:
+    """Team mode: a run whose worker stopped beating is failed/137/host_lost — by whichever
+    host notices first (compare-and-set) — and its job ended, so that nothing runs it again
+    (an agent run is not idempotent: `exec retry` is one command)."""
+    won = finish_from_outside(
+        store,
+        execution,
+        ExecutionStatus.FAILED,
+        EXIT_SIGKILL,
+        Reason.HOST_LOST,
+        f"{detail}; {who} recorded it, not retried",
+    )
+    if store.queue is not None and execution.job_id is not None:
+        with contextlib.suppress(EmdxError):
+            store.queue.end_job(execution.job_id, "failed")
+    return won
+
+
+def is_remote(execution: Execution) -> bool:
+    """A run another host's worker runs (team mode): its processes are not ours to signal."""
+    return execution.host is not None and execution.host != settings.host_name()
+
+
+def kill_execution(
+    store: Store, ref: str | int, force: bool = False, who: str | None = None
+) -> KillResult:
     """Ask the supervisor (it forwards SIGTERM, waits, SIGKILLs and records `killed`); if it is
-    gone or does not finish in time, kill every process of the run here and record it."""
+    gone or does not finish in time, kill every process of the run here and record it. A run
+    of another host is stopped by its worker (a procrastinate abort)."""
     execution = store.executions.resolve(ref)
     if execution.status.is_final:
         return KillResult(execution, already_final=True)
-    who = f"killed by `emdx exec kill{' --force' if force else ''}`"
+    who = who or f"killed by `emdx exec kill{' --force' if force else ''}`"
     if execution.status in (ExecutionStatus.PREPARING, ExecutionStatus.QUEUED):
         # No supervisor yet: nothing to signal (a start still preparing finds its row final).
         if finish_from_outside(
             store, execution, ExecutionStatus.KILLED, EXIT_SIGTERM, Reason.KILLED, who
         ):
+            if store.queue is not None and execution.job_id is not None:
+                with contextlib.suppress(EmdxError):
+                    store.queue.request_abort(execution.job_id)  # its waiting job: cancelled
             return KillResult(store.executions.get(execution.id), already_final=False)
         execution = store.executions.get(execution.id)  # it started meanwhile
         if execution.status.is_final:
             return KillResult(execution, already_final=True)
+    if is_remote(execution):
+        return _kill_remote(store, execution, who)
     grace = settings.kill_grace()
     if not force and system.same_process(execution.pid, execution.pid_started_at):
         system.signal_pid(execution.pid or 0, signal.SIGTERM)
@@ -98,3 +140,32 @@ def kill_execution(store: Store, ref: str | int, force: bool = False) -> KillRes
     code = EXIT_SIGKILL if (force or needed) else EXIT_SIGTERM
     finish_from_outside(store, execution, ExecutionStatus.KILLED, code, Reason.KILLED, who)
     return KillResult(store.executions.get(execution.id), False, needed or force)
+
+
+def _kill_remote(store: Store, execution: Execution, who: str) -> KillResult:
+    """Abort the run's job: its worker (notified at once, or at its next poll) stops the run
+    the local way and the row says `killed`. A run whose worker is lost is host_lost."""
+    queue = store.queue
+    judgement = judge(execution, default_probe(store))
+    if judgement.verdict is Verdict.HOST_LOST or queue is None or execution.job_id is None:
+        record_host_lost(store, execution, who, judgement.detail or "its worker is gone")
+        return KillResult(store.executions.get(execution.id), False)
+    queue.request_abort(execution.job_id)
+    deadline = time.monotonic() + settings.kill_grace() + SUPERVISOR_FINISH_S
+    deadline += 3 * settings.worker_heartbeat()  # an abort missed over NOTIFY: the worker polls
+    while time.monotonic() < deadline:
+        current = store.executions.get(execution.id)
+        if current.status.is_final:
+            return KillResult(current, False, current.exit_code == EXIT_SIGKILL)
+        time.sleep(0.1)
+    current = store.executions.get(execution.id)
+    judgement = judge(current, default_probe(store))
+    if judgement.verdict is Verdict.HOST_LOST:
+        record_host_lost(store, current, who, judgement.detail)
+        return KillResult(store.executions.get(execution.id), False)
+    if current.status.is_final:
+        return KillResult(current, False, current.exit_code == EXIT_SIGKILL)
+    raise InvalidStateError(
+        f"execution {execution.id} runs on {execution.host}: its worker did not stop it in "
+        "time (the abort stays requested; try again)"
+    )

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from emdx import settings, system
 from emdx.models import Execution, ExecutionStatus, parse_time, utc_now
+from emdx.store import Store
 
 DEFAULT_HEARTBEAT_S = 10.0
 # Heartbeats a run may miss before it is unresponsive (circus's watchdog: interval × misses).
@@ -51,6 +52,9 @@ class Verdict(enum.StrEnum):
     ZOMBIE = "zombie"
     """The row says running but its supervisor is gone: finished as the supervisor left it
     (its outcome file) or failed/137/runner_lost."""
+    HOST_LOST = "host_lost"
+    """Team mode: a run of another host whose worker's heartbeat stopped (killed, frozen, cut
+    off): failed/137/host_lost, never retried (an agent run is not idempotent)."""
     STUCK = "stuck"
     """A running row of an earlier release (no supervisor identity): `cleanup executions`."""
     FINISHED = "finished"
@@ -63,7 +67,7 @@ class Verdict(enum.StrEnum):
     @property
     def needs_repair(self) -> bool:
         """Something any command that looks at runs should fix now."""
-        return self in (Verdict.ABANDONED, Verdict.ZOMBIE)
+        return self in (Verdict.ABANDONED, Verdict.ZOMBIE, Verdict.HOST_LOST)
 
 
 _HEALTHY = frozenset(
@@ -91,6 +95,10 @@ class Probe:
     wall_now: Callable[[], datetime] = utc_now
     marked: Callable[[str], bool] = _local_marked
     kill_grace_s: float = 10.0
+    host: str = ""
+    """This host's name (team mode): a run recorded on another host is judged remotely."""
+    alive_workers: frozenset[int] | None = None
+    """Team mode: the workers whose heartbeat is fresh; None outside team mode."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,9 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
     """The verdict on one run (see `Verdict`)."""
     probe = probe or Probe()
     status = execution.status
-    runner = probe.alive(execution.pid, execution.pid_started_at)
+    remote = execution.host is not None and execution.host != probe.host
+    # Another host's pid names nothing here (and may name an unrelated process).
+    runner = not remote and probe.alive(execution.pid, execution.pid_started_at)
     if status.is_final:
         return Judgement(Verdict.FINISHED, runner, None)
     if execution.run_key is None:
@@ -136,6 +146,8 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
         return Judgement(Verdict.ABANDONED, False, None, "the process starting it is gone")
     if status is ExecutionStatus.QUEUED:
         return Judgement(Verdict.QUEUED, False, None)
+    if remote:
+        return _judge_remote(execution, probe)
     # running or waiting
     age = heartbeat_age(execution, probe, runner)
     limit = heartbeat_limit(execution)
@@ -160,5 +172,34 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
     return Judgement(Verdict.ZOMBIE, False, None, "its supervisor never started")
 
 
-def default_probe() -> Probe:
-    return Probe(kill_grace_s=settings.kill_grace())
+def _judge_remote(execution: Execution, probe: Probe) -> Judgement:
+    """A running run of another host: its processes are not ours to see, so its worker's
+    heartbeat says whether the host is there, and the run's own heartbeat whether it is
+    responsive (on the wall clock: the other host's boot clock is not ours)."""
+    age = _wall_age(execution.heartbeat_at, probe.wall_now())
+    if (
+        probe.alive_workers is not None
+        and execution.worker_id is not None
+        and execution.worker_id not in probe.alive_workers
+    ):
+        return Judgement(
+            Verdict.HOST_LOST, False, age, f"worker {execution.worker_id} on {execution.host} lost"
+        )
+    if age is not None and age <= heartbeat_limit(execution):
+        verdict = (
+            Verdict.WAITING if execution.status is ExecutionStatus.WAITING else Verdict.HEALTHY
+        )
+        return Judgement(verdict, False, age, f"on {execution.host}")
+    if age is None:
+        return Judgement(Verdict.STARTING, False, None, f"on {execution.host}")
+    return Judgement(
+        Verdict.UNRESPONSIVE, False, age, f"on {execution.host}, heartbeat {age:.0f}s old"
+    )
+
+
+def default_probe(store: Store | None = None) -> Probe:
+    """The real world's probe; in team mode (a `store` with a job queue) it knows this host's
+    name and which workers are alive."""
+    queue = store.queue if store is not None else None
+    alive = frozenset(queue.alive_workers()) if queue is not None else None
+    return Probe(kill_grace_s=settings.kill_grace(), host=settings.host_name(), alive_workers=alive)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -12,6 +13,7 @@ from typing import Any
 from emdx import runlog, settings, system
 from emdx.errors import InvalidStateError, NotFoundError
 from emdx.models import Execution, ExecutionStatus, percentile, utc_now
+from emdx.service.kill import is_remote, record_host_lost
 from emdx.service.liveness import Judgement, Verdict, default_probe, judge
 from emdx.service.repair import repair_zombie
 from emdx.service.scheduler import fill_slots, hold_reason, local_midnight
@@ -74,7 +76,7 @@ class RunHealth:
 def health(store: Store, interval_s: float = 0.2) -> list[RunHealth]:
     """The verdict on every active run, with CPU and memory sampled over `interval_s`; zombies
     are repaired (see `repair_zombie`) and reported as such."""
-    probe = default_probe()
+    probe = default_probe(store)
     rows = store.executions.active()
     identities: list[tuple[int, float]] = []
     for ex in rows:
@@ -143,7 +145,7 @@ def stats(store: Store, zombies: list[int] | None = None) -> ExecStats:
     finished_ok = by_status.get("completed", 0)
     finished = finished_ok + by_status.get("failed", 0) + by_status.get("killed", 0)
     durations = sorted(rows["durations"])
-    probe = default_probe()
+    probe = default_probe(store)
     active = store.executions.active()
     if zombies is None:
         zombies = [e.id for e in active if judge(e, probe).verdict is Verdict.ZOMBIE]
@@ -171,9 +173,15 @@ def stats(store: Store, zombies: list[int] | None = None) -> ExecStats:
 def current(store: Store, execution_id: int, who: str) -> Execution:
     """The row, repaired first if its supervisor is gone (a follower never waits forever)."""
     execution = store.executions.get(execution_id)
-    if execution.status.is_active and judge(execution).verdict is Verdict.ZOMBIE:
+    if not execution.status.is_active:
+        return execution
+    judgement = judge(execution, default_probe(store))
+    if judgement.verdict is Verdict.ZOMBIE:
         execution = repair_zombie(store, execution, who)
         fill_slots(store)
+    elif judgement.verdict is Verdict.HOST_LOST:
+        record_host_lost(store, execution, who, judgement.detail)
+        execution = store.executions.get(execution_id)
     return execution
 
 
@@ -191,11 +199,66 @@ def log_path(execution: Execution) -> Path:
     raise NotFoundError(f"the log of {label} is missing: {path}")
 
 
+def shared_log(store: Store, execution: Execution) -> bool:
+    """Team mode: the run's log is read from the team's copy (`execution_events`), as its
+    file is on another host (or not on this one)."""
+    if store.queue is None:
+        return False
+    if is_remote(execution):
+        return True
+    return not (execution.log_file and Path(execution.log_file).is_file())
+
+
+# Pages of the team's copy of a log, read at once.
+EVENTS_PAGE = 1000
+
+
+def shared_entries(
+    store: Store, execution: Execution, after_seq: int = 0
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(seq, entry) of the team's copy of a run's log past `after_seq`, oldest first."""
+    queue = store.queue
+    if queue is None:
+        return
+    while True:
+        page = queue.events_since(execution.id, after_seq, EVENTS_PAGE)
+        for event in page:
+            after_seq = event.seq
+            yield event.seq, event.entry
+        if len(page) < EVENTS_PAGE:
+            return
+
+
+def _follow_shared(
+    store: Store, execution_id: int, poll_s: float, last: int | None
+) -> Iterator[dict[str, Any]]:
+    execution = store.executions.get(execution_id)
+    seen = 0
+    if last is not None:
+        kept: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(0, last))
+        for seq, entry in shared_entries(store, execution):
+            kept.append((seq, entry))
+            seen = seq
+        yield from (entry for _, entry in kept)
+    while True:
+        # Read the row first: entries written before it went final are all in by then.
+        done = current(store, execution_id, "`emdx exec show --follow`").status.is_final
+        for seq, entry in shared_entries(store, execution, seen):
+            seen = seq
+            yield entry
+        if done:
+            return
+        time.sleep(poll_s)
+
+
 def follow(
     store: Store, execution_id: int, poll_s: float = 0.2, last: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """Log entries of a run (the `last` ones, then new ones) until it has a final state."""
     execution = store.executions.get(execution_id)
+    if shared_log(store, execution):
+        yield from _follow_shared(store, execution_id, poll_s, last)
+        return
     if execution.status is ExecutionStatus.RUNNING and execution.run_key is None:
         raise InvalidStateError(
             f"execution {execution.old_id or execution_id} is a running row from an earlier "

@@ -15,7 +15,7 @@ from emdx.agent.outcome import EXIT_SIGKILL
 from emdx.errors import EmdxError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
-from emdx.service.kill import finish_from_outside, stop_processes
+from emdx.service.kill import finish_from_outside, record_host_lost, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge
 from emdx.service.scheduler import discard, fill_slots
 from emdx.store import Store
@@ -29,12 +29,14 @@ class SweepReport:
     repaired: list[int] = field(default_factory=list)
     post_actions: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
 
     def describe(self) -> list[str]:
         lines = [f"execution #{i}: abandoned start undone" for i in self.undone]
         lines += [f"execution #{i}: supervisor gone, row finished" for i in self.repaired]
         lines += [f"execution #{i}: owed post-actions applied" for i in self.post_actions]
         lines += [f"execution #{i}: queued with a free slot, started" for i in self.started]
+        lines += [f"execution #{i}: its worker's host is lost, row failed" for i in self.lost]
         return lines
 
 
@@ -188,10 +190,11 @@ def _result_from_log(execution: Execution) -> str | None:
 
 def sweep(store: Store, who: str = "emdx", probe: Probe | None = None) -> SweepReport:
     """One pass over every active row and every owed post-action, then the queue pass."""
-    probe = probe or default_probe()
+    probe = probe or default_probe(store)
     report = SweepReport()
     for execution in store.executions.active():
-        verdict = judge(execution, probe).verdict
+        judgement = judge(execution, probe)
+        verdict = judgement.verdict
         with contextlib.suppress(EmdxError):
             if verdict is Verdict.ABANDONED and execution.run_key:
                 discard(store, execution.id, execution.run_key)
@@ -199,6 +202,10 @@ def sweep(store: Store, who: str = "emdx", probe: Probe | None = None) -> SweepR
             elif verdict is Verdict.ZOMBIE:
                 repair_zombie(store, execution, who)
                 report.repaired.append(execution.id)
+            elif verdict is Verdict.HOST_LOST and record_host_lost(
+                store, execution, who, judgement.detail
+            ):
+                report.lost.append(execution.id)
     for execution in store.executions.owing_post_actions():
         with contextlib.suppress(EmdxError):
             if apply_post_actions(store, execution):

@@ -43,6 +43,7 @@ from emdx.models import (
 from emdx.reasons import Reason
 from emdx.service import preflight
 from emdx.store import Store
+from emdx.store.api import DEFAULT_QUEUE, repo_queue
 from emdx.system import git, spawn
 
 
@@ -147,6 +148,8 @@ def fill_slots(store: Store) -> list[int]:
     it, so the queue moves without a daemon; the compare-and-set claim means concurrent passes
     never start a run twice or exceed the cap. Costs no write while nothing can start."""
     started: list[int] = []
+    if store.queue is not None:
+        return started  # team mode: the workers take queued runs
     queued = store.executions.queued()
     if not queued:
         return started
@@ -227,6 +230,12 @@ def discard(store: Store, execution_id: int, run_key: str) -> None:
             file.unlink()
 
 
+def queue_name(options: ExecOptions, repo: str | None) -> str:
+    """Team mode: the queue a run goes to: --queue, else its repository's for a worktree run
+    (the workers holding it), else the default."""
+    return options.queue or (repo_queue(repo) if repo is not None else DEFAULT_QUEUE)
+
+
 class Scheduler:
     """Starting runs, over one open store."""
 
@@ -244,9 +253,13 @@ class Scheduler:
         prompt: str | None = None,
         include_deleted: bool = False,
     ) -> Execution:
-        """The one start path (CLI foreground/background, TUI, retry, resume)."""
+        """The one start path (CLI foreground/background, TUI, retry, resume). In team mode
+        the row is queued with a job, and a worker (on whichever host takes it) prepares its
+        directory and starts its supervisor (`service.team`)."""
         options = options or ExecOptions()
-        preflight.ensure_ready(worktree=options.worktree is True and working_dir is None)
+        team = self.store.queue is not None
+        if not team:
+            preflight.ensure_ready(worktree=options.worktree is True and working_dir is None)
         doc = self.store.documents.get(doc_id, include_deleted=include_deleted)
         plan = smart.plan_for(doc, options.smart, options.tools)
         repo: Path | None = None
@@ -255,6 +268,11 @@ class Scheduler:
         if working_dir is None and wanted:
             repo = git.toplevel()
         options = replace(options, worktree=repo is not None)
+        if team and working_dir is not None:
+            raise InvalidStateError(
+                "resume is not available in team mode: the session's directory is on the "
+                "host that ran it (`exec retry` starts the document afresh on any worker)"
+            )
         if exec_type is not None:
             plan = replace(plan, exec_type=exec_type)
         if prompt is not None:
@@ -264,16 +282,18 @@ class Scheduler:
         options = replace(options, tools=plan.tools)
 
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
+        if team:
+            return self._dispatch(execution_id, run_key, plan.prompt, options, repo)
         try:
             try:
                 if repo is not None:
-                    workdir, branch = self._make_worktree(execution_id, repo, run_key, doc.title)
+                    workdir, branch = self.make_worktree(execution_id, repo, run_key, doc.title)
                     if prompt is None:
                         plan = replace(
                             plan, prompt=smart.plan_for_type(doc, plan.exec_type, branch).prompt
                         )
                 else:
-                    workdir = working_dir or self._make_run_dir(run_key)
+                    workdir = working_dir or self.make_run_dir(run_key)
                 text = plan.prompt.encode("utf-8", "surrogatepass")
                 # New files only (O_EXCL): a run's files are its own, never another's.
                 paths.write_private(paths.prompt_path(run_key), text)
@@ -296,6 +316,52 @@ class Scheduler:
                 ) from exc
             raise
         return self.store.executions.get(execution_id)
+
+    def _dispatch(
+        self,
+        execution_id: int,
+        run_key: str,
+        prompt: str,
+        options: ExecOptions,
+        repo: Path | None,
+    ) -> Execution:
+        """Team mode: queue the row with its job (one transaction), on the queue of workers
+        that hold the repository for a worktree run. The prompt travels with it; the
+        environment does not (a run starts with its worker's, so no secret is stored)."""
+        queue = self.store.queue
+        assert queue is not None
+        executions = self.store.executions
+        try:
+            if options.after_id is not None:
+                dependency = executions.get(options.after_id)
+                if (
+                    dependency.status.is_final
+                    and dependency.status is not ExecutionStatus.COMPLETED
+                ):
+                    executions.finish(
+                        execution_id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED
+                    )
+                    return executions.get(execution_id)
+            if repo is not None:
+                executions.update(execution_id, repo=str(repo))
+            name = queue_name(options, repo.name if repo is not None else None)
+            queue.defer(
+                execution_id,
+                run_key,
+                queue=name,
+                priority=options.priority,
+                prompt=prompt.encode("utf-8", "surrogatepass"),
+                from_status=ExecutionStatus.PREPARING,
+            )
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(execution_id, run_key, interrupted)
+            if interrupted:
+                raise Interrupted(
+                    f"interrupted: the start of execution #{execution_id} was undone"
+                ) from exc
+            raise
+        return executions.get(execution_id)
 
     def _create_row(
         self,
@@ -322,13 +388,13 @@ class Scheduler:
             return execution_id, run_key
         raise StoreError("could not allocate a unique run key; try again")
 
-    def _make_run_dir(self, run_key: str) -> Path:
+    def make_run_dir(self, run_key: str) -> Path:
         run_dir = paths.private_dir(paths.runs_dir()) / run_key
         # mkdir, not exist_ok: two runs must never share a directory, even on a key collision.
         os.mkdir(run_dir, paths.DIR_MODE)
         return run_dir
 
-    def _make_worktree(
+    def make_worktree(
         self, execution_id: int, repo: Path, run_key: str, title: str
     ) -> tuple[Path, str]:
         """A worktree on a branch emdx creates: `exec-<id>-<slug>`, or `…-2`, `…-3` when that

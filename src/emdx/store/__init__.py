@@ -13,13 +13,21 @@ from pathlib import Path
 
 from emdx import paths, settings
 from emdx.errors import EnvironmentProblem, StoreError
-from emdx.store.api import Store
+from emdx.store.api import Job, JobQueueAPI, Store
 from emdx.store.connection import connect, describe, read, write_transaction
 from emdx.store.documents import DocumentStore
 from emdx.store.executions import ExecutionStore
 from emdx.store.migrations import LATEST_VERSION, current_version, migrate
 
-__all__ = ["LATEST_VERSION", "SqliteStore", "Store", "is_database_url", "open_store"]
+__all__ = [
+    "LATEST_VERSION",
+    "Job",
+    "JobQueueAPI",
+    "SqliteStore",
+    "Store",
+    "is_database_url",
+    "open_store",
+]
 
 
 def is_database_url(location: str | Path) -> bool:
@@ -40,6 +48,7 @@ class SqliteStore:
         self.display = str(path)
         self.documents = DocumentStore(conn, path)
         self.executions = ExecutionStore(conn, path)
+        self.queue: JobQueueAPI | None = None  # runs start on this machine
 
     @property
     def version(self) -> int:

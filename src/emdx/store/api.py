@@ -5,11 +5,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from emdx.models import Document, ExecOptions, Execution, ExecutionStatus, SearchHit, TagCount
+from emdx.models import (
+    Document,
+    ExecOptions,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    SearchHit,
+    TagCount,
+    WorkerInfo,
+)
 from emdx.store.executions import Claim
 
 
@@ -134,6 +144,87 @@ class ExecutionsAPI(Protocol):
     def stats_rows(self, since_iso: str, sample: int = 10_000) -> dict[str, Any]: ...
 
 
+# Team mode's queues: runs go to `emdx` unless --queue names another; a worktree run goes to
+# the workers that hold its repository (`emdx worker --repo PATH`).
+DEFAULT_QUEUE = "emdx"
+
+
+def repo_queue(name: str) -> str:
+    """The queue of runs that need a worker holding the repository `name` (its directory's
+    name: the paths differ from host to host)."""
+    return f"repo:{name}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a team worker's task is handed: the job and the run it dispatches."""
+
+    job_id: int
+    execution_id: int
+    run_key: str
+    worker_id: int
+
+
+class JobQueueAPI(Protocol):
+    """Team mode's dispatch and the run logs every host reads (PostgreSQL only: see
+    `store.pg.queue`; SQLite has neither: runs start here and their log is the file)."""
+
+    def append_events(self, run_key: str, entries: Sequence[Mapping[str, Any] | str]) -> int: ...
+
+    def events_since(
+        self, execution_id: int, after_seq: int = 0, limit: int = 1000
+    ) -> list[ExecutionEvent]: ...
+
+    def defer(
+        self,
+        execution_id: int,
+        run_key: str,
+        *,
+        queue: str = ...,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        prompt: bytes | None = None,
+        from_status: ExecutionStatus | None = None,
+    ) -> int: ...
+
+    def prompt(self, execution_id: int) -> bytes | None: ...
+
+    def request_abort(self, job_id: int) -> bool: ...
+
+    def end_job(self, job_id: int, status: str = "failed") -> bool: ...
+
+    def register_worker(
+        self,
+        worker_id: int,
+        *,
+        name: str,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        repos: Sequence[str],
+        concurrency: int,
+        heartbeat_s: float,
+    ) -> None: ...
+
+    def worker_stopped(self, worker_id: int) -> None: ...
+
+    def alive_workers(self) -> set[int]: ...
+
+    def workers(self, include_gone: bool = False) -> list[WorkerInfo]: ...
+
+    def serve(
+        self,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        heartbeat_s: float,
+        handler: Callable[[Job], Awaitable[None]],
+        on_registered: Callable[[int], None],
+        periodic: Callable[[], None] | None = None,
+    ) -> None: ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """An open, migrated store."""
@@ -144,6 +235,11 @@ class Store(Protocol):
 
     @property
     def executions(self) -> ExecutionsAPI: ...
+
+    @property
+    def queue(self) -> JobQueueAPI | None:
+        """Team mode's job queue; None for SQLite (runs start on this machine)."""
+        ...
 
     @property
     def path(self) -> Path:

@@ -56,6 +56,9 @@ UPDATABLE = frozenset(
         "cache_creation_tokens",
         "claude_code_version",
         "details",
+        "host",
+        "worker_id",
+        "job_id",
     }
 )
 TRANSITION_FIELDS = UPDATABLE | {

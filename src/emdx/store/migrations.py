@@ -335,6 +335,16 @@ def m010_agent_fidelity(conn: sqlite3.Connection) -> None:
     )
 
 
+def m011_team_columns(conn: sqlite3.Connection) -> None:
+    """The columns team mode fills (host, worker, job), so both backends keep one row shape."""
+    _run(
+        conn,
+        "ALTER TABLE executions ADD COLUMN host TEXT",
+        "ALTER TABLE executions ADD COLUMN worker_id INTEGER",
+        "ALTER TABLE executions ADD COLUMN job_id INTEGER",
+    )
+
+
 MIGRATIONS: list[Step] = [
     m000_documents,
     m001_tags,
@@ -347,6 +357,7 @@ MIGRATIONS: list[Step] = [
     m008_execution_ownership,
     m009_crash_safe_runs,
     m010_agent_fidelity,
+    m011_team_columns,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1

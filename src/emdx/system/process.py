@@ -131,6 +131,15 @@ def reap_children() -> None:
                 return
 
 
+def reap(pid: int) -> bool:
+    """True when our child `pid` has exited (and is collected now, or was by someone else)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from emdx import paths
+from emdx.system import process
 from emdx.system.process import process_start_time
 
 # Every supervisor this process started (pid, start time): another run's, never a leftover of
@@ -17,11 +18,16 @@ launched: set[tuple[int, float]] = set()
 
 
 def supervisor(
-    execution_id: int, env: Mapping[str, str], stderr: Path, cwd: Path
+    execution_id: int,
+    env: Mapping[str, str],
+    stderr: Path,
+    cwd: Path,
+    die_with_parent: bool = False,
 ) -> tuple[int, float | None]:
-    """`python -m emdx.runner ID` in a new session (it outlives whoever started it), stdin from
-    /dev/null, stderr appended to `stderr` (a private file, never through a link); returns its
-    pid and start time."""
+    """`python -m emdx.runner ID` in a new session (it outlives whoever started it, unless
+    `die_with_parent`: a team worker's runs end with their worker, as with a lost host), stdin
+    from /dev/null, stderr appended to `stderr` (a private file, never through a link);
+    returns its pid and start time."""
     fd = paths.open_private(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         proc = subprocess.Popen(
@@ -33,6 +39,7 @@ def supervisor(
             env=dict(env),
             start_new_session=True,
             close_fds=True,
+            preexec_fn=process.die_with_parent if die_with_parent else None,
         )
     finally:
         os.close(fd)

@@ -13,6 +13,7 @@ from emdx.store.pg.connection import Connection, display_url
 from emdx.store.pg.documents import PgDocumentStore
 from emdx.store.pg.executions import PgExecutionStore
 from emdx.store.pg.migrations import LATEST_VERSION, current_version, migrate
+from emdx.store.pg.queue import PgJobQueue
 
 __all__ = ["LATEST_VERSION", "PgStore", "open_pg_store"]
 
@@ -30,6 +31,7 @@ class PgStore:
         self.path: Path = paths.db_path()
         self.documents = PgDocumentStore(db)
         self.executions = PgExecutionStore(db)
+        self.queue: PgJobQueue | None = PgJobQueue(db, self.executions)
 
     @property
     def version(self) -> int:

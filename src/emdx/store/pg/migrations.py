@@ -175,7 +175,44 @@ def p002_execution_events(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-MIGRATIONS: list[Step] = [p000_documents, p001_executions, p002_execution_events]
+def p003_job_queue(conn: psycopg.Connection[Any]) -> None:
+    """Team mode's dispatch: procrastinate's own schema (jobs, workers, events; unless someone
+    applied it already), the run's host, worker and job, the prompt a worker starts it with,
+    and what each worker said of itself when it started (`emdx workers`)."""
+    present = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS p").fetchone()
+    if not present or not present["p"]:
+        from procrastinate.schema import SchemaManager
+
+        conn.execute(SchemaManager.get_schema())
+    _run(
+        conn,
+        "ALTER TABLE executions ADD COLUMN host TEXT",
+        "ALTER TABLE executions ADD COLUMN worker_id BIGINT",
+        "ALTER TABLE executions ADD COLUMN job_id BIGINT",
+        """CREATE TABLE execution_prompts (
+            execution_id BIGINT PRIMARY KEY REFERENCES executions (id) ON DELETE CASCADE,
+            prompt BYTEA NOT NULL)""",
+        """CREATE TABLE emdx_workers (
+            worker_id BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            queues TEXT NOT NULL,
+            repos TEXT NOT NULL,
+            concurrency INTEGER NOT NULL,
+            heartbeat_s DOUBLE PRECISION NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            stopped_at TIMESTAMPTZ)""",
+        "CREATE INDEX idx_executions_worker ON executions (worker_id) WHERE worker_id IS NOT NULL",
+    )
+
+
+MIGRATIONS: list[Step] = [
+    p000_documents,
+    p001_executions,
+    p002_execution_events,
+    p003_job_queue,
+]
 
 LATEST_VERSION = len(MIGRATIONS) - 1
 

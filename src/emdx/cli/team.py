@@ -1,0 +1,73 @@
+"""`emdx worker` and `emdx workers`: team mode's hosts (DESIGN §9)."""
+
+from pathlib import Path
+
+import typer
+
+
+def worker(
+    concurrency: int = typer.Option(1, "--concurrency", "-c", help="Runs at once on this host."),
+    queue: list[str] = typer.Option(
+        [], "--queue", "-q", help="A queue to take runs from (repeatable; default: emdx)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="This worker's name (default: host-pid)."),
+    repo: list[Path] = typer.Option(
+        [], "--repo", help="A repository this host holds: its --worktree runs come here."
+    ),
+) -> None:
+    """Run the team's queued executions on this host until Ctrl-C (team mode)."""
+    import sys
+
+    from emdx.cli.render import open_service
+    from emdx.format import one_line
+
+    def say(line: str) -> None:
+        print(one_line(line), flush=True)
+
+    if concurrency < 1:
+        from emdx.errors import UsageError
+
+        raise UsageError("--concurrency must be at least 1")
+    with open_service() as service:
+        service.serve_worker(name, queue, repo, concurrency, say)
+    sys.stdout.flush()
+
+
+def workers(
+    all_: bool = typer.Option(False, "--all", help="Stopped and lost workers too."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The team's workers: name, host, heartbeat age, running runs, queues."""
+    from emdx.cli.render import open_service, print_json
+    from emdx.cli.table import print_table
+
+    with open_service(sweep="workers") as service:
+        found = service.workers(include_gone=all_)
+    if as_json:
+        print_json([w.to_dict() for w in found])
+        return
+    if not found:
+        print("no workers" + ("" if all_ else " alive (--all shows stopped and lost ones)"))
+        return
+    rows = []
+    for w in found:
+        state = "alive" if w.alive else "stopped" if w.stopped else "lost"
+        age = "-" if w.heartbeat_age_s is None else f"{w.heartbeat_age_s:.0f}s"
+        rows.append(
+            [
+                w.name,
+                w.host,
+                state,
+                age,
+                f"{w.running}/{w.concurrency}",
+                ", ".join(w.queues + tuple(f"repo:{Path(r).name}" for r in w.repos)),
+            ]
+        )
+    print_table(
+        ("name", "host", "state", "heartbeat", "running", "queues"), rows, right=(3, 4), flexible=5
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.command("workers")(workers)

@@ -1,0 +1,331 @@
+"""Team mode's worker (DESIGN §9): `emdx worker` on each host takes the team's queued runs from
+procrastinate and runs each with the *same* supervisor as a local run (`python -m emdx.runner
+ID`), waiting for it; an abort (`exec kill` on any host) stops it the local way.
+
+A job is a run's turn, not the run: a job whose run depends on an unfinished one, or that a
+usage limit or the daily budget holds, is deferred again a few seconds later and ends, so no
+worker slot waits on another run. A run is never started twice: the row moves queued → running
+by compare-and-set, whatever procrastinate delivers. The worker's supervisors die with it (a
+parent-death signal), as they would with its host; the next worker on the host sweeps what they
+left, and any host records their runs `host_lost` once the worker's heartbeat stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emdx import paths, settings, smart, system
+from emdx.errors import EmdxError, InvalidStateError, NotFoundError
+from emdx.models import ExecType, Execution, ExecutionStatus
+from emdx.reasons import Reason
+from emdx.service import cleanup, repair
+from emdx.service.kill import finish_from_outside, kill_execution, note_run
+from emdx.service.liveness import Verdict, default_probe, judge
+from emdx.service.scheduler import Scheduler, hold_reason, queue_name, run_environment
+from emdx.store import Job, JobQueueAPI, Store
+from emdx.system import git, spawn
+
+# A held or dependent run's next turn, this many seconds later.
+RETRY_HELD_S = 5.0
+RETRY_AFTER_S = 1.0
+# How often a waiting job looks at its row (a run declared lost while the worker was frozen).
+ROW_CHECK_S = 1.0
+# Claims are counted per worker by procrastinate (its concurrency), not against EMDX_MAX_PARALLEL.
+NO_CAP = 1 << 31
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    host: str
+    queues: tuple[str, ...]
+    repos: Mapping[str, Path] = field(default_factory=dict)
+    """Repository name (its directory's) → its path on this host: the worktree runs it takes."""
+    concurrency: int = 1
+    heartbeat_s: float = 10.0
+
+
+def worker_config(
+    name: str | None, queues: list[str], repos: list[Path], concurrency: int
+) -> WorkerConfig:
+    """The worker's settings, checked: repositories must be git repositories here."""
+    from emdx.store.api import DEFAULT_QUEUE
+
+    if concurrency < 1:
+        raise InvalidStateError("--concurrency must be at least 1")
+    found: dict[str, Path] = {}
+    for repo in repos:
+        top = git.toplevel(repo)
+        if top is None:
+            raise InvalidStateError(f"--repo {repo} is not a git repository")
+        found[top.name] = top
+    host = settings.host_name()
+    return WorkerConfig(
+        name=name or f"{host}-{os.getpid()}",
+        host=host,
+        queues=tuple(queues or [DEFAULT_QUEUE]),
+        repos=found,
+        concurrency=concurrency,
+        heartbeat_s=settings.worker_heartbeat(),
+    )
+
+
+def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> None:
+    """Run the worker until SIGINT/SIGTERM (which stop the runs it is running: `killed`)."""
+    queue = store.queue
+    if queue is None:
+        raise InvalidStateError(
+            "`emdx worker` serves a team: set EMDX_DATABASE_URL to the team's PostgreSQL database"
+        )
+    # This host's leftovers first: runs of an earlier worker here whose supervisor is gone,
+    # and processes marked as theirs.
+    for action in cleanup.processes(store):
+        say(f"start-up sweep: {action.target}: {action.detail}")
+    worker = _Worker(store, queue, config, say)
+    from emdx.store.api import repo_queue
+
+    queues = [*config.queues, *(repo_queue(name) for name in config.repos)]
+    try:
+        queue.serve(
+            name=config.name,
+            queues=queues,
+            concurrency=config.concurrency,
+            heartbeat_s=config.heartbeat_s,
+            handler=worker.handle,
+            on_registered=worker.registered,
+            periodic=worker.sweep,
+        )
+    finally:
+        if worker.worker_id is not None:
+            with contextlib.suppress(EmdxError):
+                queue.worker_stopped(worker.worker_id)
+
+
+class _Worker:
+    def __init__(
+        self, store: Store, queue: JobQueueAPI, config: WorkerConfig, say: Callable[[str], None]
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.config = config
+        self.say = say
+        self.worker_id: int | None = None
+
+    def registered(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.queue.register_worker(
+            worker_id,
+            name=self.config.name,
+            host=self.config.host,
+            pid=os.getpid(),
+            queues=self.config.queues,
+            repos=[str(p) for p in self.config.repos.values()],
+            concurrency=self.config.concurrency,
+            heartbeat_s=self.config.heartbeat_s,
+        )
+        self.say(
+            f"worker {self.config.name} (#{worker_id}) on {self.config.host}: "
+            f"queues {', '.join(self.config.queues)}, concurrency {self.config.concurrency}"
+        )
+
+    def sweep(self) -> None:
+        """Every heartbeat: the sweep every command does (runs of lost hosts among them)."""
+        with contextlib.suppress(EmdxError):
+            for line in repair.sweep(self.store, f"worker {self.config.name}").describe():
+                self.say(line)
+
+    # -- one job ------------------------------------------------------------------------
+
+    async def handle(self, job: Job) -> None:
+        prepared = await asyncio.to_thread(self._prepare, job)
+        if prepared is None:
+            return
+        execution, env = prepared
+        key = execution.run_key or ""
+        try:
+            # On this (the event loop's) thread: the parent-death signal follows the thread
+            # that started the child.
+            pid, started = spawn.supervisor(
+                execution.id, env, paths.runner_err_path(key), paths.emdx_home(), True
+            )
+        except (OSError, EmdxError) as exc:
+            await asyncio.to_thread(self._failed, execution, f"could not start: {exc}")
+            return
+        await asyncio.to_thread(
+            self.store.executions.update, execution.id, key=key, pid=pid, pid_started_at=started
+        )
+        self.say(f"execution #{execution.id}: started (supervisor {pid})")
+        try:
+            await self._wait(execution, pid, started)
+        except asyncio.CancelledError:
+            # An abort (`exec kill` on some host) or this worker stopping: stop the run here.
+            self.say(f"execution #{execution.id}: stopping (abort requested)")
+            await asyncio.to_thread(self._stop, execution.id)
+            raise
+        await asyncio.to_thread(self._after, execution.id)
+
+    async def _wait(self, execution: Execution, pid: int, started: float | None) -> None:
+        """Until the supervisor exits; a row declared host_lost meanwhile (this worker was
+        frozen or cut off) stops it: the run is over, and nothing may still act for it."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + ROW_CHECK_S
+        while not system.reap(pid):
+            if loop.time() >= next_check:
+                next_check = loop.time() + ROW_CHECK_S
+                ended = await asyncio.to_thread(self._ended, execution.id)
+                if ended and system.same_process(pid, started):
+                    self.say(f"execution #{execution.id}: declared lost; stopping its supervisor")
+                    system.send_signal(pid, started or 0.0, signal.SIGTERM)
+            await asyncio.sleep(0.1)
+
+    def _ended(self, execution_id: int) -> bool:
+        """The row was declared lost, or is gone (a database that does not answer says
+        nothing; any other final state is the supervisor's own, which is finishing)."""
+        try:
+            return self.store.executions.get(execution_id).reason == Reason.HOST_LOST
+        except NotFoundError:
+            return True
+        except EmdxError:
+            return False
+
+    def _stop(self, execution_id: int) -> None:
+        with contextlib.suppress(EmdxError):
+            kill_execution(
+                self.store, execution_id, who=f"stopped by worker {self.config.name} (aborted)"
+            )
+
+    def _after(self, execution_id: int) -> None:
+        """The supervisor exited: a row it did not finish is repaired here, where its
+        processes and outcome file are."""
+        with contextlib.suppress(EmdxError):
+            row = self.store.executions.get(execution_id)
+            if row.status.is_active and judge(row, default_probe(self.store)).verdict in (
+                Verdict.ZOMBIE,
+                Verdict.STARTING,
+            ):
+                repair.repair_zombie(self.store, row, f"worker {self.config.name}")
+            row = self.store.executions.get(execution_id)
+            self.say(f"execution #{execution_id}: {row.status.value} ({row.reason})")
+
+    def _failed(self, execution: Execution, why: str) -> None:
+        with contextlib.suppress(EmdxError):
+            finish_from_outside(
+                self.store,
+                execution,
+                ExecutionStatus.FAILED,
+                1,
+                Reason.SPAWN_FAILED,
+                f"worker {self.config.name} on {self.config.host}: {why}",
+            )
+
+    def _prepare(self, job: Job) -> tuple[Execution, dict[str, str]] | None:
+        """The run's turn: None when it is not to start now (gone, not ours, killed, held,
+        waiting for another run); else its directory and prompt are made here, the row
+        claimed (queued → running) and the environment to start it with returned."""
+        store, executions = self.store, self.store.executions
+        try:
+            row = executions.get(job.execution_id)
+        except NotFoundError:
+            return None
+        if row.run_key != job.run_key or row.status is not ExecutionStatus.QUEUED:
+            return None  # another run's id (a restored backup), or killed / started already
+        if not self._ready(row):
+            return None
+        try:
+            execution = self._make_workdir(row)
+        except (OSError, EmdxError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._failed(row, f"could not prepare the run: {detail}")
+            return None
+        if executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED) != "claimed":
+            # Killed while we prepared: nothing of it may stay behind.
+            self._discard_workdir(execution)
+            return None
+        note_run(
+            store,
+            execution,
+            f"taken by worker {self.config.name} on {self.config.host} (job {job.job_id})",
+            "📥",
+        )
+        return executions.get(row.id), run_environment(execution)
+
+    def _ready(self, row: Execution) -> bool:
+        """Whether the run may start now; if not, its next turn is queued (or it failed)."""
+        executions = self.store.executions
+        delay = None
+        after = row.options.after_id
+        if after is not None:
+            try:
+                dependency: Execution | None = executions.get(after)
+            except NotFoundError:
+                dependency = None
+            if dependency is not None and dependency.status.is_active:
+                delay = RETRY_AFTER_S
+            elif dependency is None or dependency.status is not ExecutionStatus.COMPLETED:
+                executions.finish(row.id, ExecutionStatus.FAILED, 1, Reason.DEPENDENCY_FAILED)
+                return False
+        if delay is None and hold_reason(self.store) is not None:
+            delay = RETRY_HELD_S
+        if delay is None:
+            return True
+        repo = Path(row.repo).name if row.repo else None
+        self.queue.defer(
+            row.id,
+            row.run_key or "",
+            queue=queue_name(row.options, repo),
+            priority=row.options.priority,
+            delay_s=delay,
+        )
+        return False
+
+    def _make_workdir(self, row: Execution) -> Execution:
+        """The run's directory on this host (a worktree of this host's copy of its
+        repository), its prompt file, and the row fields that say where it runs."""
+        key = row.run_key or ""
+        scheduler = Scheduler(self.store)
+        prompt = self.queue.prompt(row.id)
+        if prompt is None:
+            raise InvalidStateError("its prompt is not in the team's database")
+        if row.options.worktree:
+            name = Path(row.repo).name if row.repo else ""
+            repo = self.config.repos.get(name)
+            if repo is None:
+                raise InvalidStateError(f"this worker does not hold the repository {name!r}")
+            workdir, branch = scheduler.make_worktree(row.id, repo, key, row.doc_title)
+            if row.exec_type is not ExecType.RESUME and row.doc_id is not None:
+                doc = self.store.documents.get(row.doc_id, include_deleted=True)
+                text = smart.plan_for_type(doc, row.exec_type, branch).prompt
+                prompt = text.encode("utf-8", "surrogatepass")
+        else:
+            workdir = scheduler.make_run_dir(key)
+        paths.write_private(paths.prompt_path(key), prompt)
+        self.store.executions.update(
+            row.id,
+            key=key,
+            working_dir=str(workdir),
+            log_file=str(paths.run_log_path(key)),
+            heartbeat_s=settings.heartbeat_seconds(),
+            host=self.config.host,
+            worker_id=self.worker_id,
+        )
+        return self.store.executions.get(row.id)
+
+    def _discard_workdir(self, execution: Execution) -> None:
+        key = execution.run_key or ""
+        runs = paths.runs_dir()
+        if execution.repo and execution.options.worktree:
+            git.unlock_worktree(Path(execution.repo), runs / key)
+        with contextlib.suppress(OSError, EmdxError):
+            paths.remove_tree(runs / key, runs)
+        if execution.repo and execution.options.worktree:
+            git.forget_worktree(Path(execution.repo), runs / key)
+            if execution.branch and execution.branch_created:
+                git.delete_branch(Path(execution.repo), execution.branch)
+        with contextlib.suppress(OSError):
+            paths.prompt_path(key).unlink()

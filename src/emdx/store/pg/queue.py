@@ -1,0 +1,302 @@
+"""Team mode's dispatch on the team's database (DESIGN §9): procrastinate's job queue — its
+schema, its SQL functions (`procrastinate_*_v1`, its stable interface) and its worker — not a
+queue of our own.
+
+A run is one procrastinate job of the task `emdx.run` whose arguments name the execution (id and
+run key); the job is deferred in the same transaction that queues the row, so no row waits
+without a job. The prompt a worker starts the run with travels in `execution_prompts`, since the
+worker's host has none of the submitting host's files. What each worker said of itself when it
+started (name, host, queues, repositories, heartbeat interval) is in `emdx_workers`; its
+liveness is procrastinate's worker heartbeat, judged by that worker's own interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from emdx.errors import InvalidStateError, StoreError
+from emdx.models import ALLOWED, ExecutionEvent, ExecutionStatus, WorkerInfo
+from emdx.store.api import DEFAULT_QUEUE, Job
+from emdx.store.pg.connection import Connection, display_url
+from emdx.store.pg.executions import PgExecutionStore
+
+TASK = "emdx.run"
+# A worker whose heartbeat is this many intervals old is lost (circus: interval × misses).
+MISSED_BEATS = 3
+
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+class PgJobQueue:
+    def __init__(self, db: Connection, executions: PgExecutionStore) -> None:
+        self._db = db
+        self._executions = executions
+
+    # -- the run log, for every host ----------------------------------------------------
+
+    def append_events(self, run_key: str, entries: Sequence[Mapping[str, Any] | str]) -> int:
+        return self._executions.append_events(run_key, entries)
+
+    def events_since(
+        self, execution_id: int, after_seq: int = 0, limit: int = 1000
+    ) -> list[ExecutionEvent]:
+        return self._executions.events_since(execution_id, after_seq, limit)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def defer(
+        self,
+        execution_id: int,
+        run_key: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        prompt: bytes | None = None,
+        from_status: ExecutionStatus | None = None,
+    ) -> int:
+        """A job for the run (and its prompt, the first time), recorded on the row in the same
+        transaction — which also moves the row from `from_status` to queued when given, so
+        that no row is queued without a job; returns the job id. The queueing lock (the run
+        key) refuses a second waiting job for the same run."""
+        args = json.dumps({"execution_id": execution_id, "run_key": run_key})
+        with self._db.write() as conn:
+            if from_status is not None:
+                if ExecutionStatus.QUEUED not in ALLOWED.get(from_status, frozenset()):
+                    raise ValueError(f"illegal transition {from_status.value} → queued")
+                cur = conn.execute(
+                    "UPDATE executions SET status = 'queued' WHERE id = %s AND run_key = %s "
+                    "AND status = %s",
+                    (execution_id, run_key, from_status.value),
+                )
+                if cur.rowcount != 1:
+                    raise InvalidStateError(f"execution {execution_id} is not {from_status.value}")
+            if prompt is not None:
+                conn.execute(
+                    "INSERT INTO execution_prompts (execution_id, prompt) VALUES (%s, %s) "
+                    "ON CONFLICT (execution_id) DO UPDATE SET prompt = EXCLUDED.prompt",
+                    (execution_id, prompt),
+                )
+            row = conn.execute(
+                """SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(
+                       %s, %s, %s, NULL, %s, %s::jsonb,
+                       now() + make_interval(secs => %s))::procrastinate_job_to_defer_v1]))
+                   AS id""",
+                (queue, TASK, priority, run_key, args, max(0.0, delay_s)),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"could not queue execution {execution_id}")
+            job_id = int(row["id"])
+            conn.execute("UPDATE executions SET job_id = %s WHERE id = %s", (job_id, execution_id))
+        return job_id
+
+    def prompt(self, execution_id: int) -> bytes | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT prompt FROM execution_prompts WHERE execution_id = %s", (execution_id,)
+            ).fetchone()
+        return bytes(row["prompt"]) if row else None
+
+    def request_abort(self, job_id: int) -> bool:
+        """Ask the worker running the job to stop it (procrastinate's abort, over NOTIFY); a job
+        still waiting is cancelled. False when the job is neither waiting nor running."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT procrastinate_cancel_job_v1(%s, true, false) AS id", (job_id,)
+            ).fetchone()
+        return row is not None and row["id"] is not None
+
+    def end_job(self, job_id: int, status: str = "failed") -> bool:
+        """End a job that no worker will finish (its worker is lost), unless it already ended."""
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "SELECT 1 FROM procrastinate_jobs WHERE id = %s AND status IN ('todo', 'doing') "
+                "FOR UPDATE",
+                (job_id,),
+            )
+            if cur.fetchone() is None:
+                return False
+            conn.execute("SELECT procrastinate_finish_job_v1(%s, %s, false)", (job_id, status))
+        return True
+
+    # -- workers ------------------------------------------------------------------------
+
+    def register_worker(
+        self,
+        worker_id: int,
+        *,
+        name: str,
+        host: str,
+        pid: int,
+        queues: Sequence[str],
+        repos: Sequence[str],
+        concurrency: int,
+        heartbeat_s: float,
+    ) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                """INSERT INTO emdx_workers
+                       (worker_id, name, host, pid, queues, repos, concurrency, heartbeat_s)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    worker_id,
+                    name,
+                    host,
+                    pid,
+                    json.dumps(list(queues)),
+                    json.dumps(list(repos)),
+                    concurrency,
+                    heartbeat_s,
+                ),
+            )
+
+    def worker_stopped(self, worker_id: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE emdx_workers SET stopped_at = now() WHERE worker_id = %s", (worker_id,)
+            )
+
+    def alive_workers(self) -> set[int]:
+        """The workers whose heartbeat is fresh (by each one's own interval)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"""SELECT p.id FROM procrastinate_workers p
+                    LEFT JOIN emdx_workers w ON w.worker_id = p.id
+                    WHERE p.last_heartbeat > now() - make_interval(
+                        secs => {MISSED_BEATS} * COALESCE(w.heartbeat_s, 10.0))"""
+            ).fetchall()
+        return {int(r["id"]) for r in rows}
+
+    def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
+        """Every worker that said who it is, newest first: alive, or (with `include_gone`)
+        stopped and lost ones too."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"""SELECT w.*, p.last_heartbeat,
+                        EXTRACT(EPOCH FROM now() - p.last_heartbeat) AS age_s,
+                        (p.last_heartbeat IS NOT NULL AND p.last_heartbeat > now() -
+                            make_interval(secs => {MISSED_BEATS} * w.heartbeat_s)) AS alive,
+                        (SELECT COUNT(*) FROM executions e WHERE e.worker_id = w.worker_id
+                            AND e.status IN ('running', 'waiting')) AS running
+                    FROM emdx_workers w
+                    LEFT JOIN procrastinate_workers p ON p.id = w.worker_id
+                    ORDER BY w.worker_id DESC"""
+            ).fetchall()
+        found = []
+        for r in rows:
+            alive = bool(r["alive"])
+            if not alive and not include_gone:
+                continue
+            found.append(
+                WorkerInfo(
+                    worker_id=int(r["worker_id"]),
+                    name=str(r["name"]),
+                    host=str(r["host"]),
+                    pid=int(r["pid"]),
+                    queues=tuple(json.loads(r["queues"])),
+                    repos=tuple(json.loads(r["repos"])),
+                    concurrency=int(r["concurrency"]),
+                    heartbeat_s=float(r["heartbeat_s"]),
+                    heartbeat_age_s=None if r["age_s"] is None else float(r["age_s"]),
+                    alive=alive,
+                    stopped=r["stopped_at"] is not None,
+                    running=int(r["running"]),
+                )
+            )
+        return found
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def serve(
+        self,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        heartbeat_s: float,
+        handler: Handler,
+        on_registered: Callable[[int], None],
+        periodic: Callable[[], None] | None = None,
+    ) -> None:
+        """Run a procrastinate worker until SIGINT/SIGTERM: each job of `queues` runs
+        `handler` (at most `concurrency` at once); an abort cancels the handler's task, which
+        stops its run before it returns. `on_registered(worker_id)` is called once the worker
+        is in the database, before it takes a job; `periodic()` every heartbeat (in a
+        thread)."""
+        asyncio.run(
+            _serve(
+                self._db.url,
+                name,
+                list(queues),
+                concurrency,
+                heartbeat_s,
+                handler,
+                on_registered,
+                periodic,
+            )
+        )
+
+
+async def _serve(
+    url: str,
+    name: str,
+    queues: list[str],
+    concurrency: int,
+    heartbeat_s: float,
+    handler: Handler,
+    on_registered: Callable[[int], None],
+    periodic: Callable[[], None] | None,
+) -> None:
+    import procrastinate
+    import procrastinate.exceptions
+    from procrastinate import worker as worker_module
+
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+    holder: dict[str, int] = {}
+
+    @app.task(name=TASK, pass_context=True)
+    async def run(context: Any, execution_id: int, run_key: str) -> None:
+        while "worker" not in holder:  # a job fetched before on_registered returned
+            await asyncio.sleep(0.01)
+        job_id = context.job.id
+        await handler(Job(int(job_id), int(execution_id), str(run_key), holder["worker"]))
+
+    try:
+        async with app.open_async():
+            worker = worker_module.Worker(
+                app,
+                queues=queues,
+                name=name,
+                concurrency=concurrency,
+                update_heartbeat_interval=heartbeat_s,
+                stalled_worker_timeout=MISSED_BEATS * heartbeat_s,
+                abort_job_polling_interval=max(0.5, heartbeat_s),
+                fetch_job_polling_interval=max(0.5, heartbeat_s),
+                shutdown_graceful_timeout=0.0,
+            )
+            task = asyncio.create_task(worker.run())  # type: ignore[no-untyped-call]
+            while worker.worker_id is None and not task.done():
+                await asyncio.sleep(0.01)
+            if worker.worker_id is not None:
+                holder["worker"] = worker.worker_id
+                await asyncio.to_thread(on_registered, worker.worker_id)
+            beat = asyncio.create_task(_every(heartbeat_s, periodic)) if periodic else None
+            try:
+                await task
+            finally:
+                if beat is not None:
+                    beat.cancel()
+    except (OSError, procrastinate.exceptions.ConnectorException) as exc:
+        raise StoreError(f"the worker lost {display_url(url)}: {exc}") from None
+
+
+async def _every(interval_s: float, call: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(call)

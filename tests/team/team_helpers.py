@@ -1,0 +1,228 @@
+"""Team mode as it runs on many hosts: a PostgreSQL database made for the test, `emdx worker`
+processes each with its own EMDX_HOME and EMDX_HOST (one "host" each), and `emdx` commands run
+from yet another host. Everything a test starts is killed by pid at the end, and the database
+dropped whatever happened."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from testkit import FAKE_CLAUDE, kill_test_processes, wait_until
+
+from emdx import system
+from emdx.models import Execution
+from emdx.store import open_store
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Short beats, so that a lost host is found in seconds (3 missed beats).
+WORKER_HEARTBEAT_S = "0.5"
+
+
+def server_url() -> str:
+    return os.environ.get("EMDX_TEST_PG_URL") or DEFAULT_PG_URL
+
+
+def _admin() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(server_url(), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {server_url()}: {exc}", pytrace=False)
+
+
+@contextlib.contextmanager
+def team_database() -> Iterator[str]:
+    """A database of its own, dropped at the end (its connections too)."""
+    name = f"emdx_team_{secrets.token_hex(6)}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(server_url())
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    finally:
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_connections(url: str) -> int:
+    """What a restart of the server does to its clients: every connection to the database is
+    cut (pg_terminate_backend). Returns how many were."""
+    name = urlsplit(url).path.lstrip("/")
+    with _admin() as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def emdx(
+    *args: str, env: Mapping[str, str], cwd: Path, input: str | None = None, timeout: float = 90
+) -> Ran:
+    done = subprocess.run(
+        [sys.executable, "-m", "emdx", *args],
+        input=(input or "").encode(),
+        capture_output=True,
+        env=dict(env),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    return Ran(
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+    )
+
+
+@dataclass
+class Worker:
+    name: str
+    host: str
+    home: Path
+    proc: subprocess.Popen[bytes]
+    output: Path
+    identity: tuple[int, float] = (0, 0.0)
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals) -> None:
+        system.send_signal(self.identity[0], self.identity[1], sig)
+
+
+@dataclass
+class Team:
+    url: str
+    root: Path
+    base_env: dict[str, str]
+    workers: list[Worker] = field(default_factory=list)
+
+    def env(self, host: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(
+            EMDX_HOME=str(self.root / host / "emdx-home"),
+            EMDX_HOST=host,
+            EMDX_DATABASE_URL=self.url,
+        )
+        env.update(extra or {})
+        return env
+
+    def start_worker(
+        self,
+        host: str,
+        concurrency: int = 1,
+        queues: tuple[str, ...] = (),
+        repos: tuple[Path, ...] = (),
+        extra: Mapping[str, str] | None = None,
+    ) -> Worker:
+        """`emdx worker` as host `host`; returns once it is registered (it says so)."""
+        name = f"w-{host}"
+        out = self.root / f"{name}-{len(self.workers)}.out"
+        args = [sys.executable, "-m", "emdx", "worker", "--name", name]
+        args += ["--concurrency", str(concurrency)]
+        for queue in queues:
+            args += ["--queue", queue]
+        for repo in repos:
+            args += ["--repo", str(repo)]
+        with open(out, "wb") as handle:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=self.env(host, extra),
+                cwd=str(self.root),
+            )
+        started = system.process_start_time(proc.pid) or 0.0
+        worker = Worker(name, host, self.root / host / "emdx-home", proc, out, (proc.pid, started))
+        self.workers.append(worker)
+        wait_until(
+            lambda: f"worker {name} (#" in worker.text() or proc.poll() is not None,
+            60,
+            message=lambda: f"worker {name} did not register:\n{worker.text()}",
+        )
+        assert proc.poll() is None, worker.text()
+        return worker
+
+    def cli(self, host: str, *args: str, input: str | None = None, timeout: float = 90) -> Ran:
+        """`emdx ARGS` as host `host` (its own home)."""
+        return emdx(*args, input=input, env=self.env(host), cwd=self.root, timeout=timeout)
+
+    def save(self, host: str, content: str, title: str = "work") -> int:
+        saved = self.cli(host, "save", "--title", title, input=content)
+        assert saved.code == 0, saved.stderr
+        return int(saved.stdout.split("#", 1)[1].split(":", 1)[0])
+
+    def submit(self, host: str, doc_id: int, *extra: str) -> int:
+        started = self.cli(host, "claude", "execute", str(doc_id), "--background", *extra)
+        assert started.code == 0, started.stderr
+        return int(started.stdout.split("#", 1)[1].split(" ", 1)[0])
+
+    def rows(self) -> list[Execution]:
+        with contextlib.closing(open_store(self.url)) as store:
+            return store.executions.list_executions(None, None)
+
+    def row(self, execution_id: int) -> Execution:
+        with contextlib.closing(open_store(self.url)) as store:
+            return store.executions.get(execution_id)
+
+    def events(self, execution_id: int) -> list[dict[str, Any]]:
+        with contextlib.closing(open_store(self.url)) as store:
+            assert store.queue is not None
+            return [e.entry for e in store.queue.events_since(execution_id, 0, 10_000)]
+
+    def wait_final(self, execution_id: int, timeout: float = 60) -> Execution:
+        return wait_until(
+            lambda: (row := self.row(execution_id)).status.is_final and row,
+            timeout,
+            message=lambda: (
+                f"#{execution_id} not final: {self.row(execution_id)}\n"
+                + "\n".join(w.text() for w in self.workers)
+            ),
+        )
+
+    def stop(self) -> None:
+        """SIGKILL every worker (SIGCONT first: a stopped one too), then every run process
+        under the test's homes."""
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    worker.proc.send_signal(signal.SIGCONT)
+                    worker.proc.kill()
+            worker.proc.wait(10)
+        kill_test_processes(self.root)
+
+
+def fake_agent_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMDX_")}
+    env.update(
+        HOME=str(tmp_path / "home"),
+        CLAUDE_CONFIG_DIR=str(tmp_path / "claude-config"),
+        EMDX_CLAUDE_BIN=str(FAKE_CLAUDE),
+        EMDX_HEARTBEAT_SECONDS="0.5",
+        EMDX_WORKER_HEARTBEAT_SECONDS=WORKER_HEARTBEAT_S,
+        EMDX_KILL_GRACE_SECONDS="3",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
+    )
+    return env

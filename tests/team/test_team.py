@@ -1,0 +1,191 @@
+"""Team mode with real processes: one PostgreSQL database, `emdx worker`s as hosts (each its own
+EMDX_HOME and EMDX_HOST), commands from a third host, the fake agent (the real Claude Code CLI:
+test_team_real.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import datetime
+
+import pytest
+from team_helpers import Team, drop_connections, emdx
+from testkit import assert_gone, wait_until
+
+from emdx import system
+from emdx.models import Execution, parse_time
+
+pytestmark = pytest.mark.slow
+
+
+def _span(row: Execution) -> tuple[datetime, datetime]:
+    start, end = parse_time(row.started_at), parse_time(row.completed_at)
+    assert start is not None and end is not None, row
+    return start, end
+
+
+def _peak(rows: list[Execution]) -> int:
+    """The most runs that were running at one moment."""
+    moments = sorted([(s, 1) for s, _ in map(_span, rows)] + [(e, -1) for _, e in map(_span, rows)])
+    peak = running = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def _taken(team: Team, execution_id: int) -> list[str]:
+    return [
+        str(e.get("message"))
+        for e in team.events(execution_id)
+        if "taken by worker" in str(e.get("message"))
+    ]
+
+
+def _host_processes(team: Team, host: str) -> list[tuple[int, float]]:
+    db = team.root / host / "emdx-home" / "knowledge.db"
+    return [p for found in system.scan_marked_processes(db).values() for p in found]
+
+
+def test_runs_spread_over_the_workers_within_their_concurrency(team: Team) -> None:
+    team.start_worker("alpha", concurrency=2)
+    team.start_worker("beta", concurrency=1)
+    doc = team.save("laptop", "# work\nFAKE:sleep=0.5\nFAKE:events=2\n")
+    ids = [team.submit("laptop", doc) for _ in range(12)]
+    rows = [team.wait_final(i, 120) for i in ids]
+    assert [(r.status.value, r.exit_code, r.reason) for r in rows] == [
+        ("completed", 0, "success")
+    ] * 12
+    by_host = {h: [r for r in rows if r.host == h] for h in ("alpha", "beta")}
+    assert by_host["alpha"] and by_host["beta"], [r.host for r in rows]
+    assert len(by_host["alpha"]) + len(by_host["beta"]) == 12
+    assert _peak(by_host["alpha"]) <= 2 and _peak(by_host["beta"]) <= 1
+    for row in rows:
+        # Started once, by one worker, in one attempt; its directory on its own host.
+        assert len(_taken(team, row.id)) == 1, team.events(row.id)
+        assert row.attempt == 1
+        assert row.working_dir and row.working_dir.startswith(str(team.root / str(row.host)))
+    listing = team.cli("laptop", "workers", "--json")
+    assert listing.code == 0, listing.stderr
+    workers = {w["name"]: w for w in json.loads(listing.stdout)}
+    assert {"w-alpha", "w-beta"} <= set(workers)
+    assert workers["w-alpha"]["host"] == "alpha" and workers["w-alpha"]["concurrency"] == 2
+    assert all(w["alive"] for w in workers.values())
+
+
+def test_a_run_on_one_host_is_killed_and_followed_from_another(team: Team) -> None:
+    worker = team.start_worker("alpha")
+    doc = team.save("laptop", "# long\nFAKE:events=200\nFAKE:interval=0.1\n")
+    run = team.submit("laptop", doc)
+    row = wait_until(
+        lambda: (r := team.row(run)).agent_pid and r.event_count >= 3 and r,
+        60,
+        message=lambda: f"{team.row(run)}\n{worker.text()}",
+    )
+    assert row.host == "alpha"
+    # The log, from the laptop: its file is on alpha, its copy in the team's database.
+    logs = team.cli("laptop", "exec", "logs", str(run))
+    assert logs.code == 0 and "step 1" in logs.stdout, logs.stdout + logs.stderr
+    identities = _host_processes(team, "alpha")
+    assert identities, "the run's processes on alpha"
+
+    killed = team.cli("laptop", "exec", "kill", str(run))
+    assert killed.code == 0, killed.stderr
+    final = team.row(run)
+    assert (final.status.value, final.exit_code, final.reason) == ("killed", 143, "killed_by_user")
+    assert_gone(identities, what="the killed run's processes on alpha")
+    followed = team.cli("laptop", "exec", "show", str(run), "--follow")
+    assert followed.code == 143, followed.stderr  # --follow exits as the run did
+    assert "received SIGTERM" in followed.stdout and "finished: killed" in followed.stdout
+    # The worker is still there and takes the next run.
+    quick = team.submit("laptop", team.save("laptop", "# quick\n"))
+    assert team.wait_final(quick).status.value == "completed"
+
+
+def test_a_sigkilled_worker_is_host_lost_and_its_queued_runs_run_elsewhere(team: Team) -> None:
+    alpha = team.start_worker("alpha")
+    doc = team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n")
+    lost = team.submit("laptop", doc)
+    wait_until(lambda: team.row(lost).agent_pid, 60, message=alpha.text)
+    on_alpha = _host_processes(team, "alpha")
+    waiting = [team.submit("laptop", team.save("laptop", "# next\n")) for _ in range(2)]
+    assert all(team.row(i).status.value == "queued" for i in waiting)
+
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    # Its supervisors die with it (as with its host): nothing of the run survives.
+    assert_gone(on_alpha, what="the lost worker's run")
+    team.start_worker("beta")
+    row = team.wait_final(lost, 60)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost")
+    for execution_id in waiting:
+        done = team.wait_final(execution_id, 60)
+        assert (done.status.value, done.host) == ("completed", "beta")
+    assert len(_taken(team, lost)) == 1  # never retried
+    shown = team.cli("laptop", "exec", "show", str(lost))
+    assert "host_lost" in shown.stdout and "not retried" in json.dumps(team.events(lost))
+
+
+def test_a_frozen_worker_is_host_lost_and_waking_it_does_not_run_again(team: Team) -> None:
+    alpha = team.start_worker("alpha")
+    doc = team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n")
+    run = team.submit("laptop", doc)
+    wait_until(lambda: team.row(run).agent_pid, 60, message=alpha.text)
+    team.start_worker("beta")  # its sweep notices alpha's silence
+    on_alpha = _host_processes(team, "alpha")
+    alpha.signal(signal.SIGSTOP)  # a partition: alive, silent
+    row = team.wait_final(run, 60)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost")
+    alpha.signal(signal.SIGCONT)
+    # Back, it stops what it was running for the lost run, and the row stays as recorded.
+    assert_gone(on_alpha, timeout=30, what="the lost run's processes after SIGCONT")
+    again = team.row(run)
+    assert (again.status.value, again.reason, again.completed_at) == (
+        "failed",
+        "host_lost",
+        row.completed_at,
+    )
+    assert len(_taken(team, run)) == 1
+    assert "declared lost" in alpha.text()
+
+
+def test_connections_cut_mid_run_end_nothing_stuck(team: Team) -> None:
+    """What a server restart does to every client: the workers, supervisors and commands
+    reconnect; runs complete (or end with a reason), none stays running."""
+    worker = team.start_worker("alpha", concurrency=2)
+    doc = team.save("laptop", "# work\nFAKE:events=30\nFAKE:interval=0.1\n")
+    ids = [team.submit("laptop", doc) for _ in range(2)]
+    wait_until(lambda: all(team.row(i).agent_pid for i in ids), 60, message=worker.text)
+    assert drop_connections(team.url) > 0
+    rows = [team.wait_final(i, 90) for i in ids]
+    for row in rows:
+        assert row.reason is not None, row
+        assert row.status.value == "completed", (row, worker.text())
+    assert worker.proc.poll() is None, worker.text()
+    later = team.submit("laptop", doc)
+    assert team.wait_final(later, 60).status.value == "completed", worker.text()
+
+
+def test_after_and_queues_route_runs(team: Team) -> None:
+    team.start_worker("alpha", queues=("gpu",))
+    team.start_worker("beta")
+    first = team.submit("laptop", team.save("laptop", "# first\nFAKE:sleep=1\n"))
+    second = team.submit("laptop", team.save("laptop", "# second\n"), "--after", str(first))
+    routed = team.submit("laptop", team.save("laptop", "# gpu\n"), "--queue", "gpu")
+    done_first, done_second = team.wait_final(first), team.wait_final(second)
+    assert done_first.status.value == done_second.status.value == "completed"
+    assert _span(done_second)[0] >= _span(done_first)[1]
+    assert team.wait_final(routed).host == "alpha"
+    failing = team.submit("laptop", team.save("laptop", "# fails\nFAKE:sleep=2\nFAKE:exit=3\n"))
+    blocked = team.submit("laptop", team.save("laptop", "# blocked\n"), "--after", str(failing))
+    assert team.wait_final(failing).status.value == "failed"
+    assert team.wait_final(blocked).reason == "dependency_failed"
+
+
+def test_commands_outside_team_mode_say_so(team: Team) -> None:
+    local = team.env("laptop")
+    del local["EMDX_DATABASE_URL"]
+    for args in (["workers"], ["worker"]):
+        result = emdx(*args, env=local, cwd=team.root)
+        assert result.code == 1 and "EMDX_DATABASE_URL" in result.stderr, result
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
