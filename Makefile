@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLAUDE := node_modules/.bin/claude
 
-.PHONY: install sysdeps pgready demo test test-fast lint bench clean
+.PHONY: install sysdeps pgready demo demo-team test test-fast lint bench clean
 
 install: $(VENV)/.installed $(CLAUDE)
 
@@ -34,6 +34,10 @@ $(CLAUDE): package.json package-lock.json
 
 demo: install
 	$(PY) scripts/demo.py
+
+# Team mode on one machine: a throwaway PostgreSQL database, two worker "hosts", six runs.
+demo-team: install pgready
+	$(PY) scripts/demo_team.py
 
 test: install sysdeps pgready
 	$(PY) -m pytest

@@ -165,17 +165,25 @@ class Team:
         assert proc.poll() is None, worker.text()
         return worker
 
-    def cli(self, host: str, *args: str, input: str | None = None, timeout: float = 90) -> Ran:
-        """`emdx ARGS` as host `host` (its own home)."""
-        return emdx(*args, input=input, env=self.env(host), cwd=self.root, timeout=timeout)
+    def cli(
+        self,
+        host: str,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 90,
+        cwd: Path | None = None,
+    ) -> Ran:
+        """`emdx ARGS` as host `host` (its own home), from `cwd` (default: the test's dir)."""
+        return emdx(*args, input=input, env=self.env(host), cwd=cwd or self.root, timeout=timeout)
 
     def save(self, host: str, content: str, title: str = "work") -> int:
         saved = self.cli(host, "save", "--title", title, input=content)
         assert saved.code == 0, saved.stderr
         return int(saved.stdout.split("#", 1)[1].split(":", 1)[0])
 
-    def submit(self, host: str, doc_id: int, *extra: str) -> int:
-        started = self.cli(host, "claude", "execute", str(doc_id), "--background", *extra)
+    def submit(self, host: str, doc_id: int, *extra: str, cwd: Path | None = None) -> int:
+        args = ("claude", "execute", str(doc_id), "--background", *extra)
+        started = self.cli(host, *args, cwd=cwd)
         assert started.code == 0, started.stderr
         return int(started.stdout.split("#", 1)[1].split(" ", 1)[0])
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from team_helpers import Team, drop_connections, emdx
@@ -189,3 +191,31 @@ def test_commands_outside_team_mode_say_so(team: Team) -> None:
         result = emdx(*args, env=local, cwd=team.root)
         assert result.code == 1 and "EMDX_DATABASE_URL" in result.stderr, result
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path, check=True
+        )
+    return path
+
+
+def test_a_worktree_run_goes_to_a_worker_holding_its_repository(team: Team) -> None:
+    here = _repo(team.root / "laptop-src" / "proj")
+    there = _repo(team.root / "alpha-src" / "proj")
+    team.start_worker("beta")  # holds no repository: never takes it
+    team.start_worker("alpha", repos=(there,))
+    doc = team.save("laptop", "# in the repo\n")
+    run = team.submit("laptop", doc, "--worktree", cwd=here)
+    row = team.wait_final(run, 60)
+    assert (row.status.value, row.host) == ("completed", "alpha"), (row, team.events(run))
+    assert row.repo == str(there) and row.branch and row.branch_created
+    branches = subprocess.run(
+        ["git", "branch", "--list", row.branch], cwd=there, capture_output=True, text=True
+    )
+    assert row.branch in branches.stdout
+    assert not subprocess.run(
+        ["git", "branch", "--list", row.branch], cwd=here, capture_output=True, text=True
+    ).stdout  # the submitting host's repository is untouched

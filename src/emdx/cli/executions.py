@@ -157,6 +157,13 @@ def _panel(ex: Execution, missing: bool = False, hold: str | None = None) -> Non
         rows.insert(0, ("old id", ex.old_id))
     if ex.output_doc_id:
         rows.append(("output doc", f"#{ex.output_doc_id}"))
+    if ex.host or ex.job_id is not None:
+        # Team mode: where it runs (its pids and paths are that host's), and its job.
+        worker = f" (worker #{ex.worker_id})" if ex.worker_id is not None else ""
+        rows.insert(
+            rows.index(("runner pid", str(ex.pid or "-"))), ("host", f"{ex.host or '-'}{worker}")
+        )
+        rows.append(("job", "-" if ex.job_id is None else str(ex.job_id)))
     style = STATUS_STYLES.get(ex.status.value, "")
 
     def shown(key: str, value: str) -> str:
