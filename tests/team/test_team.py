@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from team_helpers import Team, drop_connections, emdx
-from testkit import assert_gone, wait_until
+from testkit import alive, assert_gone, read_pidfile, wait_until
 
 from emdx import system
 from emdx.models import Execution, parse_time
@@ -219,3 +219,58 @@ def test_a_worktree_run_goes_to_a_worker_holding_its_repository(team: Team) -> N
     assert not subprocess.run(
         ["git", "branch", "--list", row.branch], cwd=here, capture_output=True, text=True
     ).stdout  # the submitting host's repository is untouched
+
+
+def test_a_kill_of_a_run_whose_worker_died_records_host_lost(team: Team) -> None:
+    # Slow beats: `exec kill` starts before anyone can tell the worker is gone.
+    alpha = team.start_worker("alpha", extra={"EMDX_WORKER_HEARTBEAT_SECONDS": "3"})
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n"))
+    wait_until(lambda: team.row(run).agent_pid, 60, message=alpha.text)
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    killed = team.cli("laptop", "exec", "kill", str(run))
+    assert killed.code == 0, killed.stderr
+    row = team.row(run)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost")
+    assert "exec kill" in json.dumps(team.events(run))
+
+
+def test_a_restarted_worker_sweeps_what_its_lost_runs_left_on_its_host(team: Team) -> None:
+    alpha = team.start_worker("alpha")
+    pidfile = team.root / "agent.pid"
+    doc = team.save(
+        "laptop", f"# escapes\nFAKE:setsid-child\nFAKE:pidfile={pidfile}\nFAKE:sleep=60\n"
+    )
+    run = team.submit("laptop", doc)
+    agent_and_child = read_pidfile(pidfile, count=2)
+    escaped = agent_and_child[1:]
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    assert all(alive(p) for p in escaped)  # in its own session: it outlived its supervisor
+    team.start_worker("alpha")  # the same host and home again
+    assert_gone(escaped, what="the escaped process after the worker's start-up sweep")
+    assert team.wait_final(run).reason in ("host_lost", "runner_lost")
+
+
+def test_a_foreground_execute_follows_its_run_on_a_worker(team: Team) -> None:
+    team.start_worker("alpha")
+    doc = team.save("laptop", "# fg\nFAKE:events=3\nFAKE:exit=4\n")
+    ran = team.cli("laptop", "claude", "execute", str(doc))
+    assert ran.code == 4, ran.stdout + ran.stderr  # the run's own exit code, from another host
+    assert "step 2" in ran.stdout and "taken by worker w-alpha" in ran.stdout, ran.stdout
+
+
+def test_the_daily_budget_holds_queued_runs_on_the_workers(team: Team) -> None:
+    budget = {"EMDX_DAILY_BUDGET_USD": "0.01"}  # one fake run costs $0.0123
+    alpha = team.start_worker("alpha", extra=budget)
+    first = team.submit("laptop", team.save("laptop", "# first\n"))
+    assert team.wait_final(first).cost_usd
+    held = team.submit("laptop", team.save("laptop", "# held\n"))
+    job = team.row(held).job_id
+    # Its turns come and go (each deferred anew), and it stays queued.
+    wait_until(lambda: team.row(held).job_id != job, 30, message=alpha.text)
+    assert team.row(held).status.value == "queued"
+    alpha.signal(signal.SIGTERM)
+    alpha.proc.wait(30)
+    team.start_worker("beta")  # no budget on this host
+    assert team.wait_final(held).status.value == "completed"

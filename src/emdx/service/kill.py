@@ -153,16 +153,20 @@ def _kill_remote(store: Store, execution: Execution, who: str) -> KillResult:
     queue.request_abort(execution.job_id)
     deadline = time.monotonic() + settings.kill_grace() + SUPERVISOR_FINISH_S
     deadline += 3 * settings.worker_heartbeat()  # an abort missed over NOTIFY: the worker polls
+    next_judgement = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         current = store.executions.get(execution.id)
         if current.status.is_final:
             return KillResult(current, False, current.exit_code == EXIT_SIGKILL)
+        if time.monotonic() >= next_judgement:
+            # Its worker may be lost meanwhile (killed with its host): nobody will stop it.
+            next_judgement = time.monotonic() + 1.0
+            judgement = judge(current, default_probe(store))
+            if judgement.verdict is Verdict.HOST_LOST:
+                record_host_lost(store, current, who, judgement.detail)
+                return KillResult(store.executions.get(execution.id), False)
         time.sleep(0.1)
     current = store.executions.get(execution.id)
-    judgement = judge(current, default_probe(store))
-    if judgement.verdict is Verdict.HOST_LOST:
-        record_host_lost(store, current, who, judgement.detail)
-        return KillResult(store.executions.get(execution.id), False)
     if current.status.is_final:
         return KillResult(current, False, current.exit_code == EXIT_SIGKILL)
     raise InvalidStateError(
