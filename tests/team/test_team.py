@@ -274,3 +274,28 @@ def test_the_daily_budget_holds_queued_runs_on_the_workers(team: Team) -> None:
     alpha.proc.wait(30)
     team.start_worker("beta")  # no budget on this host
     assert team.wait_final(held).status.value == "completed"
+
+
+@pytest.mark.parametrize("how", ["taken by a worker that died", "ended by a failed task"])
+def test_a_queued_run_whose_job_was_lost_is_queued_again(team: Team, how: str) -> None:
+    import psycopg
+
+    run = team.submit("laptop", team.save("laptop", "# orphan\n"))
+    job = team.row(run).job_id
+    with psycopg.connect(team.url, autocommit=True) as conn:
+        if how == "ended by a failed task":
+            conn.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (job,))
+        else:
+            dead = conn.execute(
+                "INSERT INTO procrastinate_workers (last_heartbeat) "
+                "VALUES (now() - interval '1 hour') RETURNING id"
+            ).fetchone()
+            assert dead is not None
+            conn.execute(
+                "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+                (dead[0], job),
+            )
+    team.start_worker("alpha")  # its sweep finds the run, queues it again, and takes it
+    row = team.wait_final(run)
+    assert (row.status.value, row.host) == ("completed", "alpha")
+    assert row.job_id != job and len(_taken(team, run)) == 1

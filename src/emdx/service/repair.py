@@ -17,7 +17,7 @@ from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service.kill import finish_from_outside, record_host_lost, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge
-from emdx.service.scheduler import discard, fill_slots
+from emdx.service.scheduler import discard, fill_slots, queue_name
 from emdx.store import Store
 
 
@@ -30,6 +30,7 @@ class SweepReport:
     post_actions: list[int] = field(default_factory=list)
     started: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
 
     def describe(self) -> list[str]:
         lines = [f"execution #{i}: abandoned start undone" for i in self.undone]
@@ -37,6 +38,10 @@ class SweepReport:
         lines += [f"execution #{i}: owed post-actions applied" for i in self.post_actions]
         lines += [f"execution #{i}: queued with a free slot, started" for i in self.started]
         lines += [f"execution #{i}: its worker's host is lost, row failed" for i in self.lost]
+        lines += [
+            f"execution #{i}: its job was lost before it started, queued again"
+            for i in self.requeued
+        ]
         return lines
 
 
@@ -212,4 +217,27 @@ def sweep(store: Store, who: str = "emdx", probe: Probe | None = None) -> SweepR
                 report.post_actions.append(execution.id)
     with contextlib.suppress(EmdxError):
         report.started = fill_slots(store)
+    with contextlib.suppress(EmdxError):
+        report.requeued = requeue_orphans(store)
     return report
+
+
+def requeue_orphans(store: Store) -> list[int]:
+    """Team mode: a queued run whose job will never start it (see `orphaned_queued`) gets a
+    new one — it never started, so this is no retry of an agent run."""
+    queue = store.queue
+    if queue is None:
+        return []
+    done = []
+    for execution_id in queue.orphaned_queued():
+        with contextlib.suppress(EmdxError):
+            execution = store.executions.get(execution_id)
+            repo = Path(execution.repo).name if execution.repo else None
+            queue.defer(
+                execution.id,
+                execution.run_key or "",
+                queue=queue_name(execution.options, repo),
+                priority=execution.options.priority,
+            )
+            done.append(execution_id)
+    return done

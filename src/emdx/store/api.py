@@ -193,6 +193,8 @@ class JobQueueAPI(Protocol):
 
     def end_job(self, job_id: int, status: str = "failed") -> bool: ...
 
+    def orphaned_queued(self) -> list[int]: ...
+
     def register_worker(
         self,
         worker_id: int,

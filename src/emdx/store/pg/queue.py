@@ -124,6 +124,33 @@ class PgJobQueue:
             conn.execute("SELECT procrastinate_finish_job_v1(%s, %s, false)", (job_id, status))
         return True
 
+    def orphaned_queued(self) -> list[int]:
+        """Queued runs whose job will never start them: it ended (its task gave up on a
+        database error), vanished, or is held by a worker that is lost (taken, then the worker
+        died before it started the run). Such a job is ended here; the run, which never started,
+        needs a new one."""
+        with self._db.write() as conn:
+            rows = conn.execute(
+                f"""SELECT e.id, j.id AS job, j.status AS job_status
+                    FROM executions e
+                    LEFT JOIN procrastinate_jobs j ON j.id = e.job_id
+                    LEFT JOIN procrastinate_workers p ON p.id = j.worker_id
+                    LEFT JOIN emdx_workers w ON w.worker_id = j.worker_id
+                    WHERE e.status = 'queued' AND e.job_id IS NOT NULL AND (
+                        j.id IS NULL
+                        OR j.status IN ('succeeded', 'failed', 'aborted', 'cancelled')
+                        OR (j.status = 'doing' AND (p.id IS NULL OR p.last_heartbeat <
+                            now() - make_interval(
+                                secs => {MISSED_BEATS} * COALESCE(w.heartbeat_s, 10.0)))))
+                    ORDER BY e.id"""
+            ).fetchall()
+            for row in rows:
+                if row["job_status"] == "doing":
+                    conn.execute(
+                        "SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (row["job"],)
+                    )
+        return [int(r["id"]) for r in rows]
+
     # -- workers ------------------------------------------------------------------------
 
     def register_worker(
