@@ -32,8 +32,17 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        metavar="URL",
+        help="Team mode: the team's postgresql:// database (as EMDX_DATABASE_URL).",
+    ),
 ) -> None:
     """emdx: keep prompt documents, run them through Claude Code, watch every run."""
+    if db is not None:
+        # Through the environment: the supervisors and workers this command starts inherit it.
+        os.environ["EMDX_DATABASE_URL"] = db
 
 
 documents.register(app)

@@ -126,8 +126,8 @@ def open_store(location: Path | str | None = None) -> Store:
                 # Never fall back to the local file: a host meant to share the team's database
                 # would silently work alone. The value is not echoed (it may hold a password).
                 raise StoreError(
-                    "EMDX_DATABASE_URL is not a postgresql:// URL; fix it, or unset it to use "
-                    "the SQLite file in EMDX_HOME"
+                    "EMDX_DATABASE_URL (or --db) is not a postgresql:// URL; fix it, or unset "
+                    "it to use the SQLite file in EMDX_HOME"
                 )
             return _open_pg(url)
         paths.ensure_home()
