@@ -69,6 +69,8 @@ def test_runs_spread_over_the_workers_within_their_concurrency(team: Team) -> No
         assert len(_taken(team, row.id)) == 1, team.events(row.id)
         assert row.attempt == 1
         assert row.working_dir and row.working_dir.startswith(str(team.root / str(row.host)))
+    table = team.cli("laptop", "exec", "list").stdout
+    assert table.splitlines()[0].split()[-1] == "host" and "alpha" in table and "beta" in table
     listing = team.cli("laptop", "workers", "--json")
     assert listing.code == 0, listing.stderr
     workers = {w["name"]: w for w in json.loads(listing.stdout)}

@@ -47,6 +47,8 @@ def _table(executions: list[Execution], hold: str | None) -> None:
     # What an active run is doing beyond its status (waiting, retrying, held), when any is.
     notes = {ex.id: state_note(ex, hold) for ex in executions}
     noted = any(notes.values())
+    # Team mode: which host runs each (a row no worker took yet has none).
+    hosted = any(ex.host for ex in executions)
     rows = []
     for ex in executions:
         doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
@@ -61,8 +63,11 @@ def _table(executions: list[Execution], hold: str | None) -> None:
             "-" if ex.exit_code is None else str(ex.exit_code),
             money(ex.cost_usd),
         )
+        if hosted:
+            row = (*row, ex.host or "-")
         rows.append((*row, notes[ex.id]) if noted else row)
-    headers = ("id", "document", "type", "status", "started", "duration", "exit", "cost")
+    headers: tuple[str, ...] = ("id", "document", "type", "status", "started", "duration", "exit")
+    headers += ("cost", "host") if hosted else ("cost",)
     print_table((*headers, "note") if noted else headers, rows, right=(0, 5, 6, 7), flexible=1)
 
 
