@@ -29,7 +29,10 @@ from emdx.models import ExecOptions, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service import Service
 from emdx.tui import app as tui_app
-from emdx.tui.app import ConfirmScreen, DocumentsScreen, EmdxApp, ExecutionsScreen, HelpScreen
+from emdx.tui.app import EmdxApp
+from emdx.tui.modals import ConfirmScreen, HelpScreen
+from emdx.tui.screens.documents import DocumentsScreen
+from emdx.tui.screens.executions import ExecutionsScreen
 
 SIZE = (120, 40)
 

@@ -21,7 +21,9 @@ from tui_helpers import log_lines, pilot_wait, screen_text
 
 from emdx import paths
 from emdx.service import Service
-from emdx.tui.app import DocumentsScreen, EmdxApp, ExecutionsScreen
+from emdx.tui.app import EmdxApp
+from emdx.tui.screens.documents import DocumentsScreen
+from emdx.tui.screens.executions import ExecutionsScreen
 
 SIZE = (120, 40)
 
