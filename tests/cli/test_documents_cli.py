@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import Cli
 
 from emdx import __version__
 from emdx.service import Service
 
-Cli = Callable[..., Any]
 SAVED = re.compile(r"^saved #(\d+): (.*?)(?:  tags: (.*))?$")
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import Cli
 
 from emdx.service import Service
 
-Cli = Callable[..., Any]
 HUGE = str(2**63)  # one past SQLite's largest integer
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 

@@ -18,13 +18,13 @@ from faults_helpers import (
     final_triple,
     log_messages,
 )
-from testkit import alive, read_pidfile, started_id, wait_until
+from testkit import Cli, alive, read_pidfile, started_id, wait_until
 
 from emdx import system
 from emdx.models import Execution
 
 
-def _health(cli: Any) -> tuple[int, dict[str, Any]]:
+def _health(cli: Cli) -> tuple[int, dict[str, Any]]:
     done = cli("exec", "health", "--json")
     assert done.stderr == "", done.stderr
     return done.code, json.loads(done.stdout)
@@ -36,7 +36,7 @@ def _run_report(report: dict[str, Any], execution_id: int) -> dict[str, Any]:
     return found[0]
 
 
-def test_supervisor_sigkill_is_repaired_and_grandchild_killed(world: World, cli: Any) -> None:
+def test_supervisor_sigkill_is_repaired_and_grandchild_killed(world: World, cli: Cli) -> None:
     """1. SIGKILL the supervisor: the agent dies with it (parent-death signal); the setsid
     grandchild survives until `exec health` repairs the row and kills it by its marker."""
     pidfile = world.pidfile()
@@ -87,7 +87,7 @@ def test_agent_sigkill(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_timeout_with_agent_ignoring_sigterm(world: World, cli: Any) -> None:
+def test_timeout_with_agent_ignoring_sigterm(world: World, cli: Cli) -> None:
     """3. `--timeout 2s` and an agent that ignores SIGTERM: SIGKILL after the grace period."""
     pidfile = world.pidfile()
     doc = world.doc(f"# stubborn\nFAKE:ignore-term\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
@@ -122,7 +122,7 @@ def test_setsid_grandchild_after_normal_exit(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_silent_agent_is_stalled(world: World, cli: Any) -> None:
+def test_silent_agent_is_stalled(world: World, cli: Cli) -> None:
     """5. No output at all for `--stall-timeout 2s`: failed, 124, stalled."""
     pidfile = world.pidfile()
     doc = world.doc(f"# silent\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
@@ -157,7 +157,7 @@ def test_hang_after_result(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_frozen_supervisor_is_unresponsive_then_recovers(world: World, cli: Any) -> None:
+def test_frozen_supervisor_is_unresponsive_then_recovers(world: World, cli: Cli) -> None:
     """7. SIGSTOP the supervisor: after > 3 heartbeats `exec health` says unresponsive (exit 1)
     and repairs nothing; after SIGCONT the run completes normally and health is clean."""
     pidfile = world.pidfile()
@@ -211,7 +211,7 @@ def _dead_run(world: World) -> Execution:
     return row
 
 
-def test_reused_pids_are_never_signalled(world: World, cli: Any) -> None:
+def test_reused_pids_are_never_signalled(world: World, cli: Cli) -> None:
     """8. Rows whose recorded supervisor and agent pids now belong to live unrelated processes
     (another start time): health, kill and cleanup repair the rows but never signal them."""
     runner_witness, runner_log = world.tracker.witness(world.tmp, "runner")

@@ -25,7 +25,7 @@ from faults_helpers import (
     final_triple,
     result_payload,
 )
-from testkit import started_id
+from testkit import Cli, started_id
 
 from emdx.format import sanitize
 from emdx.service import Service
@@ -112,7 +112,7 @@ def _run_in_pty(argv: list[str], timeout: float = 60) -> tuple[int, str]:
     return code, b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_hostile_document_content(world: World, cli: Any) -> None:
+def test_hostile_document_content(world: World, cli: Cli) -> None:
     """15. Content that starts with `--`, carries shell syntax, control and ANSI characters,
     odd unicode and a 100k-character line: saved, run, delivered byte-exact, never executed;
     `view` and `exec show` print it without crashing."""
@@ -183,7 +183,7 @@ def test_hostile_document_content(world: World, cli: Any) -> None:
 # -- 16. cleanup racing finishing runs ---------------------------------------------------------
 
 
-def test_concurrent_cleanup_never_fails_finishing_runs(world: World, cli: Any) -> None:
+def test_concurrent_cleanup_never_fails_finishing_runs(world: World, cli: Cli) -> None:
     """16. `cleanup processes` in a loop (in-process service and CLI) while 8 short runs start,
     queue (EMDX_MAX_PARALLEL=4) and finish: every run completes, none is ever seen failed, no
     completed row ever changes back, cleanup repairs and kills nothing."""

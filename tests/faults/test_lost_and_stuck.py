@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from faults_helpers import World, final_triple, log_entries, one_error_line
 from testkit import (
+    Cli,
     alive,
     inject_faults,
     read_pidfile,
@@ -63,7 +64,7 @@ def test_full_disk_at_the_final_write_is_retried(
 
 
 def test_an_outcome_the_database_never_took_is_recorded_by_the_next_command(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The supervisor gives up after its deadline (disk still full) and exits: its outcome,
     written first to an fsync'd side file, is what the next command records — not
@@ -144,7 +145,7 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 
 def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The queued run waited forever with a free slot, `exec health` said "✅ queued" and exited
     0, and the smart run's output document was never saved."""
@@ -183,7 +184,7 @@ def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
 
 @pytest.mark.parametrize("where", ["after the worktree", "after the run dir"])
 def test_a_start_killed_half_way_is_undone_by_the_next_command(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
 ) -> None:
     """SIGKILL between row creation and spawn left a row `queued` forever and a locked worktree
     and branch no cleanup removed: now the row is `preparing` with its creator recorded, and the
@@ -215,7 +216,7 @@ def test_a_start_killed_half_way_is_undone_by_the_next_command(
 
 
 def test_ctrl_c_during_a_start_prints_one_line_and_undoes_it(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     repo = _repo(tmp_path)
     inject_faults(
@@ -260,7 +261,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def test_health_judges_a_run_by_its_own_heartbeat_interval(
-    world: World, cli: Any, tracker: Any
+    world: World, cli: Cli, tracker: Any
 ) -> None:
     """The run beats every second (its row says so); a reader whose EMDX_HEARTBEAT_SECONDS is
     100 must still see it unresponsive once it missed three beats (and `exec running` must not
@@ -293,7 +294,7 @@ def test_health_judges_a_run_by_its_own_heartbeat_interval(
 
 
 def test_an_overdue_run_is_stopped_with_its_own_reason(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A supervisor frozen past its --timeout is stopped by `cleanup processes`, recorded as
     failed/124/overdue — never killed_by_user (its SIGTERM handler would have said so)."""
@@ -357,7 +358,7 @@ def test_a_locked_database_does_not_stop_the_log(world: World) -> None:
 
 
 def test_a_queued_run_starts_with_the_environment_it_was_queued_with(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
     holder = world.start("# holder\nFAKE:sleep=60\n")

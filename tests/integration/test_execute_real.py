@@ -23,7 +23,6 @@ import psutil
 import pytest
 from real_cli import (
     RUN_DEADLINE_S,
-    CliFn,
     Env,
     assert_outcome,
     assert_run_processes_gone,
@@ -40,6 +39,7 @@ from real_cli import (
     wait_final,
 )
 from testkit import (
+    Cli,
     run_processes,
     started_id,
     wait_until,
@@ -110,7 +110,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> 
 # --- 1. the multi-tool run ---------------------------------------------------------------
 
 
-def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: CliFn) -> None:
+def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:multitool]]\nMake out/a.txt and out/b.txt.", "Multi tool")
 
     result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
@@ -170,7 +170,7 @@ def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: CliFn) ->
 # --- 2. API error -----------------------------------------------------------------------
 
 
-def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
+def test_api_error_fails_the_run(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:api400]] hello", "Bad request")
 
     result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
@@ -184,7 +184,7 @@ def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
 # --- 3. --max-turns ---------------------------------------------------------------------
 
 
-def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
+def test_max_turns_exhaustion_fails_the_run(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:twotools]] two tools", "Two tools")
 
     result = cli("claude", "execute", str(doc), "--max-turns", "1", timeout=RUN_DEADLINE_S)
@@ -200,7 +200,7 @@ def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
 # --- 4. background ----------------------------------------------------------------------
 
 
-def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
+def test_background_run_outlives_the_cli(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
 
     began = time.monotonic()
@@ -228,7 +228,7 @@ def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
 # --- 5. parallel starts -----------------------------------------------------------------
 
 
-def test_parallel_background_starts_get_distinct_runs(env: Env, cli: CliFn) -> None:
+def test_parallel_background_starts_get_distinct_runs(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:hello]] say hello", "Hello")
     outputs: list[Any] = [None] * 4
 
@@ -259,7 +259,7 @@ def test_parallel_background_starts_get_distinct_runs(env: Env, cli: CliFn) -> N
 
 
 def test_queue_cap_runs_one_at_a_time_in_order(
-    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+    env: Env, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
     doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
@@ -288,7 +288,7 @@ def test_queue_cap_runs_one_at_a_time_in_order(
 # --- 7. --after -------------------------------------------------------------------------
 
 
-def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> None:
+def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: Cli) -> None:
     slow = save_doc(cli, "[[script:slow]] first", "First")
     hello = save_doc(cli, "[[script:hello]] second", "Second")
     bad = save_doc(cli, "[[script:api400slow]] fails", "Fails")
@@ -323,7 +323,7 @@ def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> N
 
 
 def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
-    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+    env: Env, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dependency's supervisor finishes, and runs its queue pass, between the moment
     `start_execution` reads the dependency (still running) and the moment it inserts the new row.
@@ -364,13 +364,13 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
 # --- 8. smart execution -----------------------------------------------------------------
 
 
-def run_foreground(cli: CliFn, doc: int, *extra: str) -> Any:
+def run_foreground(cli: Cli, doc: int, *extra: str) -> Any:
     result = cli("claude", "execute", str(doc), *extra, timeout=RUN_DEADLINE_S)
     assert result.code == 0, result.stdout + result.stderr
     return result
 
 
-def test_smart_note_saves_an_analysis_document(env: Env, cli: CliFn) -> None:
+def test_smart_note_saves_an_analysis_document(env: Env, cli: Cli) -> None:
     note = save_doc(cli, "[[script:analysis]]\nShould we cache the index?", "Caching", "note")
 
     run_foreground(cli, note)
@@ -396,7 +396,7 @@ def test_smart_note_saves_an_analysis_document(env: Env, cli: CliFn) -> None:
     )
 
 
-def test_smart_analysis_saves_a_gameplan_document(env: Env, cli: CliFn) -> None:
+def test_smart_analysis_saves_a_gameplan_document(env: Env, cli: Cli) -> None:
     analysis = save_doc(cli, "[[script:gameplan]]\nThe cache analysis.", "Cache", "analysis")
 
     run_foreground(cli, analysis)
@@ -422,7 +422,7 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, cli: CliFn) -> None:
+def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, cli: Cli) -> None:
     repo = env.workdir / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -454,7 +454,7 @@ def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, c
     assert [d["id"] for d in docs] == [plan]
 
 
-def test_no_smart_and_tools_override(env: Env, cli: CliFn) -> None:
+def test_no_smart_and_tools_override(env: Env, cli: Cli) -> None:
     note = save_doc(cli, "[[script:readonly]]\nJust a note.", "Plain", "note")
 
     run_foreground(cli, note, "--no-smart", "--tools", "Read")
@@ -493,7 +493,7 @@ def _sleep_300(env: Env, execution_id: int) -> list[tuple[int, float]]:
     return found
 
 
-def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
+def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:sleeptool]] sleep a while", "Sleeper")
     execution_id = start_background(cli, doc)
 
@@ -527,7 +527,7 @@ def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
 @pytest.mark.parametrize(
     ("option", "reason"), [("--stall-timeout", "stalled"), ("--timeout", "timeout")]
 )
-def test_watchdog_stops_a_silent_model(env: Env, cli: CliFn, option: str, reason: str) -> None:
+def test_watchdog_stops_a_silent_model(env: Env, cli: Cli, option: str, reason: str) -> None:
     doc = save_doc(cli, "[[script:stall]] think forever", "Stall")
 
     began = time.monotonic()
@@ -544,7 +544,7 @@ def test_watchdog_stops_a_silent_model(env: Env, cli: CliFn, option: str, reason
 # --- 11. a 1 MB document ----------------------------------------------------------------
 
 
-def test_one_megabyte_document_reaches_the_model(env: Env, cli: CliFn) -> None:
+def test_one_megabyte_document_reaches_the_model(env: Env, cli: Cli) -> None:
     line = "The quick brown fox jumps over the lazy dog; emdx keeps the whole prompt.\n"
     body = line * (1_000_000 // len(line))
     end_marker = "END-MARKER-7f3a9c1e-the-last-line"

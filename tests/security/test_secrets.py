@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from testkit import (
+    Cli,
     RunWaits,
     assert_run_gone,
     fake_agent_env,
@@ -141,7 +142,7 @@ def messages_of(entries: list[dict[str, Any]], type_: str) -> list[str]:
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_secret_is_masked_everywhere(
-    form: str, secret_runs: SecretRuns, cli: Any, monkeypatch: pytest.MonkeyPatch
+    form: str, secret_runs: SecretRuns, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = FORMS[form]
     monkeypatch.setenv(SECRET_NAME, secret)

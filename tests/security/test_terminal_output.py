@@ -40,13 +40,11 @@ from security_helpers import (
     hostile_document,
     violations,
 )
-from testkit import Deadline, run_in_pty, started_id, wait_until
+from testkit import Cli, Deadline, run_in_pty, started_id, wait_until
 
 from emdx import paths
 from emdx.models import ExecOptions, Execution
 from emdx.service import Service
-
-Cli = Callable[..., Any]
 
 SHOWN_TAG = "evil\\x1b]0;tag\\x07"
 # What the fake agent's HOSTILE looks like once escaped, after each place it is printed from.

@@ -1,8 +1,9 @@
 """Helpers shared by the test suites: polling, process identities, reaping, the fake agent.
 
 tests/conftest.py puts this directory on `sys.path`, so every suite does `from testkit import …`.
-What is here is what several suites need in the same form; a suite's own helpers stay in its
-`*_helpers.py`.
+What is here is what several suites need in the same form; a suite's own helpers are its
+`<suite>_helpers.py` next to this module (one directory of importable helpers, so that mypy
+and pytest see each under one name).
 
 Processes are named by identity, (pid, start time), never by pid alone (`emdx.system`), so a
 test can never signal a process that merely reuses a pid. A run's processes all carry the
@@ -30,15 +31,17 @@ import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psutil
 import pytest
 
 from emdx import paths, system
-from emdx.models import Execution
+from emdx.models import Execution, parse_time
 from emdx.service import Service
+from emdx.store import SqliteStore, open_store
 from emdx.testing.model_server import offline_claude_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -344,6 +347,32 @@ def seed_execution_ids(db: Path, last_id: int | None = None) -> int:
     return base
 
 
+def open_sqlite(path: Path) -> SqliteStore:
+    """`open_store(path)` for the SQLite-only tests, which also read the connection itself."""
+    store = open_store(path)
+    assert isinstance(store, SqliteStore), store
+    return store
+
+
+def save_doc(
+    service: Service,
+    content: str,
+    *,
+    title: str | None = None,
+    tags: str | None = None,
+    project: str | None = None,
+) -> int:
+    """Save a document as given (no type detection from its content); its id."""
+    return service.save_document(content, title=title, tags=tags, project=project, detect=False).id
+
+
+def recorded_time(value: str | None) -> datetime:
+    """A time the store recorded (ISO-8601), which must be there."""
+    moment = parse_time(value)
+    assert moment is not None, f"no time recorded: {value!r}"
+    return moment
+
+
 def new_service() -> Service:
     """A Service on this test's EMDX_HOME: database created and migrated, execution ids seeded
     high (see seed_execution_ids)."""
@@ -388,6 +417,67 @@ def fake_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "EMDX_LINE_MAX_BYTES",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    # The bytes as written (the texts above are decoded with "replace", which hides raw bytes).
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
+
+    def json(self) -> Any:
+        """stdout as the one JSON document `--json` prints."""
+        return json.loads(self.stdout)
+
+
+def run_emdx(
+    *args: str,
+    input: str | bytes | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> CliResult:
+    """Run the real `emdx` entry point in a subprocess (exit codes and stderr as a user sees);
+    stdin is a pipe (not a terminal), empty unless `input` is given."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    data = input.encode() if isinstance(input, str) else input
+    done = subprocess.run(
+        [sys.executable, "-m", "emdx", *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return CliResult(
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+        done.stdout,
+        done.stderr,
+    )
+
+
+class Cli(Protocol):
+    """The `cli` fixture (tests/conftest.py): `run_emdx`."""
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> CliResult: ...
 
 
 # -- runs ---------------------------------------------------------------------------------------
