@@ -29,13 +29,13 @@ from cleanup_helpers import (
     statuses,
     worktrees,
 )
-from testkit import FAKE_CLAUDE, Cli, alive, read_pidfile, started_id, wait_until
+from testkit import FAKE_CLAUDE, Cli, CliResult, alive, read_pidfile, started_id, wait_until
 
 from emdx import paths, system
 from emdx.models import parse_time, utc_now
 
 
-def _actions(done: Any) -> list[dict[str, Any]]:
+def _actions(done: CliResult) -> list[dict[str, Any]]:
     assert done.code == 0, done
     assert "Traceback" not in done.stderr, done.stderr
     payload = parse_json(done.stdout)

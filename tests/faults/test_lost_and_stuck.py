@@ -25,9 +25,11 @@ from testkit import (
     alive,
     inject_faults,
     read_pidfile,
+    recorded_time,
     result_payload,
     run_files,
     started_id,
+    supervisor_of,
     wait_until,
 )
 
@@ -75,7 +77,7 @@ def test_an_outcome_the_database_never_took_is_recorded_by_the_next_command(
     )
     execution = world.start("# never recorded\nFAKE:events=2\n")
     row = world.wait_agent(execution.id)
-    wait_until(lambda: not alive((row.pid, row.pid_started_at)), 60, message="supervisor exit")
+    wait_until(lambda: not alive(supervisor_of(row)), 60, message="supervisor exit")
     assert world.get(execution.id).status.value == "running"
     outcome = json.loads(run_files(row)["final"].read_text())
     assert (outcome["status"], outcome["exit_code"]) == ("completed", 0)
@@ -160,7 +162,7 @@ def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
     assert world.get(queued.id).status.value == "queued"
     done = world.wait_final(smart_run.id)
     assert final_triple(done) == ("completed", 0, "success") and done.post_actions == "pending"
-    wait_until(lambda: not alive((done.pid, done.pid_started_at)), 15, message="its death")
+    wait_until(lambda: not alive(supervisor_of(done)), 15, message="its death")
     assert world.get(queued.id).status.value == "queued"  # nobody started it
 
     # Health reports what was wrong (a queue stalled, post-actions owed), then repairs it.
@@ -344,9 +346,7 @@ def test_a_locked_database_does_not_stop_the_log(world: World) -> None:
     stamps = [
         e["ts"] for e in runlog.read_entries(Path(str(row.log_file))) if e["type"] == "assistant"
     ]
-    from emdx.models import parse_time
-
-    moments = [parse_time(s).timestamp() for s in stamps]  # type: ignore[union-attr]
+    moments = [recorded_time(s).timestamp() for s in stamps]
     assert max(moments) - min(moments) >= 2.0, stamps  # their own times, 0.5 s apart
     assert locked_at - 1 <= min(moments) and max(moments) <= released_at + 0.5
     final = world.wait_final(execution.id, timeout=60)

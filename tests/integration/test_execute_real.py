@@ -203,15 +203,13 @@ def test_max_turns_exhaustion_fails_the_run(env: Env, cli: Cli) -> None:
 def test_background_run_outlives_the_cli(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
 
-    began = time.monotonic()
     result = cli("claude", "execute", str(doc), "--background")
-    took = time.monotonic() - began
 
     assert result.code == 0, result.stderr
     execution_id = started_id(result.stdout)
     assert f"emdx exec show {execution_id} --follow" in result.stdout
-    # The run needs at least the 2 s the model "thinks"; the start returned before that.
-    assert took < 2.0, f"--background took {took:.2f}s"
+    # The run needs at least the 2 s the model "thinks": the start returned before it ended
+    # (how fast it returns is bench/run.py's `bench_start`).
     first = show(cli, execution_id)
     assert first["status"] in ("queued", "running"), first
     wait_until(
@@ -353,12 +351,12 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
         c = service.start_execution(hello, ExecOptions(after_id=d)).id
 
     assert_outcome(show(cli, d), "failed", 1, "invalid_request")
-    deadline = time.monotonic() + 5
-    row_c = show(cli, c)
-    while row_c["status"] == "queued" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        row_c = show(cli, c)
-    assert_outcome(row_c, "failed", 1, "dependency_failed")
+
+    def c_decided() -> dict[str, Any] | None:
+        row = show(cli, c)
+        return row if row["status"] != "queued" else None
+
+    assert_outcome(wait_until(c_decided, 5, 0.2, "c past queued"), "failed", 1, "dependency_failed")
 
 
 # --- 8. smart execution -----------------------------------------------------------------
@@ -530,14 +528,13 @@ def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: Cli) -> None:
 def test_watchdog_stops_a_silent_model(env: Env, cli: Cli, option: str, reason: str) -> None:
     doc = save_doc(cli, "[[script:stall]] think forever", "Stall")
 
-    began = time.monotonic()
+    # The model never answers: only the watchdog can end the run (else the command would
+    # run into RUN_DEADLINE_S and fail the test).
     result = cli("claude", "execute", str(doc), option, "3s", timeout=RUN_DEADLINE_S)
-    took = time.monotonic() - began
 
     assert result.code == 124, result.stdout + result.stderr
     row = show(cli, 1)
     assert_outcome(row, "failed", 124, reason)
-    assert took < 25, f"the 3 s watchdog took {took:.1f}s to end the run"
     assert_run_processes_gone(env, row)
 
 

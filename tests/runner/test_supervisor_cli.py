@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,13 +40,13 @@ def test_execute_without_claude_creates_nothing(runs: Runs, cli: Cli, tmp_path: 
     assert not list(paths.logs_dir().glob("*.prompt.md"))
 
 
-def test_background_run_outlives_the_cli(runs: Runs, cli: Cli) -> None:
-    doc = runs.doc("# background\nFAKE:sleep=2\n")
-    began = time.monotonic()
+def test_background_run_outlives_the_cli(runs: Runs, cli: Cli, tmp_path: Path) -> None:
+    """The command returns while its agent is still at work (blocked until a file exists):
+    the run goes on without it. How fast it returns is bench/run.py's `bench_start`."""
+    go = tmp_path / "go"
+    doc = runs.doc(f"# background\nFAKE:wait-file={go}\n")
     done = cli("claude", "execute", str(doc), "--background")
-    took = time.monotonic() - began
     assert done.code == 0, done
-    assert took < 10
     match = re.search(r"execution #(\d+)", done.stdout)
     assert match, done.stdout
     execution_id = int(match.group(1))
@@ -55,6 +54,7 @@ def test_background_run_outlives_the_cli(runs: Runs, cli: Cli) -> None:
     row = runs.get(execution_id)
     assert row.status.value == "running"  # the CLI is gone, the run is not
     assert row.pid and os.getsid(row.pid) == row.pid  # its own session
+    go.touch()
     row = runs.wait_final(execution_id)
     assert (row.status.value, row.exit_code, row.reason) == ("completed", 0, "success")
     runs.assert_all_gone(row)

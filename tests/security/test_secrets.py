@@ -24,6 +24,7 @@ from testkit import (
     fake_agent_env,
     reap_leftovers,
     service,
+    supervisor_of,
     wait_until,
 )
 
@@ -292,7 +293,7 @@ def test_a_300_mb_stderr_line_keeps_the_supervisor_small(
     )
     row = secret_runs.wait_agent(execution_id)
     assert row.pid and row.pid_started_at
-    supervisor = (row.pid, row.pid_started_at)
+    supervisor = supervisor_of(row)
     peak = 0
 
     def flood_read() -> bool:

@@ -119,14 +119,5 @@ def plant_evil_gitdir(worktree: Path, marker: Path) -> None:
     dot_git.write_text("gitdir: evil\n")
 
 
-def one_line_error(done: Any) -> str:
-    assert done.code == 1, done
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("emdx: error: "), lines
-    return str(lines[0])
-
-
 def actions_by_target(stdout: str) -> dict[str, dict[str, Any]]:
     return {a["target"]: a for a in parse_json(stdout)["actions"]}

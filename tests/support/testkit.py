@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import psutil
 import pytest
@@ -49,6 +49,7 @@ FAKE_CLAUDE = REPO / "tests" / "support" / "fake_claude.py"
 FINAL_STATUSES = frozenset({"completed", "failed", "killed"})
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Identity = tuple[int, float]
 Message = str | Callable[[], str]
 
@@ -93,6 +94,17 @@ def wait_until(
     while not (value := deadline.poll(predicate)):
         time.sleep(interval)
     return value
+
+
+def run_first(hook: Callable[[], object], call: Callable[P, T]) -> Callable[P, T]:
+    """`call`, with `hook()` run before each call: a test's way of making a race happen at that
+    very point (monkeypatched in place of `call`)."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        hook()
+        return call(*args, **kwargs)
+
+    return wrapper
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -164,6 +176,18 @@ def assert_gone(identities: Sequence[Identity], timeout: float = 15, what: str =
         timeout,
         message=lambda: f"processes {[i for i in identities if alive(i)]}{what} to exit",
     )
+
+
+def supervisor_of(row: Execution) -> Identity:
+    """The supervisor the row recorded (pid and start time), which must be recorded."""
+    assert row.pid is not None and row.pid_started_at is not None, f"no supervisor in {row}"
+    return (row.pid, row.pid_started_at)
+
+
+def agent_of(row: Execution) -> Identity:
+    """The agent the row recorded (pid and start time), which must be recorded."""
+    assert row.agent_pid is not None and row.agent_started_at is not None, f"no agent in {row}"
+    return (row.agent_pid, row.agent_started_at)
 
 
 def row_identities(row: Execution) -> list[Identity]:
@@ -465,6 +489,20 @@ def run_emdx(
         done.stdout,
         done.stderr,
     )
+
+
+def one_line_error(result: CliResult, *needles: str, code: int = 1) -> str:
+    """Exit `code`, nothing on stdout, exactly one stderr line `emdx: error: …` holding every
+    needle, no traceback (DESIGN §4); that line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("emdx: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
 
 
 class Cli(Protocol):
