@@ -17,7 +17,6 @@ from emdx.agent.totals import Banked
 from emdx.models import ExecOptions, ExecutionStatus
 from emdx.reasons import Reason, reason_help
 from emdx.runner import policy
-from emdx.runner.watchdog import Alarm, Limits, Readings, background_ceiling, due
 
 
 def event(obj: dict[str, Any]) -> StreamEvent:
@@ -122,33 +121,6 @@ def test_background_tasks_are_tracked() -> None:
     assert progress.background_open == 1
     progress.update(event({"type": "system", "subtype": "background_tasks_changed", "tasks": []}))
     assert progress.background_open == 0
-
-
-def test_after_result_grace_waits_for_open_background_tasks() -> None:
-    limits = Limits(timeout_s=None, stall_s=None, result_grace_s=30, background_ceiling_s=660)
-    readings = Readings(began=0, last_event=0, result_at=100, background_open=1)
-    assert due(limits, readings, 200) is None  # a task is open: the CLI is waiting for it
-    assert due(limits, readings, 761) is Alarm.HUNG_AFTER_RESULT  # past its own ceiling
-    readings.background_open = 0
-    assert due(limits, readings, 131) is Alarm.HUNG_AFTER_RESULT
-    assert due(limits, readings, 129) is None
-
-
-def test_background_ceiling_never_under_a_background_shell_limit() -> None:
-    """A background Bash shell runs to its own 10-minute limit whatever
-    CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS says (recorded on 2.1.330+): a short ceiling must not
-    make emdx stop the CLI as hung while it waits for that shell."""
-    assert background_ceiling({}) == 660
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "4000"}) == 660
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "1200000"}) == 1260
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "soon"}) == 660
-
-
-def test_watchdog_deadlines() -> None:
-    limits = Limits(timeout_s=60, stall_s=10, result_grace_s=5, background_ceiling_s=600)
-    assert due(limits, Readings(began=0, last_event=0), 9.9) is None
-    assert due(limits, Readings(began=0, last_event=0), 10) is Alarm.STALLED
-    assert due(limits, Readings(began=0, last_event=55), 60) is Alarm.TIMEOUT
 
 
 def test_retries_are_visible_and_cleared() -> None:
