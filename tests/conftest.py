@@ -5,17 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Shared test helpers (tests/support/testkit.py): `from testkit import …` in every suite.
+# Test helpers (tests/support: testkit.py and each suite's <suite>_helpers.py):
+# `from testkit import …` in every suite.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
-import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from testkit import Cli, run_emdx
 
 
 @pytest.fixture(autouse=True)
@@ -40,47 +37,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield emdx_home
 
 
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-    # The bytes as written (the texts above are decoded with "replace", which hides raw bytes).
-    stdout_bytes: bytes = b""
-    stderr_bytes: bytes = b""
-
-
-def run_emdx(
-    *args: str,
-    input: str | bytes | None = None,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> CliResult:
-    """Run the real `emdx` entry point in a subprocess (exit codes and stderr as a user sees)."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    data = input.encode() if isinstance(input, str) else input
-    done = subprocess.run(
-        [sys.executable, "-m", "emdx", *args],
-        input=data if data is not None else b"",
-        capture_output=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
-    return CliResult(
-        done.returncode,
-        done.stdout.decode("utf-8", "replace"),
-        done.stderr.decode("utf-8", "replace"),
-        done.stdout,
-        done.stderr,
-    )
-
-
 @pytest.fixture
-def cli() -> object:
+def cli() -> Cli:
     """`cli("save", "--tags", "note", input="...")` → CliResult(code, stdout, stderr)."""
     return run_emdx

@@ -29,13 +29,13 @@ from cleanup_helpers import (
     statuses,
     worktrees,
 )
-from testkit import FAKE_CLAUDE, alive, read_pidfile, started_id, wait_until
+from testkit import FAKE_CLAUDE, Cli, CliResult, alive, read_pidfile, started_id, wait_until
 
 from emdx import paths, system
 from emdx.models import parse_time, utc_now
 
 
-def _actions(done: Any) -> list[dict[str, Any]]:
+def _actions(done: CliResult) -> list[dict[str, Any]]:
     assert done.code == 0, done
     assert "Traceback" not in done.stderr, done.stderr
     payload = parse_json(done.stdout)
@@ -94,7 +94,7 @@ def _wait_live(execution_id: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("version", [6, 2])
 def test_cleanup_executions_repairs_every_stuck_legacy_row(
-    cli: Any, version: int, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, version: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The 100 stuck rows count as running for the concurrency cap (see
     # test_stuck_legacy_rows_do_not_hold_execution_slots): lift it so the live run below starts.
@@ -172,7 +172,7 @@ def test_cleanup_executions_repairs_every_stuck_legacy_row(
     assert again.code == 0 and "nothing to do" in again.stdout, again
 
 
-def test_stuck_legacy_rows_do_not_hold_execution_slots(cli: Any) -> None:
+def test_stuck_legacy_rows_do_not_hold_execution_slots(cli: Cli) -> None:
     """After an upgrade, rows an earlier release left `running` (no supervisor, no identity) must
     not count against EMDX_MAX_PARALLEL: a new run starts at once, before any cleanup."""
     paths.emdx_home().mkdir(mode=0o700, parents=True, exist_ok=True)

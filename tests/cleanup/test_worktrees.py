@@ -21,22 +21,13 @@ from cleanup_helpers import (
     runs_listing,
     worktrees,
 )
-from testkit import wait_until
+from testkit import one_line_error, wait_until
 
 from emdx import paths, smart
 
 
 def _snapshot(repo: Path) -> tuple[Any, ...]:
     return (refs(repo), worktrees(repo), db_dump(), runs_listing())
-
-
-def _one_line_error(done: Any, code: int = 1) -> str:
-    assert done.code == code, done
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("emdx: error: "), lines
-    return lines[0]
 
 
 # -- worktree runs ---------------------------------------------------------------------------
@@ -115,7 +106,7 @@ def test_worktree_outside_a_repo_fails_and_creates_nothing(runs: Runs, tmp_path:
     plain.mkdir()
     for extra in ([], ["--background"]):
         done = runs.cli("claude", "execute", str(doc), "--worktree", *extra, cwd=plain)
-        line = _one_line_error(done)
+        line = one_line_error(done)
         assert "git" in line, line
         assert done.stdout == ""
     listed = runs.cli("exec", "list", "--json", cwd=plain)
@@ -210,9 +201,9 @@ def test_cleanup_branches_merged_unmerged_and_in_use(runs: Runs, git_repo: Path)
 
     # Not a terminal and no --yes: refuses, deletes nothing.
     refused = cli("cleanup", "branches", cwd=git_repo, input=b"y\n")
-    assert "--yes" in _one_line_error(refused, code=2)  # a usage error
+    assert "--yes" in one_line_error(refused, code=2)  # a usage error
     refused_force = cli("cleanup", "branches", "--force", cwd=git_repo)
-    _one_line_error(refused_force, code=2)
+    one_line_error(refused_force, code=2)
     assert_same(before, _snapshot(git_repo))
 
     done = cli("cleanup", "branches", "--yes", "--json", cwd=git_repo)
@@ -280,7 +271,7 @@ def test_cleanup_branches_nothing_to_do_and_outside_a_repo(
     plain.mkdir()
     for extra in ([], ["--dry-run"], ["--yes", "--json"]):
         done = runs.cli("cleanup", "branches", *extra, cwd=plain)
-        assert "git" in _one_line_error(done)
+        assert "git" in one_line_error(done)
         assert done.stdout == ""
 
 

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import Cli, CliResult, one_line_error
 
 from emdx import __version__
 from emdx.service import Service
 
-Cli = Callable[..., Any]
 SAVED = re.compile(r"^saved #(\d+): (.*?)(?:  tags: (.*))?$")
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def saved_id(result: Any) -> int:
+def saved_id(result: CliResult) -> int:
     assert result.code == 0, result.stderr
     assert result.stderr == ""
     match = SAVED.match(result.stdout.strip())
@@ -50,20 +50,7 @@ def seed(content: str = "# Seed doc\n\nseeded body", tags: str | None = "note") 
         return service.save_document(content, tags=tags, detect=False).id
 
 
-def assert_error(result: Any, *needles: str, code: int = 1) -> str:
-    """Exit `code`, exactly one stderr line `emdx: error: …`, nothing on stdout, no traceback."""
-    assert result.code == code, (result.code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("emdx: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
-def json_out(result: Any) -> Any:
+def json_out(result: CliResult) -> Any:
     assert result.code == 0, result.stderr
     assert result.stderr == ""
     return json.loads(result.stdout)
@@ -78,7 +65,8 @@ def test_save_from_file_takes_title_from_first_heading(cli: Cli, tmp_path: Path)
     source.write_text(content, encoding="utf-8")
     result = cli("save", str(source), "--tags", "plan,note,Notes", "--project", "proj")
     doc_id = saved_id(result)
-    assert SAVED.match(result.stdout.strip()).groups()[1:] == ("Déploiement 🚀 plan", "🎯, 📝")
+    saved = SAVED.match(result.stdout.strip())
+    assert saved is not None and saved.groups()[1:] == ("Déploiement 🚀 plan", "🎯, 📝")
     view = json_out(cli("view", str(doc_id), "--json"))
     assert view["content"] == content
     assert view["title"] == "Déploiement 🚀 plan"
@@ -239,12 +227,12 @@ def test_delete_and_restore(cli: Cli) -> None:
     assert [d["id"] for d in json_out(cli("list", "--json"))] == [keep]
     assert [d["id"] for d in json_out(cli("list", "--json", "--deleted"))] == [gone]
     assert [h["id"] for h in json_out(cli("find", "marmot", "--json"))] == [keep]
-    assert_error(cli("view", str(gone)), f"document {gone} not found", "restore")
-    assert_error(cli("delete", str(gone)))
+    one_line_error(cli("view", str(gone)), f"document {gone} not found", "restore")
+    one_line_error(cli("delete", str(gone)))
     restored = cli("restore", str(gone))
     assert (restored.code, restored.stdout.strip()) == (0, f"restored #{gone}: Trash me")
     assert {d["id"] for d in json_out(cli("list", "--json"))} == {keep, gone}
-    assert_error(cli("restore", str(gone)), "not deleted")
+    one_line_error(cli("restore", str(gone)), "not deleted")
 
 
 # -- error paths: exit 1, one line, no traceback, nothing written --------------------------------
@@ -264,7 +252,7 @@ def test_delete_and_restore(cli: Cli) -> None:
 def test_unknown_document_id(cli: Cli, isolated_env: Path, args: tuple[str, ...]) -> None:
     seed()
     before = dump(isolated_env)
-    assert_error(cli(*args), "999", "not found")
+    one_line_error(cli(*args), "999", "not found")
     assert dump(isolated_env) == before
 
 
@@ -324,7 +312,7 @@ def test_save_refuses_unusable_files(
     seed()
     before = dump(isolated_env)
     source = make(tmp_path)
-    line = assert_error(cli("save", source), needle)
+    line = one_line_error(cli("save", source), needle)
     assert Path(source).name in line
     assert dump(isolated_env) == before
 
@@ -335,7 +323,7 @@ def test_save_refuses_unusable_files(
 def test_save_refuses_unusable_stdin(cli: Cli, isolated_env: Path, data: bytes) -> None:
     seed()
     before = dump(isolated_env)
-    assert_error(cli("save", input=data), "stdin")
+    one_line_error(cli("save", input=data), "stdin")
     assert dump(isolated_env) == before
 
 
@@ -344,14 +332,14 @@ def test_command_lines_that_ask_for_nothing_are_usage_errors(cli: Cli, isolated_
     usable is a usage error, exit 2, still one line and nothing written."""
     doc_id = seed()
     before = dump(isolated_env)
-    assert_error(cli("find"), "--tags", code=2)
-    assert_error(cli("find", "--tags", ""), "--tags", code=2)
-    assert_error(cli("tag", str(doc_id), ""), "tag", code=2)
-    assert_error(cli("tag", str(doc_id), ","), "tag", code=2)
-    assert_error(cli("untag", str(doc_id), " "), "tag", code=2)
-    assert_error(cli("exec", "list", "--status", "bogus"), "'bogus'", "running", code=2)
-    assert_error(cli("exec", "list", "--status", ","), "--status", code=2)
-    assert_error(cli("claude", "execute", str(doc_id), "--tools", " , "), "--tools", code=2)
+    one_line_error(cli("find"), "--tags", code=2)
+    one_line_error(cli("find", "--tags", ""), "--tags", code=2)
+    one_line_error(cli("tag", str(doc_id), ""), "tag", code=2)
+    one_line_error(cli("tag", str(doc_id), ","), "tag", code=2)
+    one_line_error(cli("untag", str(doc_id), " "), "tag", code=2)
+    one_line_error(cli("exec", "list", "--status", "bogus"), "'bogus'", "running", code=2)
+    one_line_error(cli("exec", "list", "--status", ","), "--status", code=2)
+    one_line_error(cli("claude", "execute", str(doc_id), "--tools", " , "), "--tools", code=2)
     assert dump(isolated_env) == before
 
 
@@ -361,7 +349,7 @@ def test_database_that_is_not_a_database(cli: Cli, isolated_env: Path) -> None:
     garbage = random.Random(42).randbytes(32 * 1024)
     target.write_bytes(garbage)
     for args in (("list",), ("save",), ("view", "1"), ("find", "x")):
-        line = assert_error(cli(*args, input="some content"), str(target))
+        line = one_line_error(cli(*args, input="some content"), str(target))
         assert "not a usable emdx database" in line
         assert target.read_bytes() == garbage
 

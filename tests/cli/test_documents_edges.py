@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from testkit import Cli, one_line_error
 
 from emdx.service import Service
 
-Cli = Callable[..., Any]
 HUGE = str(2**63)  # one past SQLite's largest integer
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 
@@ -30,17 +28,6 @@ def dump(home: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
-
-
-def one_error(result: Any, code: int = 1) -> str:
-    """Exit `code`, nothing on stdout, exactly one `emdx: error:` line, no traceback."""
-    assert result.code == code, (result.code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("emdx: error: "), result.stderr
-    line: str = lines[0]
-    return line
 
 
 def words(size: int, seed_: int = 10) -> str:
@@ -116,7 +103,7 @@ def test_an_id_beyond_2_63_is_not_found(
     """Issue 11: an id ≥ 2^63 raised OverflowError (a traceback) in every command taking one."""
     seed("# Something\n\nbody")
     before = dump(isolated_env)
-    line = one_error(cli(*args))
+    line = one_line_error(cli(*args))
     assert f"{HUGE} not found" in line
     assert dump(isolated_env) == before
 
@@ -174,7 +161,7 @@ def test_damaged_pages_in_a_database_that_opens(
     assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
     _damage_root(db, "documents")
     damaged = db.read_bytes()
-    line = one_error(cli(*args))
+    line = one_line_error(cli(*args))
     assert str(db) in line and "malformed" in line, line
     assert db.read_bytes() == damaged
 
@@ -189,7 +176,7 @@ def test_damaged_pages_of_the_executions_table(
     db = isolated_env / "knowledge.db"
     _damage_root(db, "executions")
     damaged = db.read_bytes()
-    line = one_error(cli(*args))
+    line = one_line_error(cli(*args))
     assert str(db) in line and "malformed" in line, line
     assert db.read_bytes() == damaged
 
@@ -206,7 +193,7 @@ def test_tag_and_untag_refuse_a_trashed_document_before_changing_it(
     with Service() as service:
         service.delete_document(doc_id)
     before = dump(isolated_env)
-    line = one_error(cli(command, str(doc_id), "note", "urgent"))
+    line = one_line_error(cli(command, str(doc_id), "note", "urgent"))
     assert f"document {doc_id} not found" in line and "trash" in line
     assert dump(isolated_env) == before
     with Service() as service:

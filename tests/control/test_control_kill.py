@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from control_helpers import Ctl
-from testkit import alive, wait_until
+from testkit import alive, one_line_error, wait_until
 
 from emdx import system
 
@@ -65,17 +64,15 @@ def test_kill_agent_ignoring_sigterm_needs_sigkill(ctl: Ctl) -> None:
 
 
 def test_kill_force_is_sigkill_at_once(ctl: Ctl, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A long grace period: --force must not wait for it.
-    monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "20")
+    # A grace period longer than the command may take (its timeout fails the test): --force
+    # must not wait for it.
+    monkeypatch.setenv("EMDX_KILL_GRACE_SECONDS", "120")
     execution_id, ids = start_sleeper(ctl)
 
-    began = time.monotonic()
-    result = ctl.emdx("exec", "kill", str(execution_id), "--force")
-    took = time.monotonic() - began
+    result = ctl.emdx("exec", "kill", str(execution_id), "--force", timeout=60)
 
     assert result.code == 0, result.stderr
     assert "exit 137" in result.stdout
-    assert took < 10, f"--force took {took:.1f}s"
     ctl.assert_run_gone(execution_id, ids)
     row = ctl.get(execution_id)
     assert (row.status.value, row.exit_code, row.reason) == ("killed", 137, "killed_by_user")
@@ -111,13 +108,7 @@ def test_kill_of_a_finished_run_is_an_invalid_state(ctl: Ctl) -> None:
     ],
 )
 def test_unknown_id_is_a_one_line_error(ctl: Ctl, args: tuple[str, ...]) -> None:
-    result = ctl.emdx(*args)
-
-    assert result.code == 1
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("emdx: error: ") and "not found" in lines[0]
+    one_line_error(ctl.emdx(*args), "not found")
 
 
 def test_migrated_text_id_works_for_show_and_kill(ctl: Ctl) -> None:

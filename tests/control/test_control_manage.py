@@ -123,10 +123,10 @@ def monitor_output(ctl: Ctl, seconds: float = 2.0) -> tuple[int, str, str]:
     )
     chunks: list[bytes] = []
     assert proc.stdout is not None and proc.stderr is not None
-    stdout = proc.stdout
+    stdout = proc.stdout.fileno()
 
     def pump() -> None:
-        while data := stdout.read1(65536):  # type: ignore[attr-defined]
+        while data := os.read(stdout, 65536):
             chunks.append(data)
 
     reader = threading.Thread(target=pump, daemon=True)

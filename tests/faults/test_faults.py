@@ -18,37 +18,39 @@ from faults_helpers import (
     final_triple,
     log_messages,
 )
-from testkit import alive, read_pidfile, started_id, wait_until
+from testkit import Cli, agent_of, alive, read_pidfile, started_id, supervisor_of, wait_until
 
 from emdx import system
 from emdx.models import Execution
 
 
-def _health(cli: Any) -> tuple[int, dict[str, Any]]:
+def _health(cli: Cli) -> tuple[int, dict[str, Any]]:
     done = cli("exec", "health", "--json")
     assert done.stderr == "", done.stderr
-    return done.code, json.loads(done.stdout)
+    report: dict[str, Any] = done.json()
+    return done.code, report
 
 
 def _run_report(report: dict[str, Any], execution_id: int) -> dict[str, Any]:
     found = [r for r in report["runs"] if r["id"] == execution_id]
     assert len(found) == 1, report
-    return found[0]
+    run: dict[str, Any] = found[0]
+    return run
 
 
-def test_supervisor_sigkill_is_repaired_and_grandchild_killed(world: World, cli: Any) -> None:
+def test_supervisor_sigkill_is_repaired_and_grandchild_killed(world: World, cli: Cli) -> None:
     """1. SIGKILL the supervisor: the agent dies with it (parent-death signal); the setsid
     grandchild survives until `exec health` repairs the row and kills it by its marker."""
     pidfile = world.pidfile()
     execution = world.start(f"# victim\nFAKE:setsid-child\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
     agent, grandchild = read_pidfile(pidfile, count=2)
     row = world.wait_agent(execution.id)
-    assert (row.agent_pid, row.agent_started_at) == agent
-    supervisor = (row.pid, row.pid_started_at)
+    assert agent_of(row) == agent
+    supervisor = supervisor_of(row)
     assert os.getsid(grandchild[0]) == grandchild[0]  # really escaped into its own session
     before = world.snapshot(execution.id)
 
-    os.kill(row.pid, signal.SIGKILL)
+    os.kill(supervisor[0], signal.SIGKILL)
     wait_until(lambda: not alive(supervisor), 10, message="supervisor death")
     wait_until(lambda: not alive(agent), 10, message="agent death by parent-death signal")
     assert alive(grandchild), "the setsid grandchild should outlive the supervisor"
@@ -87,7 +89,7 @@ def test_agent_sigkill(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_timeout_with_agent_ignoring_sigterm(world: World, cli: Any) -> None:
+def test_timeout_with_agent_ignoring_sigterm(world: World, cli: Cli) -> None:
     """3. `--timeout 2s` and an agent that ignores SIGTERM: SIGKILL after the grace period."""
     pidfile = world.pidfile()
     doc = world.doc(f"# stubborn\nFAKE:ignore-term\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
@@ -122,7 +124,7 @@ def test_setsid_grandchild_after_normal_exit(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_silent_agent_is_stalled(world: World, cli: Any) -> None:
+def test_silent_agent_is_stalled(world: World, cli: Cli) -> None:
     """5. No output at all for `--stall-timeout 2s`: failed, 124, stalled."""
     pidfile = world.pidfile()
     doc = world.doc(f"# silent\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
@@ -157,17 +159,17 @@ def test_hang_after_result(world: World) -> None:
     assert_same_snapshot(before, world.snapshot(execution.id))
 
 
-def test_frozen_supervisor_is_unresponsive_then_recovers(world: World, cli: Any) -> None:
+def test_frozen_supervisor_is_unresponsive_then_recovers(world: World, cli: Cli) -> None:
     """7. SIGSTOP the supervisor: after > 3 heartbeats `exec health` says unresponsive (exit 1)
     and repairs nothing; after SIGCONT the run completes normally and health is clean."""
     pidfile = world.pidfile()
     execution = world.start(f"# frozen\nFAKE:sleep=2\nFAKE:pidfile={pidfile}\n")
     (agent,) = read_pidfile(pidfile)
     row = world.wait_agent(execution.id)
-    supervisor = (row.pid, row.pid_started_at)
+    supervisor = supervisor_of(row)
     before = world.snapshot(execution.id)
 
-    os.kill(row.pid, signal.SIGSTOP)
+    os.kill(supervisor[0], signal.SIGSTOP)
     try:
 
         def unresponsive() -> dict[str, Any] | None:
@@ -189,7 +191,7 @@ def test_frozen_supervisor_is_unresponsive_then_recovers(world: World, cli: Any)
         assert world.get(execution.id).status.value == "running"
         assert alive(supervisor)
     finally:
-        os.kill(row.pid, signal.SIGCONT)
+        os.kill(supervisor[0], signal.SIGCONT)
 
     final = world.wait_final(execution.id, timeout=20)
     assert final_triple(final) == ("completed", 0, "success")
@@ -204,14 +206,14 @@ def _dead_run(world: World) -> Execution:
     execution = world.start(f"# reused\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
     (agent,) = read_pidfile(pidfile)
     row = world.wait_agent(execution.id)
-    supervisor = (row.pid, row.pid_started_at)
-    os.kill(row.pid, signal.SIGKILL)
+    supervisor = supervisor_of(row)
+    os.kill(supervisor[0], signal.SIGKILL)
     wait_until(lambda: not alive(supervisor) and not alive(agent), 10, message="run death")
     wait_until(lambda: not system.marked_processes(row.run_key), 10, message="marked processes")
     return row
 
 
-def test_reused_pids_are_never_signalled(world: World, cli: Any) -> None:
+def test_reused_pids_are_never_signalled(world: World, cli: Cli) -> None:
     """8. Rows whose recorded supervisor and agent pids now belong to live unrelated processes
     (another start time): health, kill and cleanup repair the rows but never signal them."""
     runner_witness, runner_log = world.tracker.witness(world.tmp, "runner")
@@ -232,7 +234,7 @@ def test_reused_pids_are_never_signalled(world: World, cli: Any) -> None:
         for log in (runner_log, agent_log):
             assert not log.exists(), f"witness got signals {log.read_text()!r}"
 
-    steps = [
+    steps: list[tuple[tuple[str, ...], int, tuple[str, int, str]]] = [
         (("exec", "health", "--json"), 1, ("failed", 137, "runner_lost")),
         # Its supervisor was gone before the kill: the command's sweep finds it lost, and
         # there is nothing left to kill (an invalid state: exit 1).

@@ -7,13 +7,8 @@ nothing else in the database changed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import pty
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +20,7 @@ from faults_helpers import (
     final_triple,
     result_payload,
 )
-from testkit import started_id
+from testkit import Cli, run_in_pty, started_id
 
 from emdx.format import sanitize
 from emdx.service import Service
@@ -79,40 +74,13 @@ def _hostile(tmp: Path, canary: Path) -> str:
     )
 
 
-def _run_in_pty(argv: list[str], timeout: float = 60) -> tuple[int, str]:
+def _run_in_pty(argv: list[str]) -> tuple[int, str]:
     """Run the CLI with a terminal as stdout (so `view` renders markdown with rich)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emdx", *argv],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"},
-        close_fds=True,
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(master, 1 << 16)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return code, b"".join(chunks).decode("utf-8", "replace")
+    code, output = run_in_pty(argv, size=(40, 100))
+    return code, output.decode("utf-8", "replace")
 
 
-def test_hostile_document_content(world: World, cli: Any) -> None:
+def test_hostile_document_content(world: World, cli: Cli) -> None:
     """15. Content that starts with `--`, carries shell syntax, control and ANSI characters,
     odd unicode and a 100k-character line: saved, run, delivered byte-exact, never executed;
     `view` and `exec show` print it without crashing."""
@@ -183,7 +151,7 @@ def test_hostile_document_content(world: World, cli: Any) -> None:
 # -- 16. cleanup racing finishing runs ---------------------------------------------------------
 
 
-def test_concurrent_cleanup_never_fails_finishing_runs(world: World, cli: Any) -> None:
+def test_concurrent_cleanup_never_fails_finishing_runs(world: World, cli: Cli) -> None:
     """16. `cleanup processes` in a loop (in-process service and CLI) while 8 short runs start,
     queue (EMDX_MAX_PARALLEL=4) and finish: every run completes, none is ever seen failed, no
     completed row ever changes back, cleanup repairs and kills nothing."""

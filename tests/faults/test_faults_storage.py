@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from faults_helpers import (
@@ -27,7 +26,7 @@ from faults_helpers import (
     log_messages,
     one_error_line,
 )
-from testkit import alive, read_pidfile, started_id, wait_until
+from testkit import Cli, alive, read_pidfile, started_id, wait_until
 
 from emdx import paths, system
 from emdx.models import now_iso, parse_time, utc_now
@@ -79,7 +78,7 @@ NEEDS_FAKETIME = pytest.mark.skipif(not LIBFAKETIME.exists(), reason="no libfake
 
 @NEEDS_FAKETIME
 @pytest.mark.parametrize("jump", ["+2d", "-1d"])
-def test_wall_clock_jump_mid_run(world: World, cli: Any, jump: str) -> None:
+def test_wall_clock_jump_mid_run(world: World, cli: Cli, jump: str) -> None:
     """9. The supervisor's wall clock jumps mid-run while its monotonic clock keeps going: the run
     completes (no timeout, no stall) and every event is processed. duration_s is printed."""
     env, rc = _faketime_env(world.tmp)
@@ -121,7 +120,7 @@ def test_wall_clock_jump_mid_run(world: World, cli: Any, jump: str) -> None:
 
 
 @NEEDS_FAKETIME
-def test_cleanup_after_forward_clock_jump_spares_live_run(world: World, cli: Any) -> None:
+def test_cleanup_after_forward_clock_jump_spares_live_run(world: World, cli: Cli) -> None:
     """9b. After a forward wall-clock jump, a `cleanup processes` (say from cron, seeing the same
     jumped clock) must not take a healthy, heartbeating run with `--timeout 30s` for a frozen
     one that is past its timeout: the run is 2 s old by any monotonic measure.
@@ -226,7 +225,7 @@ def test_database_locked_during_final_write(world: World) -> None:
 # -- 11. disk full in the logs directory -------------------------------------------------------
 
 
-def _fill_logs_dir(world: World, cli: Any) -> str:
+def _fill_logs_dir(world: World, cli: Cli) -> str:
     """A 256 KiB tmpfs over EMDX_HOME/logs; if mounting is impossible, ENOSPC from /dev/full."""
     assert cli("save", "--title", "home exists", input="# created through the CLI\n").code == 0
     try:
@@ -238,7 +237,7 @@ def _fill_logs_dir(world: World, cli: Any) -> str:
     return "tmpfs"
 
 
-def test_disk_full_in_logs_dir(world: World, cli: Any) -> None:
+def test_disk_full_in_logs_dir(world: World, cli: Cli) -> None:
     """11. The logs directory is full: the log is best effort, the row is not. The run reaches
     completed/0 with its progress recorded and the supervisor exits cleanly."""
     how = _fill_logs_dir(world, cli)
@@ -296,7 +295,7 @@ def test_log_file_deleted_during_run(world: World) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_corrupt_database_file(world: World, cli: Any, damage: str) -> None:
+def test_corrupt_database_file(world: World, cli: Cli, damage: str) -> None:
     """13. knowledge.db overwritten with garbage / truncated to half: every command exits 1 with
     one `emdx: error:` line, no traceback, and never writes to the file."""
     for i in range(40):  # enough pages that half a file misses some

@@ -21,12 +21,15 @@ from typing import Any
 import pytest
 from faults_helpers import World, final_triple, log_entries, one_error_line
 from testkit import (
+    Cli,
     alive,
     inject_faults,
     read_pidfile,
+    recorded_time,
     result_payload,
     run_files,
     started_id,
+    supervisor_of,
     wait_until,
 )
 
@@ -63,7 +66,7 @@ def test_full_disk_at_the_final_write_is_retried(
 
 
 def test_an_outcome_the_database_never_took_is_recorded_by_the_next_command(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The supervisor gives up after its deadline (disk still full) and exits: its outcome,
     written first to an fsync'd side file, is what the next command records — not
@@ -74,7 +77,7 @@ def test_an_outcome_the_database_never_took_is_recorded_by_the_next_command(
     )
     execution = world.start("# never recorded\nFAKE:events=2\n")
     row = world.wait_agent(execution.id)
-    wait_until(lambda: not alive((row.pid, row.pid_started_at)), 60, message="supervisor exit")
+    wait_until(lambda: not alive(supervisor_of(row)), 60, message="supervisor exit")
     assert world.get(execution.id).status.value == "running"
     outcome = json.loads(run_files(row)["final"].read_text())
     assert (outcome["status"], outcome["exit_code"]) == ("completed", 0)
@@ -144,7 +147,7 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 
 def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The queued run waited forever with a free slot, `exec health` said "✅ queued" and exited
     0, and the smart run's output document was never saved."""
@@ -159,7 +162,7 @@ def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
     assert world.get(queued.id).status.value == "queued"
     done = world.wait_final(smart_run.id)
     assert final_triple(done) == ("completed", 0, "success") and done.post_actions == "pending"
-    wait_until(lambda: not alive((done.pid, done.pid_started_at)), 15, message="its death")
+    wait_until(lambda: not alive(supervisor_of(done)), 15, message="its death")
     assert world.get(queued.id).status.value == "queued"  # nobody started it
 
     # Health reports what was wrong (a queue stalled, post-actions owed), then repairs it.
@@ -183,7 +186,7 @@ def test_a_supervisor_dead_after_its_final_write_stalls_nothing(
 
 @pytest.mark.parametrize("where", ["after the worktree", "after the run dir"])
 def test_a_start_killed_half_way_is_undone_by_the_next_command(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
 ) -> None:
     """SIGKILL between row creation and spawn left a row `queued` forever and a locked worktree
     and branch no cleanup removed: now the row is `preparing` with its creator recorded, and the
@@ -215,7 +218,7 @@ def test_a_start_killed_half_way_is_undone_by_the_next_command(
 
 
 def test_ctrl_c_during_a_start_prints_one_line_and_undoes_it(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     repo = _repo(tmp_path)
     inject_faults(
@@ -260,7 +263,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def test_health_judges_a_run_by_its_own_heartbeat_interval(
-    world: World, cli: Any, tracker: Any
+    world: World, cli: Cli, tracker: Any
 ) -> None:
     """The run beats every second (its row says so); a reader whose EMDX_HEARTBEAT_SECONDS is
     100 must still see it unresponsive once it missed three beats (and `exec running` must not
@@ -293,7 +296,7 @@ def test_health_judges_a_run_by_its_own_heartbeat_interval(
 
 
 def test_an_overdue_run_is_stopped_with_its_own_reason(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A supervisor frozen past its --timeout is stopped by `cleanup processes`, recorded as
     failed/124/overdue — never killed_by_user (its SIGTERM handler would have said so)."""
@@ -343,9 +346,7 @@ def test_a_locked_database_does_not_stop_the_log(world: World) -> None:
     stamps = [
         e["ts"] for e in runlog.read_entries(Path(str(row.log_file))) if e["type"] == "assistant"
     ]
-    from emdx.models import parse_time
-
-    moments = [parse_time(s).timestamp() for s in stamps]  # type: ignore[union-attr]
+    moments = [recorded_time(s).timestamp() for s in stamps]
     assert max(moments) - min(moments) >= 2.0, stamps  # their own times, 0.5 s apart
     assert locked_at - 1 <= min(moments) and max(moments) <= released_at + 0.5
     final = world.wait_final(execution.id, timeout=60)
@@ -357,7 +358,7 @@ def test_a_locked_database_does_not_stop_the_log(world: World) -> None:
 
 
 def test_a_queued_run_starts_with_the_environment_it_was_queued_with(
-    world: World, cli: Any, monkeypatch: pytest.MonkeyPatch
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
     holder = world.start("# holder\nFAKE:sleep=60\n")

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from real_cli import (
-    CliFn,
     Env,
     assert_outcome,
     assert_run_processes_gone,
@@ -23,7 +22,7 @@ from real_cli import (
     start_background,
     wait_final,
 )
-from testkit import wait_until
+from testkit import Cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +123,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> 
         yield e
 
 
-def results_of(cli: CliFn, execution_id: int) -> list[dict[str, Any]]:
+def results_of(cli: Cli, execution_id: int) -> list[dict[str, Any]]:
     return [
         e["raw"]
         for e in raw_log(cli, execution_id)
@@ -132,7 +131,7 @@ def results_of(cli: CliFn, execution_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_background_task_keeps_the_run_until_its_second_result(env: Env, cli: CliFn) -> None:
+def test_a_background_task_keeps_the_run_until_its_second_result(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:background]] run it in the background", "Background")
     execution_id = start_background(cli, doc)
     row = wait_final(cli, execution_id)
@@ -151,7 +150,7 @@ def test_a_background_task_keeps_the_run_until_its_second_result(env: Env, cli: 
 
 
 def test_a_usage_limit_is_waited_out_and_holds_the_queue(
-    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+    env: Env, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMDX_MAX_PARALLEL", "2")
     doc = save_doc(cli, "[[script:limited]] do some work", "Limited")
@@ -185,7 +184,7 @@ def test_a_usage_limit_is_waited_out_and_holds_the_queue(
     assert_run_processes_gone(env, row)
 
 
-def test_a_run_killed_while_it_waits_ends_killed(env: Env, cli: CliFn) -> None:
+def test_a_run_killed_while_it_waits_ends_killed(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:long_limit]] do some work", "Long limit")
     execution_id = start_background(cli, doc)
     row = wait_until(
@@ -205,7 +204,7 @@ def test_a_run_killed_while_it_waits_ends_killed(env: Env, cli: CliFn) -> None:
     assert_outcome(wait_final(cli, other), "completed", 0, "success")
 
 
-def test_overloaded_fails_precisely_and_retries_resume(env: Env, cli: CliFn) -> None:
+def test_overloaded_fails_precisely_and_retries_resume(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:overloaded]] hello", "Overloaded")
     plain = cli("claude", "execute", str(doc), "--no-smart")
     assert plain.code == 1, plain
@@ -221,7 +220,7 @@ def test_overloaded_fails_precisely_and_retries_resume(env: Env, cli: CliFn) -> 
     assert len(results_of(cli, retried)) == 2  # the failed process's result and the resumed one
 
 
-def test_a_refused_tool_is_shown(env: Env, cli: CliFn) -> None:
+def test_a_refused_tool_is_shown(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:denied]] fetch it", "Denied")
     assert cli("claude", "execute", str(doc), "--no-smart", "--tools", "Bash,Read").code == 0
     row = show(cli, 1)
@@ -231,7 +230,7 @@ def test_a_refused_tool_is_shown(env: Env, cli: CliFn) -> None:
     assert "denied: WebFetch" in cli("exec", "show", "1").stdout
 
 
-def test_a_budget_stops_the_run(env: Env, cli: CliFn) -> None:
+def test_a_budget_stops_the_run(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:expensive]] spend", "Expensive")
     done = cli("claude", "execute", str(doc), "--no-smart", "--max-budget-usd", "0.1")
     assert done.code == 1, done
@@ -241,7 +240,7 @@ def test_a_budget_stops_the_run(env: Env, cli: CliFn) -> None:
     assert "budget" in cli("exec", "show", "1").stdout
 
 
-def test_a_kill_mid_tool_counts_a_multi_block_turn_once(env: Env, cli: CliFn) -> None:
+def test_a_kill_mid_tool_counts_a_multi_block_turn_once(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:multiblock]] two steps", "Multi block")
     execution_id = start_background(cli, doc, "--no-smart")
     wait_until(

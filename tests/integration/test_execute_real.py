@@ -23,7 +23,6 @@ import psutil
 import pytest
 from real_cli import (
     RUN_DEADLINE_S,
-    CliFn,
     Env,
     assert_outcome,
     assert_run_processes_gone,
@@ -40,6 +39,7 @@ from real_cli import (
     wait_final,
 )
 from testkit import (
+    Cli,
     run_processes,
     started_id,
     wait_until,
@@ -110,7 +110,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> 
 # --- 1. the multi-tool run ---------------------------------------------------------------
 
 
-def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: CliFn) -> None:
+def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:multitool]]\nMake out/a.txt and out/b.txt.", "Multi tool")
 
     result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
@@ -170,7 +170,7 @@ def test_foreground_multitool_run_really_runs_the_tools(env: Env, cli: CliFn) ->
 # --- 2. API error -----------------------------------------------------------------------
 
 
-def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
+def test_api_error_fails_the_run(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:api400]] hello", "Bad request")
 
     result = cli("claude", "execute", str(doc), timeout=RUN_DEADLINE_S)
@@ -184,7 +184,7 @@ def test_api_error_fails_the_run(env: Env, cli: CliFn) -> None:
 # --- 3. --max-turns ---------------------------------------------------------------------
 
 
-def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
+def test_max_turns_exhaustion_fails_the_run(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:twotools]] two tools", "Two tools")
 
     result = cli("claude", "execute", str(doc), "--max-turns", "1", timeout=RUN_DEADLINE_S)
@@ -200,18 +200,16 @@ def test_max_turns_exhaustion_fails_the_run(env: Env, cli: CliFn) -> None:
 # --- 4. background ----------------------------------------------------------------------
 
 
-def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
+def test_background_run_outlives_the_cli(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
 
-    began = time.monotonic()
     result = cli("claude", "execute", str(doc), "--background")
-    took = time.monotonic() - began
 
     assert result.code == 0, result.stderr
     execution_id = started_id(result.stdout)
     assert f"emdx exec show {execution_id} --follow" in result.stdout
-    # The run needs at least the 2 s the model "thinks"; the start returned before that.
-    assert took < 2.0, f"--background took {took:.2f}s"
+    # The run needs at least the 2 s the model "thinks": the start returned before it ended
+    # (how fast it returns is bench/run.py's `bench_start`).
     first = show(cli, execution_id)
     assert first["status"] in ("queued", "running"), first
     wait_until(
@@ -228,7 +226,7 @@ def test_background_run_outlives_the_cli(env: Env, cli: CliFn) -> None:
 # --- 5. parallel starts -----------------------------------------------------------------
 
 
-def test_parallel_background_starts_get_distinct_runs(env: Env, cli: CliFn) -> None:
+def test_parallel_background_starts_get_distinct_runs(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:hello]] say hello", "Hello")
     outputs: list[Any] = [None] * 4
 
@@ -259,7 +257,7 @@ def test_parallel_background_starts_get_distinct_runs(env: Env, cli: CliFn) -> N
 
 
 def test_queue_cap_runs_one_at_a_time_in_order(
-    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+    env: Env, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMDX_MAX_PARALLEL", "1")
     doc = save_doc(cli, "[[script:slow]] take your time", "Slow")
@@ -288,7 +286,7 @@ def test_queue_cap_runs_one_at_a_time_in_order(
 # --- 7. --after -------------------------------------------------------------------------
 
 
-def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> None:
+def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: Cli) -> None:
     slow = save_doc(cli, "[[script:slow]] first", "First")
     hello = save_doc(cli, "[[script:hello]] second", "Second")
     bad = save_doc(cli, "[[script:api400slow]] fails", "Fails")
@@ -323,7 +321,7 @@ def test_after_waits_for_success_and_fails_on_failure(env: Env, cli: CliFn) -> N
 
 
 def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
-    env: Env, cli: CliFn, monkeypatch: pytest.MonkeyPatch
+    env: Env, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dependency's supervisor finishes, and runs its queue pass, between the moment
     `start_execution` reads the dependency (still running) and the moment it inserts the new row.
@@ -353,24 +351,24 @@ def test_after_a_dependency_that_ends_while_the_start_is_in_progress(
         c = service.start_execution(hello, ExecOptions(after_id=d)).id
 
     assert_outcome(show(cli, d), "failed", 1, "invalid_request")
-    deadline = time.monotonic() + 5
-    row_c = show(cli, c)
-    while row_c["status"] == "queued" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        row_c = show(cli, c)
-    assert_outcome(row_c, "failed", 1, "dependency_failed")
+
+    def c_decided() -> dict[str, Any] | None:
+        row = show(cli, c)
+        return row if row["status"] != "queued" else None
+
+    assert_outcome(wait_until(c_decided, 5, 0.2, "c past queued"), "failed", 1, "dependency_failed")
 
 
 # --- 8. smart execution -----------------------------------------------------------------
 
 
-def run_foreground(cli: CliFn, doc: int, *extra: str) -> Any:
+def run_foreground(cli: Cli, doc: int, *extra: str) -> Any:
     result = cli("claude", "execute", str(doc), *extra, timeout=RUN_DEADLINE_S)
     assert result.code == 0, result.stdout + result.stderr
     return result
 
 
-def test_smart_note_saves_an_analysis_document(env: Env, cli: CliFn) -> None:
+def test_smart_note_saves_an_analysis_document(env: Env, cli: Cli) -> None:
     note = save_doc(cli, "[[script:analysis]]\nShould we cache the index?", "Caching", "note")
 
     run_foreground(cli, note)
@@ -396,7 +394,7 @@ def test_smart_note_saves_an_analysis_document(env: Env, cli: CliFn) -> None:
     )
 
 
-def test_smart_analysis_saves_a_gameplan_document(env: Env, cli: CliFn) -> None:
+def test_smart_analysis_saves_a_gameplan_document(env: Env, cli: Cli) -> None:
     analysis = save_doc(cli, "[[script:gameplan]]\nThe cache analysis.", "Cache", "analysis")
 
     run_foreground(cli, analysis)
@@ -422,7 +420,7 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, cli: CliFn) -> None:
+def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, cli: Cli) -> None:
     repo = env.workdir / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -454,7 +452,7 @@ def test_smart_gameplan_runs_in_a_worktree_and_marks_its_source_done(env: Env, c
     assert [d["id"] for d in docs] == [plan]
 
 
-def test_no_smart_and_tools_override(env: Env, cli: CliFn) -> None:
+def test_no_smart_and_tools_override(env: Env, cli: Cli) -> None:
     note = save_doc(cli, "[[script:readonly]]\nJust a note.", "Plain", "note")
 
     run_foreground(cli, note, "--no-smart", "--tools", "Read")
@@ -493,7 +491,7 @@ def _sleep_300(env: Env, execution_id: int) -> list[tuple[int, float]]:
     return found
 
 
-def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
+def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: Cli) -> None:
     doc = save_doc(cli, "[[script:sleeptool]] sleep a while", "Sleeper")
     execution_id = start_background(cli, doc)
 
@@ -527,24 +525,23 @@ def test_kill_stops_a_run_in_the_middle_of_a_tool(env: Env, cli: CliFn) -> None:
 @pytest.mark.parametrize(
     ("option", "reason"), [("--stall-timeout", "stalled"), ("--timeout", "timeout")]
 )
-def test_watchdog_stops_a_silent_model(env: Env, cli: CliFn, option: str, reason: str) -> None:
+def test_watchdog_stops_a_silent_model(env: Env, cli: Cli, option: str, reason: str) -> None:
     doc = save_doc(cli, "[[script:stall]] think forever", "Stall")
 
-    began = time.monotonic()
+    # The model never answers: only the watchdog can end the run (else the command would
+    # run into RUN_DEADLINE_S and fail the test).
     result = cli("claude", "execute", str(doc), option, "3s", timeout=RUN_DEADLINE_S)
-    took = time.monotonic() - began
 
     assert result.code == 124, result.stdout + result.stderr
     row = show(cli, 1)
     assert_outcome(row, "failed", 124, reason)
-    assert took < 25, f"the 3 s watchdog took {took:.1f}s to end the run"
     assert_run_processes_gone(env, row)
 
 
 # --- 11. a 1 MB document ----------------------------------------------------------------
 
 
-def test_one_megabyte_document_reaches_the_model(env: Env, cli: CliFn) -> None:
+def test_one_megabyte_document_reaches_the_model(env: Env, cli: Cli) -> None:
     line = "The quick brown fox jumps over the lazy dog; emdx keeps the whole prompt.\n"
     body = line * (1_000_000 // len(line))
     end_marker = "END-MARKER-7f3a9c1e-the-last-line"

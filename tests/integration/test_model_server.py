@@ -248,7 +248,8 @@ def test_auxiliary_requests_do_not_consume_turns() -> None:
                 headers={"content-type": "application/json"},
             )
             with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read())  # type: ignore[no-any-return]
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
 
         messages = [{"role": "user", "content": "hi"}]
         aux = post("/v1/messages", {"model": "m", "max_tokens": 1, "messages": messages})
@@ -424,7 +425,7 @@ def test_rate_limit_headers_on_a_successful_turn(tmp_path: Path) -> None:
 
 def test_background_task_outlives_the_first_result(tmp_path: Path) -> None:
     box = make_sandbox(tmp_path / "cc")
-    script = [
+    script: list[dict[str, Any]] = [
         {
             "text": "Starting it in the background.",
             "tool_use": {
@@ -465,7 +466,7 @@ def test_background_task_outlives_the_first_result(tmp_path: Path) -> None:
 def test_denied_tool_is_reported(tmp_path: Path) -> None:
     box = make_sandbox(tmp_path / "cc")
     fetch = {"name": "WebFetch", "input": {"url": "https://example.com/", "prompt": "Sum up"}}
-    script = [{"tool_use": fetch}, {"text": "The tool was not allowed."}]
+    script: list[dict[str, Any]] = [{"tool_use": fetch}, {"text": "The tool was not allowed."}]
     with ScriptedModelServer(script) as server:
         run = run_claude(server, box, "Fetch the page.")
 
@@ -480,7 +481,7 @@ def test_denied_tool_is_reported(tmp_path: Path) -> None:
 
 def test_budget_exceeded(tmp_path: Path) -> None:
     box = make_sandbox(tmp_path / "cc")
-    script = [
+    script: list[dict[str, Any]] = [
         {
             "tool_use": {"name": "Bash", "input": {"command": "echo one", "description": "1"}},
             "usage": {"input_tokens": 50000, "output_tokens": 1000},
@@ -578,7 +579,7 @@ def test_error_times_count_per_session() -> None:
 
 
 def test_rate_limit_and_headers_are_sent_with_success_and_error() -> None:
-    script = [
+    script: list[dict[str, Any]] = [
         {"text": "ok", "headers": {"x-extra": "1"}, "rate_limit": {"status": "allowed"}},
         {
             "error": {

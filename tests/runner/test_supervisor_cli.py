@@ -10,20 +10,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from runner_helpers import Runs
-from testkit import read_pidfile, wait_until
+from testkit import Cli, read_pidfile, wait_until
 
 from emdx import paths
 
 RENDERED = re.compile(r"^\d\d:\d\d:\d\d \S+ ")
 
 
-def test_execute_without_claude_creates_nothing(runs: Runs, cli: Any, tmp_path: Path) -> None:
+def test_execute_without_claude_creates_nothing(runs: Runs, cli: Cli, tmp_path: Path) -> None:
     doc = runs.doc("# doc\n")
     missing = tmp_path / "nowhere" / "claude"
     for background in (False, True):
@@ -41,13 +40,13 @@ def test_execute_without_claude_creates_nothing(runs: Runs, cli: Any, tmp_path: 
     assert not list(paths.logs_dir().glob("*.prompt.md"))
 
 
-def test_background_run_outlives_the_cli(runs: Runs, cli: Any) -> None:
-    doc = runs.doc("# background\nFAKE:sleep=2\n")
-    began = time.monotonic()
+def test_background_run_outlives_the_cli(runs: Runs, cli: Cli, tmp_path: Path) -> None:
+    """The command returns while its agent is still at work (blocked until a file exists):
+    the run goes on without it. How fast it returns is bench/run.py's `bench_start`."""
+    go = tmp_path / "go"
+    doc = runs.doc(f"# background\nFAKE:wait-file={go}\n")
     done = cli("claude", "execute", str(doc), "--background")
-    took = time.monotonic() - began
     assert done.code == 0, done
-    assert took < 10
     match = re.search(r"execution #(\d+)", done.stdout)
     assert match, done.stdout
     execution_id = int(match.group(1))
@@ -55,12 +54,13 @@ def test_background_run_outlives_the_cli(runs: Runs, cli: Any) -> None:
     row = runs.get(execution_id)
     assert row.status.value == "running"  # the CLI is gone, the run is not
     assert row.pid and os.getsid(row.pid) == row.pid  # its own session
+    go.touch()
     row = runs.wait_final(execution_id)
     assert (row.status.value, row.exit_code, row.reason) == ("completed", 0, "success")
     runs.assert_all_gone(row)
 
 
-def test_foreground_exit_codes(runs: Runs, cli: Any) -> None:
+def test_foreground_exit_codes(runs: Runs, cli: Cli) -> None:
     cases = {
         "success": (["# ok\nFAKE:events=2\n"], 0, "completed"),
         "error": (["# error\nFAKE:error-result\n"], 1, "failed"),
@@ -147,7 +147,7 @@ def test_foreground_ctrl_c_kills_the_run(runs: Runs) -> None:
     runs.assert_all_gone(row, agent)
 
 
-def test_check_env_json(cli: Any, tmp_path: Path) -> None:
+def test_check_env_json(cli: Cli, tmp_path: Path) -> None:
     done = cli("claude", "check-env", "--json")
     assert done.code == 0, done
     report = json.loads(done.stdout)

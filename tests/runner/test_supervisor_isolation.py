@@ -12,7 +12,7 @@ from runner_helpers import Runs
 from testkit import read_pidfile, run_processes, seed_execution_ids, wait_until
 
 from emdx import paths, system
-from emdx.models import ExecOptions
+from emdx.models import ExecOptions, Execution
 from emdx.service import Service
 
 
@@ -39,11 +39,12 @@ def test_marker_is_not_shared_across_homes(
         doc = other.save_document("# quick run in home B\n", title="b", detect=False).id
         twin = other.start_execution(doc)
         assert twin.id == victim.id
-        done = wait_until(
-            lambda: (row := other.store.executions.get(twin.id)).status.is_final and row,
-            30,
-            message="the run in home B",
-        )
+
+        def final_in_b() -> Execution | None:
+            row = other.store.executions.get(twin.id)
+            return row if row.status.is_final else None
+
+        done = wait_until(final_in_b, 30, message="the run in home B")
         assert done.status.value == "completed"
         wait_until(
             lambda: not system.same_process(done.pid, done.pid_started_at),

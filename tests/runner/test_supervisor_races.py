@@ -6,15 +6,21 @@ or hits a window that is always open (a signal before the supervisor installed i
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 from runner_helpers import Runs
-from testkit import read_pidfile, wait_until
+from testkit import read_pidfile, run_first, wait_until
 
 from emdx import system
 from emdx.models import ExecOptions
 from emdx.service.scheduler import Scheduler, fill_slots
+from emdx.store import Store
+
+
+def is_final(store: Store, execution_id: int) -> bool:
+    return store.executions.get(execution_id).status.is_final
 
 
 def test_kill_right_after_start_is_a_kill(runs: Runs) -> None:
@@ -79,7 +85,7 @@ def test_queued_row_not_started_before_it_is_prepared(
         started.extend(fill_slots(self.store))
         for execution_id in started:  # let that runner get as far as it can
             wait_until(
-                lambda i=execution_id: self.store.executions.get(i).status.is_final,
+                partial(is_final, self.store, execution_id),
                 20,
                 message="the prematurely started runner",
             )
@@ -108,16 +114,15 @@ def test_after_dependency_finishing_during_start(
     store = runs.service.store.executions
     original_create = store.create
 
-    def create_after_first_ended(**kwargs: object) -> int:
+    def first_ended() -> None:
         done = runs.wait_final(first.id)
         wait_until(
             lambda: not system.same_process(done.pid, done.pid_started_at),
             15,
             message="first supervisor exit",
         )
-        return original_create(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "create", create_after_first_ended)
+    monkeypatch.setattr(store, "create", run_first(first_ended, original_create))
     second = runs.service.start_execution(doc, ExecOptions(after_id=first.id))
     monkeypatch.setattr(store, "create", original_create)
     assert runs.get(first.id).status.value == "completed"

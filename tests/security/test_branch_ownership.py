@@ -139,7 +139,7 @@ def test_one_home_never_deletes_another_homes_branches(
         started = runs.cli("claude", "execute", doc_id, "--worktree", env=env, cwd=git_repo)
         assert started.code == 0, started
         listed = runs.cli("exec", "list", "--json", env=env)
-        [row] = __import__("json").loads(listed.stdout)
+        [row] = listed.json()
         assert row["status"] == "completed", row
         others.append((str(row["branch"]), str(row["working_dir"])))
     doc = runs.doc(quick, title="Quick")
@@ -149,9 +149,9 @@ def test_one_home_never_deletes_another_homes_branches(
     done = runs.cli("cleanup", "all", "--yes", "--force", "--older-than", "0s", cwd=git_repo)
     assert done.code == 0, done
     assert not git(git_repo, "branch", "--list", str(mine.branch))
-    listed = worktrees(git_repo)
+    trees = worktrees(git_repo)
     for branch, workdir in others:
         assert git(git_repo, "branch", "--list", branch), branch
-        assert listed.get(workdir) == branch
+        assert trees.get(workdir) == branch
         assert Path(workdir).is_dir()
     assert git(git_repo, "rev-parse", "exec-1-quick") == user_tip

@@ -19,7 +19,6 @@ from escape_helpers import (
     cleanup_env,
     git_repo,
     make_old,
-    one_line_error,
     procs,
     reaper,
     runs,
@@ -29,6 +28,7 @@ from escape_helpers import (
     victim_worktree,
     worktrees,
 )
+from testkit import one_line_error
 
 from emdx import paths
 

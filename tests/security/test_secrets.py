@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from testkit import (
+    Cli,
     RunWaits,
     assert_run_gone,
     fake_agent_env,
     reap_leftovers,
     service,
+    supervisor_of,
     wait_until,
 )
 
@@ -141,7 +143,7 @@ def messages_of(entries: list[dict[str, Any]], type_: str) -> list[str]:
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_secret_is_masked_everywhere(
-    form: str, secret_runs: SecretRuns, cli: Any, monkeypatch: pytest.MonkeyPatch
+    form: str, secret_runs: SecretRuns, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = FORMS[form]
     monkeypatch.setenv(SECRET_NAME, secret)
@@ -291,7 +293,7 @@ def test_a_300_mb_stderr_line_keeps_the_supervisor_small(
     )
     row = secret_runs.wait_agent(execution_id)
     assert row.pid and row.pid_started_at
-    supervisor = (row.pid, row.pid_started_at)
+    supervisor = supervisor_of(row)
     peak = 0
 
     def flood_read() -> bool:

@@ -40,13 +40,11 @@ from security_helpers import (
     hostile_document,
     violations,
 )
-from testkit import Deadline, run_in_pty, started_id, wait_until
+from testkit import Cli, CliResult, Deadline, run_in_pty, started_id, wait_until
 
 from emdx import paths
 from emdx.models import ExecOptions, Execution
 from emdx.service import Service
-
-Cli = Callable[..., Any]
 
 SHOWN_TAG = "evil\\x1b]0;tag\\x07"
 # What the fake agent's HOSTILE looks like once escaped, after each place it is printed from.
@@ -61,7 +59,7 @@ AGENT_SHOWN = [
 
 
 def checked(
-    name: str, result: Any, shown: list[str] | tuple[str, ...] = (), code: int | None = 0
+    name: str, result: CliResult, shown: list[str] | tuple[str, ...] = (), code: int | None = 0
 ) -> Checked:
     """A CLI result checked for raw dangerous characters on stdout and stderr; its exit code
     (unless `code` is None) and the absence of a traceback are part of the check."""
@@ -73,7 +71,7 @@ def checked(
     return found
 
 
-def checked_json(name: str, result: Any, check: Callable[[Any], bool]) -> Checked:
+def checked_json(name: str, result: CliResult, check: Callable[[Any], bool]) -> Checked:
     """`--json` output: nothing raw, one JSON document, and `check(decoded)` true (the hostile
     text round-trips, escaped only in the encoding)."""
     found = checked(name, result)
@@ -319,6 +317,7 @@ def test_tui_shows_hostile_text_escaped(
     service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from textual.pilot import Pilot
+    from textual.widgets import Markdown
 
     from emdx.tui import app as tui_app
     from emdx.tui import data
@@ -358,7 +357,7 @@ def test_tui_shows_hostile_text_escaped(
             pilot,
             lambda: (
                 isinstance(app.screen, DocumentsScreen)
-                and "body" in app.screen.query_one("#preview").source
+                and "body" in app.screen.query_one("#preview", Markdown).source
                 and "#" in str(app.screen.query_one("#doc-runs").render())
             ),
             "the documents screen with the preview and its runs",
@@ -380,10 +379,14 @@ def test_tui_shows_hostile_text_escaped(
             ),
             "the executions screen with the run's log",
         )
+
         # Refreshes (every 0.5 s) redraw the same rows: what is shown stays clean each time.
+        def refreshed(times: int) -> Callable[[], bool]:
+            wanted = len(refreshes) + times
+            return lambda: len(refreshes) >= wanted
+
         for _ in range(3):
-            wanted = len(refreshes) + 2
-            await until(pilot, lambda n=wanted: len(refreshes) >= n, "a refresh of the runs table")
+            await until(pilot, refreshed(2), "a refresh of the runs table")
             results.append(
                 tui_problems(
                     "executions screen", widget_texts(app), [SHOWN_OSC52, *AGENT_SHOWN[:-1]]

@@ -4,12 +4,13 @@ the service, as the CLI and the TUI use them)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 from contract_helpers import Sql
+from testkit import recorded_time, save_doc
 
 from emdx.errors import InvalidInputError, InvalidStateError, NotFoundError, UsageError
-from emdx.models import parse_time
 from emdx.service import Service
 from emdx.store import Store
 
@@ -19,11 +20,6 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 @pytest.fixture
 def service(store: Store) -> Service:
     return Service(store)
-
-
-def save(service: Service, content: str, **kwargs: object) -> int:
-    kwargs.setdefault("detect", False)
-    return service.save_document(content, **kwargs).id  # type: ignore[arg-type]
 
 
 def tag_usage(sql: Sql) -> dict[str, int]:
@@ -57,10 +53,10 @@ def test_parent_and_ids_are_kept(store: Store) -> None:
 
 
 def test_list_is_newest_first_with_filters_and_limit(service: Service) -> None:
-    a = save(service, "alpha", project="p1", tags="note")
-    b = save(service, "beta", project="p2", tags="note,bug")
-    c = save(service, "gamma", project="p1", tags="bug")
-    d = save(service, "delta", project=None)
+    a = save_doc(service, "alpha", project="p1", tags="note")
+    b = save_doc(service, "beta", project="p2", tags="note,bug")
+    c = save_doc(service, "gamma", project="p1", tags="bug")
+    d = save_doc(service, "delta", project=None)
     assert [x.id for x in service.list_documents()] == [d, c, b, a]
     assert [x.id for x in service.list_documents(limit=2)] == [d, c]
     assert [x.id for x in service.list_documents(limit=None)] == [d, c, b, a]
@@ -102,9 +98,9 @@ def test_ids_beyond_64_bits_are_not_found(store: Store) -> None:
 
 
 def test_title_hit_ranks_above_content_only_hit(service: Service) -> None:
-    content_hit = save(service, "Unrelated heading\n\nSomething about a zebra crossing here.")
-    title_hit = save(service, "# Zebra handbook\n\nNothing else of note in the body.")
-    save(service, "no match at all")
+    content_hit = save_doc(service, "Unrelated heading\n\nSomething about a zebra crossing here.")
+    title_hit = save_doc(service, "# Zebra handbook\n\nNothing else of note in the body.")
+    save_doc(service, "no match at all")
     hits = service.find_documents("zebra")
     assert [h.document.id for h in hits] == [title_hit, content_hit]
     assert hits[0].rank < hits[1].rank
@@ -113,17 +109,17 @@ def test_title_hit_ranks_above_content_only_hit(service: Service) -> None:
 
 
 def test_more_hits_rank_higher_and_stems_match(service: Service) -> None:
-    once = save(service, "# one\n\nthe parser runs once")
-    often = save(service, "# many\n\nparsers running, parser ran, the parser runs and runs")
+    once = save_doc(service, "# one\n\nthe parser runs once")
+    often = save_doc(service, "# many\n\nparsers running, parser ran, the parser runs and runs")
     assert [h.document.id for h in service.find_documents("running parser")] == [often, once]
     snippet = service.find_documents("running parser")[0].snippet
     assert "[" in snippet and "]" in snippet
 
 
 def test_search_filters_by_tags_and_project(service: Service) -> None:
-    a = save(service, "widget one", tags="note", project="p1")
-    b = save(service, "widget two", tags="bug", project="p1")
-    c = save(service, "widget three", tags="note", project="p2")
+    a = save_doc(service, "widget one", tags="note", project="p1")
+    b = save_doc(service, "widget two", tags="bug", project="p1")
+    c = save_doc(service, "widget three", tags="note", project="p2")
     assert {h.document.id for h in service.find_documents("widget")} == {a, b, c}
     assert {h.document.id for h in service.find_documents("widget", tags="note")} == {a, c}
     assert {h.document.id for h in service.find_documents("widget", project="p1")} == {a, b}
@@ -143,28 +139,28 @@ def test_search_filters_by_tags_and_project(service: Service) -> None:
     ],
 )  # fmt: skip
 def test_fts_special_characters_never_raise(service: Service, query: str) -> None:
-    doc = save(service, "# foo-bar notes\n\nfoo bar baz")
+    doc = save_doc(service, "# foo-bar notes\n\nfoo bar baz")
     hits = service.find_documents(query)
     assert all(h.document.id == doc for h in hits)
 
 
 def test_stop_words_and_operator_words_are_found(service: Service) -> None:
-    doc = save(service, "# The plan\n\nto be or not to be")
-    save(service, "# other\n\nnothing here")
+    doc = save_doc(service, "# The plan\n\nto be or not to be")
+    save_doc(service, "# other\n\nnothing here")
     for query in ("the", "not", "or", "to be"):
         assert [h.document.id for h in service.find_documents(query)] == [doc], query
 
 
 def test_hyphenated_query_finds_the_words(service: Service) -> None:
-    doc = save(service, "# foo-bar notes\n\nsomething")
-    save(service, "# unrelated\n\nfoo only")
+    doc = save_doc(service, "# foo-bar notes\n\nsomething")
+    save_doc(service, "# unrelated\n\nfoo only")
     assert [h.document.id for h in service.find_documents("foo-bar")] == [doc]
 
 
 def test_fts_syntax_still_works_when_valid(service: Service) -> None:
-    a = save(service, "# apple pie\n\nrecipe")
-    b = save(service, "# apple tart\n\nrecipe")
-    c = save(service, "# cherry pie\n\nrecipe")
+    a = save_doc(service, "# apple pie\n\nrecipe")
+    b = save_doc(service, "# apple tart\n\nrecipe")
+    c = save_doc(service, "# cherry pie\n\nrecipe")
     assert {h.document.id for h in service.find_documents("apple NOT tart")} == {a}
     assert {h.document.id for h in service.find_documents("appl*")} == {a, b}
     assert {h.document.id for h in service.find_documents('"apple pie"')} == {a}
@@ -174,15 +170,15 @@ def test_fts_syntax_still_works_when_valid(service: Service) -> None:
 
 
 def test_search_skips_the_trash(service: Service) -> None:
-    keep = save(service, "keep the quokka")
-    gone = save(service, "delete the quokka")
+    keep = save_doc(service, "keep the quokka")
+    gone = save_doc(service, "delete the quokka")
     service.delete_document(gone)
     assert [h.document.id for h in service.find_documents("quokka")] == [keep]
 
 
 def test_snippet_comes_from_around_the_first_hit(service: Service) -> None:
     filler = "lorem ipsum dolor " * 5000
-    doc = save(service, f"# far\n\n{filler} the needle is here {filler}")
+    doc = save_doc(service, f"# far\n\n{filler} the needle is here {filler}")
     (hit,) = service.find_documents("needle")
     assert hit.document.id == doc
     assert "[needle]" in hit.snippet
@@ -212,8 +208,8 @@ def test_odd_tags_round_trip(store: Store) -> None:
 
 
 def test_usage_count_follows_tag_and_untag(service: Service, sql: Sql) -> None:
-    a = save(service, "a", tags="note")
-    b = save(service, "b")
+    a = save_doc(service, "a", tags="note")
+    b = save_doc(service, "b")
     assert service.tag_document(b, ["note", "bug"]) == ["📝", "🐛"]
     assert tag_usage(sql) == {"📝": 2, "🐛": 1}
     # Tagging again adds nothing and counts nothing.
@@ -228,9 +224,9 @@ def test_usage_count_follows_tag_and_untag(service: Service, sql: Sql) -> None:
 
 
 def test_tag_counts_order_and_skip_deleted_and_unused(service: Service) -> None:
-    a = save(service, "a", tags="note,bug")
-    save(service, "b", tags="note,zeta")
-    save(service, "c", tags="alpha")
+    a = save_doc(service, "a", tags="note,bug")
+    save_doc(service, "b", tags="note,zeta")
+    save_doc(service, "c", tags="alpha")
     service.untag_document(a, ["bug"])
     service.delete_document(a)
     assert [(c.name, c.count) for c in service.tag_counts()] == [
@@ -252,8 +248,8 @@ def test_tag_unknown_document_writes_nothing(service: Service, sql: Sql) -> None
 
 
 def test_delete_hides_and_restore_brings_back(service: Service) -> None:
-    keep = save(service, "keep the quokka")
-    gone = save(service, "delete the quokka", tags="note")
+    keep = save_doc(service, "keep the quokka")
+    gone = save_doc(service, "delete the quokka", tags="note")
     deleted = service.delete_document(gone)
     assert deleted.id == gone
     assert [d.id for d in service.list_documents()] == [keep]
@@ -284,20 +280,22 @@ def test_delete_hides_and_restore_brings_back(service: Service) -> None:
 
 
 def test_view_bumps_access_count(service: Service) -> None:
-    doc = save(service, "# viewed\n\ncontent words")
+    doc = save_doc(service, "# viewed\n\ncontent words")
     first = service.get_document(doc, touch=True)
     assert first.access_count == 0
     service.get_document(doc, touch=True)
     after = service.get_document(doc)
     assert after.access_count == 2
-    assert parse_time(after.accessed_at) >= parse_time(first.accessed_at)  # type: ignore[operator]
+    assert recorded_time(after.accessed_at) >= recorded_time(first.accessed_at)
     assert service.get_document(doc).access_count == 2
     assert [h.document.id for h in service.find_documents("content")] == [doc]
 
 
-def test_writes_are_seen_by_another_connection(store: Store, open_another: object) -> None:
+def test_writes_are_seen_by_another_connection(
+    store: Store, open_another: Callable[[], Store]
+) -> None:
     doc = store.documents.save("shared", "seen elsewhere", None, ["x"])
-    other = open_another()  # type: ignore[operator]
+    other = open_another()
     assert other.documents.get(doc).content == "seen elsewhere"
     other.documents.set_deleted(doc, True)
     with pytest.raises(NotFoundError, match="restore"):

@@ -7,6 +7,7 @@ import multiprocessing
 import re
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
@@ -22,17 +23,27 @@ T = TypeVar("T")
 Another = Callable[[], Store]
 
 
-def new_run(store: Store, key: str, prepared: bool = True, **kwargs: object) -> int:
+def new_run(
+    store: Store,
+    key: str,
+    prepared: bool = True,
+    *,
+    doc_id: int | None = 1,
+    exec_type: str = "note",
+    options: ExecOptions | None = None,
+    parent_execution_id: int | None = None,
+    creator: tuple[int, float | None] | None = None,
+) -> int:
     """A row as the start path leaves it: `preparing`, then (`prepared`) `queued`."""
-    values: dict[str, object] = {
-        "run_key": key,
-        "doc_id": 1,
-        "doc_title": f"doc {key}",
-        "exec_type": "note",
-        "options": ExecOptions(),
-    }
-    values.update(kwargs)
-    execution_id = store.executions.create(**values)  # type: ignore[arg-type]
+    execution_id = store.executions.create(
+        run_key=key,
+        doc_id=doc_id,
+        doc_title=f"doc {key}",
+        exec_type=exec_type,
+        options=options or ExecOptions(),
+        parent_execution_id=parent_execution_id,
+        creator=creator,
+    )
     if prepared:
         store.executions.update(execution_id, log_file=f"/logs/{key}.jsonl")
         assert store.executions.transition(execution_id, [S.PREPARING], S.QUEUED)
@@ -260,7 +271,9 @@ def test_update_cannot_change_a_status_or_what_goes_with_it(store: Store, column
     run = new_run(store, f"guard-{column}")
     before = store.executions.get(run)
     with pytest.raises(ValueError):
-        store.executions.update(run, **{column: "failed" if column == "status" else 1})
+        # As `update` takes its columns (`**fields: Any`).
+        fields: dict[str, Any] = {column: "failed" if column == "status" else 1}
+        store.executions.update(run, **fields)
     assert store.executions.get(run) == before
 
 
@@ -324,10 +337,7 @@ def test_compare_and_set_race_between_connections(store: Store, open_another: An
             (S.FAILED, 124, "overdue"),
         ]
         won = at_once(
-            [
-                lambda o=o, s=s, r=run: s.executions.finish(r, *o)  # type: ignore[misc]
-                for o, s in zip(outcomes, others, strict=True)
-            ]
+            [partial(s.executions.finish, run, *o) for o, s in zip(outcomes, others, strict=True)]
         )
         assert won.count(True) == 1, won
         got = store.executions.get(run)
@@ -403,7 +413,7 @@ def test_claim_slot_cap_holds_with_many_connections_at_once(
         runs = [new_run(store, f"many-{round_}-{i}") for i in range(len(claimers))]
         results = at_once(
             [
-                lambda r=r, s=s: s.executions.claim_slot(r, cap, S.QUEUED)  # type: ignore[misc]
+                partial(s.executions.claim_slot, r, cap, S.QUEUED)
                 for r, s in zip(runs, claimers, strict=True)
             ]
         )
@@ -540,10 +550,7 @@ def test_post_actions_exactly_once_with_concurrent_callers(
         before = len(store.documents.list_documents(limit=None))
         output = (f"Analysis {round_}", "text", None, ["🔍"], source)
         results = at_once(
-            [
-                lambda s=s, r=run, o=output: s.complete_post_actions(r, o, ["✅"], [])  # type: ignore[misc]
-                for s in callers
-            ]
+            [partial(s.complete_post_actions, run, output, ["✅"], []) for s in callers]
         )
         assert [done for done, _ in results].count(True) == 1, results
         assert len(store.documents.list_documents(limit=None)) == before + 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from contract_helpers import database_url
+from testkit import Cli
 
 from emdx.errors import StoreError
 from emdx.store import Store, open_store
@@ -37,8 +39,8 @@ def _versions(backend: str, location: str) -> list[int]:
             conn.close()
     import psycopg
 
-    with psycopg.connect(location) as conn:
-        return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    with psycopg.connect(location) as pg:
+        return [r[0] for r in pg.execute("SELECT version FROM schema_version ORDER BY 1")]
 
 
 def _usable(store: Store) -> None:
@@ -91,11 +93,13 @@ def test_concurrent_openers_migrate_once(backend: str, fresh_location: str) -> N
 def test_a_failing_step_leaves_the_database_as_it_was(backend: str, fresh_location: str) -> None:
     """Each step commits with its bookkeeping or not at all."""
     if backend == "sqlite":
+        import sqlite3
+
         from emdx.store.connection import connect
         from emdx.store.migrations import MIGRATIONS, migrate
 
-        def broken_sqlite(conn: object) -> None:
-            conn.execute("CREATE TABLE half_done (x INTEGER)")  # type: ignore[attr-defined]
+        def broken_sqlite(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE half_done (x INTEGER)")
             raise RuntimeError("step failed")
 
         conn = connect(Path(fresh_location))
@@ -109,7 +113,8 @@ def test_a_failing_step_leaves_the_database_as_it_was(backend: str, fresh_locati
         import psycopg
 
         from emdx.store.pg.connection import Connection
-        from emdx.store.pg.migrations import MIGRATIONS, migrate
+        from emdx.store.pg.migrations import MIGRATIONS as PG_MIGRATIONS
+        from emdx.store.pg.migrations import migrate as pg_migrate
 
         def broken_pg(conn: psycopg.Connection[object]) -> None:
             conn.execute("CREATE TABLE half_done (x INTEGER)")
@@ -118,7 +123,7 @@ def test_a_failing_step_leaves_the_database_as_it_was(backend: str, fresh_locati
         db = Connection(fresh_location)
         try:
             with pytest.raises(RuntimeError):
-                migrate(db, [*MIGRATIONS, broken_pg])
+                pg_migrate(db, [*PG_MIGRATIONS, broken_pg])
         finally:
             db.close()
         with psycopg.connect(fresh_location) as pg:
@@ -164,10 +169,10 @@ def missing_database() -> str:
     ],
 )
 def test_a_store_that_cannot_be_opened_is_one_line(
-    backend: str, tmp_path: Path, make: object
+    backend: str, tmp_path: Path, make: Callable[[str, Path], str]
 ) -> None:
     (tmp_path / "not-a-db").write_bytes(b"this is no database " * 100)
-    location = make(backend, tmp_path)  # type: ignore[operator]
+    location = make(backend, tmp_path)
     with pytest.raises(StoreError) as info:
         open_store(location).close()
     message = str(info.value)
@@ -177,10 +182,10 @@ def test_a_store_that_cannot_be_opened_is_one_line(
     assert "Traceback" not in message
 
 
-def test_the_cli_says_one_line_without_the_password(tmp_path: Path, cli: object) -> None:
+def test_the_cli_says_one_line_without_the_password(tmp_path: Path, cli: Cli) -> None:
     url = f"postgresql://emdx:{PASSWORD}@127.0.0.1:1/emdx"
     for args in (["list"], ["exec", "list"], ["find", "x"]):
-        done = cli(*args, env={"EMDX_DATABASE_URL": url})  # type: ignore[operator]
+        done = cli(*args, env={"EMDX_DATABASE_URL": url})
         assert done.code == 1, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
@@ -189,8 +194,8 @@ def test_the_cli_says_one_line_without_the_password(tmp_path: Path, cli: object)
         assert "Traceback" not in done.stderr
 
 
-def test_a_bad_database_url_is_refused_not_read_as_a_file(tmp_path: Path, cli: object) -> None:
-    done = cli("list", env={"EMDX_DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"})  # type: ignore[operator]
+def test_a_bad_database_url_is_refused_not_read_as_a_file(tmp_path: Path, cli: Cli) -> None:
+    done = cli("list", env={"EMDX_DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"})
     assert done.code == 1
     assert "EMDX_DATABASE_URL" in done.stderr and PASSWORD not in done.stderr
     assert not list(tmp_path.rglob("*.db")), "a bad URL must never create a SQLite file"

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -100,16 +100,18 @@ def test_an_oversized_entry_is_kept_small(pg: PgStore) -> None:
 
 
 def test_concurrent_appenders_get_distinct_contiguous_seqs(
-    pg: PgStore, open_another: object
+    pg: PgStore, open_another: Callable[[], Store]
 ) -> None:
     run = running(pg, "many")
-    writers = [open_another() for _ in range(4)]  # type: ignore[operator]
+    writers = [open_another() for _ in range(4)]
+    assert all(isinstance(w, PgStore) for w in writers)
     barrier = threading.Barrier(len(writers))
 
     def write(store: Store, who: int) -> None:
+        assert isinstance(store, PgStore)
         barrier.wait(30)
         for i in range(10):
-            store.executions.append_events("many", [{"who": who, "i": i}] * 3)  # type: ignore[attr-defined]
+            store.executions.append_events("many", [{"who": who, "i": i}] * 3)
 
     threads = [threading.Thread(target=write, args=(w, n)) for n, w in enumerate(writers)]
     for thread in threads:

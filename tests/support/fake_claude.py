@@ -40,6 +40,9 @@ import subprocess
 import sys
 import time
 
+# A stream-json event, as json.dumps takes it.
+Event = dict[str, object]
+
 # What an attacker prints to a terminal: OSC 52 (clipboard write) ended by BEL, OSC 0 (window
 # title) ended by ST, CSI clear screen and colour, 8-bit CSI / OSC / ST, DCS, BEL, backspace,
 # DEL, a carriage return and a right-to-left override. tests/security checks for each.
@@ -49,32 +52,32 @@ HOSTILE = (
 )
 
 
-def emit(obj):
+def emit(obj: Event) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
-def emit_utf8(obj):
+def emit_utf8(obj: Event) -> None:
     """As the real CLI prints: non-ASCII as UTF-8, not escaped."""
     sys.stdout.buffer.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
     sys.stdout.flush()
 
 
-def say(text):
+def say(text: str) -> Event:
     return {"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}}
 
 
-def json_escaped_utf8(text):
+def json_escaped_utf8(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False)[1:-1].encode()
 
 
-def every_char_escaped(text):
+def every_char_escaped(text: str) -> str:
     """`text` as a JSON string body with every character written as a \\u escape."""
     units = text.encode("utf-16-be")
     return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
-def leak(secret):
+def leak(secret: str) -> None:
     emit_utf8(
         {
             "type": "assistant",
@@ -104,7 +107,7 @@ def leak(secret):
     sys.stderr.flush()
 
 
-def leak_cuts(secret):
+def leak_cuts(secret: str) -> None:
     # `keep` characters of the secret fall before each cut: at least 8, so a leak shows.
     keep = min(len(secret) - 1, max(8, len(secret) // 2))
     emit_utf8(say("p" * (159 - keep) + secret + " after the summary cut"))
@@ -125,26 +128,26 @@ def leak_cuts(secret):
     sys.stderr.flush()
 
 
-def stderr_flood(mib):
+def stderr_flood(mib: int) -> None:
     chunk = b"x" * (1 << 20)
     for _ in range(mib):
         sys.stderr.buffer.write(chunk)
     sys.stderr.flush()
 
 
-def wait_file(path):
+def wait_file(path: str) -> None:
     deadline = time.monotonic() + 60
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def main():
+def main() -> None:
     if sys.argv[1:] == ["--version"]:
         # What emdx's pre-flight runs (the real CLI prints "2.1.332 (Claude Code)").
         print("2.1.332 (Claude Code, fake)")
         return
     prompt = sys.stdin.buffer.read()
-    directives = {}
+    directives: dict[str, str] = {}
     for line in prompt.decode("utf-8", "replace").splitlines():
         line = line.strip()
         if line.startswith("FAKE:"):
@@ -174,7 +177,7 @@ def main():
             "claude_code_version": "fake",
         }
     )
-    child_pid = None
+    child_pid: int | None = None
     if "setsid-child" in directives:
         child = subprocess.Popen(
             ["sleep", "600"],
@@ -225,7 +228,7 @@ def main():
         time.sleep(float(directives["sleep"]))
     exit_code = int(directives.get("exit", "0") or 0)
     if "no-result" not in directives:
-        result = {
+        result: Event = {
             "type": "result",
             "subtype": "success",
             "is_error": False,
@@ -269,8 +272,8 @@ def main():
     sys.exit(exit_code)
 
 
-def emit_hostile(session, model):
-    def assistant(block):
+def emit_hostile(session: str, model: str) -> None:
+    def assistant(block: Event) -> None:
         emit(
             {
                 "type": "assistant",

@@ -1,8 +1,9 @@
 """Helpers shared by the test suites: polling, process identities, reaping, the fake agent.
 
 tests/conftest.py puts this directory on `sys.path`, so every suite does `from testkit import …`.
-What is here is what several suites need in the same form; a suite's own helpers stay in its
-`*_helpers.py`.
+What is here is what several suites need in the same form; a suite's own helpers are its
+`<suite>_helpers.py` next to this module (one directory of importable helpers, so that mypy
+and pytest see each under one name).
 
 Processes are named by identity, (pid, start time), never by pid alone (`emdx.system`), so a
 test can never signal a process that merely reuses a pid. A run's processes all carry the
@@ -30,15 +31,17 @@ import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import psutil
 import pytest
 
 from emdx import paths, system
-from emdx.models import Execution
+from emdx.models import Execution, parse_time
 from emdx.service import Service
+from emdx.store import SqliteStore, open_store
 from emdx.testing.model_server import offline_claude_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +49,7 @@ FAKE_CLAUDE = REPO / "tests" / "support" / "fake_claude.py"
 FINAL_STATUSES = frozenset({"completed", "failed", "killed"})
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Identity = tuple[int, float]
 Message = str | Callable[[], str]
 
@@ -90,6 +94,17 @@ def wait_until(
     while not (value := deadline.poll(predicate)):
         time.sleep(interval)
     return value
+
+
+def run_first(hook: Callable[[], object], call: Callable[P, T]) -> Callable[P, T]:
+    """`call`, with `hook()` run before each call: a test's way of making a race happen at that
+    very point (monkeypatched in place of `call`)."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        hook()
+        return call(*args, **kwargs)
+
+    return wrapper
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -161,6 +176,18 @@ def assert_gone(identities: Sequence[Identity], timeout: float = 15, what: str =
         timeout,
         message=lambda: f"processes {[i for i in identities if alive(i)]}{what} to exit",
     )
+
+
+def supervisor_of(row: Execution) -> Identity:
+    """The supervisor the row recorded (pid and start time), which must be recorded."""
+    assert row.pid is not None and row.pid_started_at is not None, f"no supervisor in {row}"
+    return (row.pid, row.pid_started_at)
+
+
+def agent_of(row: Execution) -> Identity:
+    """The agent the row recorded (pid and start time), which must be recorded."""
+    assert row.agent_pid is not None and row.agent_started_at is not None, f"no agent in {row}"
+    return (row.agent_pid, row.agent_started_at)
 
 
 def row_identities(row: Execution) -> list[Identity]:
@@ -344,6 +371,32 @@ def seed_execution_ids(db: Path, last_id: int | None = None) -> int:
     return base
 
 
+def open_sqlite(path: Path) -> SqliteStore:
+    """`open_store(path)` for the SQLite-only tests, which also read the connection itself."""
+    store = open_store(path)
+    assert isinstance(store, SqliteStore), store
+    return store
+
+
+def save_doc(
+    service: Service,
+    content: str,
+    *,
+    title: str | None = None,
+    tags: str | None = None,
+    project: str | None = None,
+) -> int:
+    """Save a document as given (no type detection from its content); its id."""
+    return service.save_document(content, title=title, tags=tags, project=project, detect=False).id
+
+
+def recorded_time(value: str | None) -> datetime:
+    """A time the store recorded (ISO-8601), which must be there."""
+    moment = parse_time(value)
+    assert moment is not None, f"no time recorded: {value!r}"
+    return moment
+
+
 def new_service() -> Service:
     """A Service on this test's EMDX_HOME: database created and migrated, execution ids seeded
     high (see seed_execution_ids)."""
@@ -388,6 +441,81 @@ def fake_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "EMDX_LINE_MAX_BYTES",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    # The bytes as written (the texts above are decoded with "replace", which hides raw bytes).
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
+
+    def json(self) -> Any:
+        """stdout as the one JSON document `--json` prints."""
+        return json.loads(self.stdout)
+
+
+def run_emdx(
+    *args: str,
+    input: str | bytes | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> CliResult:
+    """Run the real `emdx` entry point in a subprocess (exit codes and stderr as a user sees);
+    stdin is a pipe (not a terminal), empty unless `input` is given."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    data = input.encode() if isinstance(input, str) else input
+    done = subprocess.run(
+        [sys.executable, "-m", "emdx", *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return CliResult(
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+        done.stdout,
+        done.stderr,
+    )
+
+
+def one_line_error(result: CliResult, *needles: str, code: int = 1) -> str:
+    """Exit `code`, nothing on stdout, exactly one stderr line `emdx: error: …` holding every
+    needle, no traceback (DESIGN §4); that line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("emdx: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+class Cli(Protocol):
+    """The `cli` fixture (tests/conftest.py): `run_emdx`."""
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> CliResult: ...
 
 
 # -- runs ---------------------------------------------------------------------------------------

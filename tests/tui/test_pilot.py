@@ -12,6 +12,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import read_pidfile, wait_until
+from testkit import Deadline, agent_of, read_pidfile, supervisor_of, wait_until
+from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 from tui_helpers import log_lines, pilot_wait, screen_text
@@ -86,12 +88,12 @@ def drive(scenario: Scenario) -> RecordingApp:
 # -- small helpers --------------------------------------------------------------------------
 
 
-def table_ids(app: RecordingApp, selector: str) -> list[int]:
+def table_ids(app: App[None], selector: str) -> list[int]:
     table = app.screen.query_one(selector, DataTable)
     return [int(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
-def run_cells(app: RecordingApp) -> dict[int, list[str]]:
+def run_cells(app: App[None]) -> dict[int, list[str]]:
     """The executions table as {id: [cell text, ...]}."""
     table = app.screen.query_one("#runs", DataTable)
     rows = {}
@@ -101,7 +103,7 @@ def run_cells(app: RecordingApp) -> dict[int, list[str]]:
     return rows
 
 
-def static_text(app: RecordingApp, selector: str) -> str:
+def static_text(app: App[None], selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 
 
@@ -387,15 +389,17 @@ def test_status_filter_cycles(service: Service, monkeypatch: pytest.MonkeyPatch)
             "queued",
             "running",
         }
+
+        def filtered(name: str, wanted: list[int]) -> Callable[[], bool]:
+            return lambda: (
+                f"status: {name}" in static_text(app, "#exec-filter")
+                and table_ids(app, "#runs") == wanted
+            )
+
         for name, wanted in expected:
             await pilot.press("f")
             await pilot_wait(
-                pilot,
-                lambda name=name, wanted=wanted: (
-                    f"status: {name}" in static_text(app, "#exec-filter")
-                    and table_ids(app, "#runs") == wanted
-                ),
-                message=f"filter {name} showing {wanted}",
+                pilot, filtered(name, wanted), message=f"filter {name} showing {wanted}"
             )
 
     drive(scenario)
@@ -409,9 +413,10 @@ def test_kill_from_executions_screen(service: Service, tmp_path: Path) -> None:
     ex = start(service, doc_id)
     row = wait_agent(service, ex.id)
     agent, grandchild = read_pidfile(pidfile, 2)
-    assert agent == (row.agent_pid, pytest.approx(row.agent_started_at, abs=1.0))
+    assert agent[0] == row.agent_pid
+    assert agent[1] == pytest.approx(row.agent_started_at, abs=1.0)
     assert row.pid is not None and row.pid_started_at is not None
-    supervisor = (row.pid, row.pid_started_at)
+    supervisor = supervisor_of(row)
     processes = [supervisor, agent, grandchild]
     assert all(system.same_process(p, s) for p, s in processes)
 
@@ -541,11 +546,12 @@ def test_help_lists_the_keys_and_escape_closes_it(service: Service) -> None:
         await wait_documents(pilot, 1)
         await pilot.press("question_mark")
         await pilot_wait(pilot, lambda: isinstance(app.screen, HelpScreen), message="help")
-        text = await pilot_wait(
-            pilot,
-            lambda: (t := screen_text(app)) and "kill the selected run" in t and t,
-            message="the help table rendered",
-        )
+
+        def help_shown() -> str | None:
+            text = screen_text(app)
+            return text if "kill the selected run" in text else None
+
+        text = await pilot_wait(pilot, help_shown, message="the help table rendered")
         for key, what in [
             ("d", "documents screen"),
             ("e", "executions screen"),
@@ -588,11 +594,13 @@ def test_quit_leaves_running_execution_running(service: Service) -> None:
             pilot, lambda: [n for n in app.notices if n.title == "started"], message="started"
         )
         row = service.list_executions(None, None)[0]
+
+        def agent_running() -> Execution | None:
+            now = service.get_execution(row.id)
+            return now if now.agent_pid and now.pid_started_at else None
+
         seen["row"] = await pilot_wait(
-            pilot,
-            lambda: (r := service.get_execution(row.id)).agent_pid and r.pid_started_at and r,
-            timeout=20,
-            message="the agent running",
+            pilot, agent_running, timeout=20, message="the agent running"
         )
         await pilot.press("q")
         await pilot_wait(pilot, lambda: not app.is_running, message="the app to exit")
@@ -607,9 +615,7 @@ def test_quit_leaves_running_execution_running(service: Service) -> None:
     # clean up through the service, and check it is really gone
     result = service.kill_execution(row.id)
     assert result.execution.status is ExecutionStatus.KILLED
-    assert system.wait_gone(
-        [(row.pid, row.pid_started_at), (row.agent_pid, row.agent_started_at)], 10
-    )
+    assert system.wait_gone([supervisor_of(row), agent_of(row)], 10)
 
 
 # -- refresh behaviour ---------------------------------------------------------------------
@@ -681,7 +687,7 @@ def test_selected_older_run_stays_selected_across_refreshes(
         await pilot.pause(0.1)
         assert log.scroll_y == 0
         reloads.clear()
-        selections = set()
+        selections: set[int | None] = set()
         for _ in range(25):  # 2.5 s: at least two refreshes
             selections.add(screen.selected)
             await pilot.pause(0.1)
@@ -691,7 +697,7 @@ def test_selected_older_run_stays_selected_across_refreshes(
         if reloads:
             problems.append(f"the log was reloaded from scratch for runs {reloads}")
         if selections != {older}:
-            problems.append(f"the selection flipped between {sorted(selections)}")
+            problems.append(f"the selection flipped between {sorted(map(str, selections))}")
         if log.scroll_y != 0:
             problems.append(f"the log pane jumped to line {log.scroll_y} while being read")
         assert not problems, "; ".join(problems)
@@ -709,11 +715,13 @@ def test_filter_shows_latest_query_when_an_earlier_query_is_slower(
     doc(service, "Alpha", "apples")
     gamma = doc(service, "Gamma", "apples and cherries")
     real_documents = data.documents
+    slow_done = threading.Event()
 
     def slow_for_prefix(query: str = "", limit: int = 500, **kw: Any) -> list[data.DocumentRow]:
         rows = real_documents(query, limit, **kw)
         if query == "ch":
-            time.sleep(1.0)
+            time.sleep(1.0)  # the slow search: its answer comes after the final query's
+            slow_done.set()
         return rows
 
     monkeypatch.setattr(data, "documents", slow_for_prefix)
@@ -722,7 +730,8 @@ def test_filter_shows_latest_query_when_an_earlier_query_is_slower(
         await wait_documents(pilot, 2)
         await pilot.press("slash", *"cherries")
         await pilot_wait(pilot, lambda: table_ids(app, "#docs") == [gamma], message="Gamma")
-        await pilot.pause(1.5)  # the slow search for "ch" has finished by now
+        await pilot_wait(pilot, slow_done.is_set, message='the slow search for "ch"')
+        await pilot.pause(0.2)  # its (stale) answer reaches the app: it must not be shown
         assert app.screen.query_one("#doc-filter", Input).value == "cherries"
         assert table_ids(app, "#docs") == [gamma], "results of an earlier prefix are shown"
 
@@ -739,11 +748,13 @@ def test_status_filter_not_overwritten_by_a_slower_earlier_refresh(
     done = insert_run(paths.db_path(), doc_id, "Filtered", "completed", 0)
     queued = insert_run(paths.db_path(), doc_id, "Filtered", "queued")
     real_executions = data.executions
+    slow_done = threading.Event()
 
     def slow_active(statuses: list[str] | None, limit: int = 200, **kw: Any) -> list[Execution]:
         rows = real_executions(statuses, limit, **kw)
         if statuses == ["running", "queued"]:
-            time.sleep(1.0)
+            time.sleep(1.0)  # the slow refresh: its answer comes after the next filter's
+            slow_done.set()
         return rows
 
     monkeypatch.setattr(data, "executions", slow_active)
@@ -761,9 +772,15 @@ def test_status_filter_not_overwritten_by_a_slower_earlier_refresh(
             message="the completed filter applied",
         )
         shown = []
-        for _ in range(30):  # 1.5 s: the slow "active" refresh finishes meanwhile
+        deadline = Deadline(20, 'the slow "active" refresh')
+        extra = 6  # samples after its answer arrived (0.3 s): the app has handled it by then
+        while extra:
             shown.append(table_ids(app, "#runs"))
             assert "status: completed" in static_text(app, "#exec-filter")
+            if slow_done.is_set():
+                extra -= 1
+            else:
+                deadline.check()
             await pilot.pause(0.05)
         assert all(ids == [done] for ids in shown), f"rows of the previous filter shown: {shown}"
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
-from tui_helpers import log_lines, pilot_wait, screen_text
+from tui_helpers import RunBefore, SnapCompare, log_lines, pilot_wait, screen_text
 
 from emdx import paths
 from emdx.service import Service
@@ -128,7 +127,7 @@ def frozen_db(
     return {"docs": doc_ids, "runs": run_ids}
 
 
-def documents_loaded(frozen: dict[str, list[int]]) -> Callable[[Pilot[None]], object]:
+def documents_loaded(frozen: dict[str, list[int]]) -> RunBefore:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         top = frozen["docs"][-1]
@@ -152,7 +151,7 @@ def documents_loaded(frozen: dict[str, list[int]]) -> Callable[[Pilot[None]], ob
     return run_before
 
 
-def executions_loaded(frozen: dict[str, list[int]]) -> Callable[[Pilot[None]], object]:
+def executions_loaded(frozen: dict[str, list[int]]) -> RunBefore:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         await pilot_wait(pilot, lambda: isinstance(app.screen, DocumentsScreen), message="docs")
@@ -176,14 +175,14 @@ def executions_loaded(frozen: dict[str, list[int]]) -> Callable[[Pilot[None]], o
     return run_before
 
 
-def test_documents_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
+def test_documents_screen(snap_compare: SnapCompare, frozen_db: dict[str, list[int]]) -> None:
     """Three documents (tags, project), the newest highlighted: its preview and its runs."""
     assert snap_compare(
         EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=documents_loaded(frozen_db)
     )
 
 
-def test_executions_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
+def test_executions_screen(snap_compare: SnapCompare, frozen_db: dict[str, list[int]]) -> None:
     """Four finished runs (completed, failed, killed) with fixed durations and costs; the newest
     selected with its log rendered in UTC."""
     assert snap_compare(
@@ -191,26 +190,24 @@ def test_executions_screen(snap_compare, frozen_db: dict[str, list[int]]) -> Non
     )
 
 
-def then_press(
-    first: Callable[[Pilot[None]], object], key: str, shown: str
-) -> Callable[[Pilot[None]], object]:
+def then_press(first: RunBefore, key: str, shown: str) -> RunBefore:
     """`first`, then press `key` and wait until `shown` is on screen."""
 
     async def run_before(pilot: Pilot[None]) -> None:
-        await first(pilot)  # type: ignore[misc]
+        await first(pilot)
         await pilot.press(key)
         await pilot_wait(pilot, lambda: shown in screen_text(pilot.app), message=repr(shown))
 
     return run_before
 
 
-def test_help_screen(snap_compare, frozen_db: dict[str, list[int]]) -> None:
+def test_help_screen(snap_compare: SnapCompare, frozen_db: dict[str, list[int]]) -> None:
     """The help dialog over the documents screen."""
     run_before = then_press(documents_loaded(frozen_db), "question_mark", "escape to close")
     assert snap_compare(EmdxApp(refresh_s=0), terminal_size=SIZE, run_before=run_before)
 
 
-def test_kill_confirm_dialog(snap_compare, frozen_db: dict[str, list[int]]) -> None:
+def test_kill_confirm_dialog(snap_compare: SnapCompare, frozen_db: dict[str, list[int]]) -> None:
     """The kill confirmation over the executions screen (only looked at: nothing is answered)."""
     newest = frozen_db["runs"][-1]
     run_before = then_press(executions_loaded(frozen_db), "k", f"Kill execution #{newest}?")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from legacy_fixtures import LEGACY_VERSIONS, TITLES, keyword, make_legacy_db
+from testkit import open_sqlite
 
 from emdx import tags as tagvocab
 from emdx.errors import StoreError
@@ -74,7 +75,7 @@ def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[int, Path,
     version: int = request.param
     path = tmp_path / f"legacy-v{version}.db"
     snapshot = make_legacy_db(path, version)
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         assert store.version == LATEST_VERSION
     return version, path, snapshot
 
@@ -184,7 +185,7 @@ def test_executions_resolve_by_old_and_numeric_id(
     migrated: tuple[int, Path, dict[str, Any]],
 ) -> None:
     _, path, snapshot = migrated
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         for old in snapshot["executions"][::7]:
             if old["old_id"] is None:
                 continue
@@ -212,7 +213,7 @@ def test_full_text_search_finds_legacy_documents(
     migrated: tuple[int, Path, dict[str, Any]],
 ) -> None:
     _, path, snapshot = migrated
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         for doc in snapshot["documents"]:
             hits = store.documents.search(keyword(doc["id"]))
             expected = [] if doc["is_deleted"] else [doc["id"]]
@@ -230,7 +231,7 @@ def test_legacy_tags_still_filter_documents(migrated: tuple[int, Path, dict[str,
     _, path, snapshot = migrated
     live = {d["id"] for d in snapshot["documents"] if not d["is_deleted"]}
     checked = []
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         service = Service(store)
         for tag in snapshot["tags"]:
             stored = tag["name"]
@@ -271,7 +272,7 @@ def test_migrated_database_accepts_new_statuses(
     migrated: tuple[int, Path, dict[str, Any]],
 ) -> None:
     _, path, _ = migrated
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         for status in ("queued", "killed"):
             store.conn.execute(
                 "INSERT INTO executions (doc_title, status) VALUES ('x', ?)", (status,)
@@ -285,7 +286,7 @@ def test_migrated_database_accepts_new_statuses(
 
 def test_fresh_database_gets_every_step(tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         assert store.version == LATEST_VERSION == len(MIGRATIONS) - 1
         assert store.integrity_ok()
     versions = [r["version"] for r in rows(path, "SELECT version FROM schema_version")]
@@ -303,7 +304,7 @@ def test_opening_twice_changes_nothing(tmp_path: Path, version: int | None) -> N
         make_legacy_db(path, version)
     open_store(path).close()
     first = dump(path)
-    with open_store(path) as store:
+    with open_sqlite(path) as store:
         assert migrate(store.conn) == []
     assert dump(path) == first
 
@@ -447,7 +448,7 @@ def test_open_waits_for_a_legacy_writer_instead_of_failing(tmp_path: Path) -> No
     release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
     release.start()
     try:
-        with open_store(path) as store:
+        with open_sqlite(path) as store:
             assert store.version == LATEST_VERSION
     finally:
         release.join()

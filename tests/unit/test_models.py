@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,8 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
 def make_execution(**overrides: object) -> Execution:
-    values: dict[str, object] = {f.name: None for f in fields(Execution)}
+    # A row's columns, as store.rows.execution_of passes them.
+    values: dict[str, Any] = {f.name: None for f in fields(Execution)}
     values.update(
         id=7,
         doc_title="title",
@@ -43,7 +45,7 @@ def make_execution(**overrides: object) -> Execution:
         options=ExecOptions(),
     )
     values.update(overrides)
-    return Execution(**values)  # type: ignore[arg-type]
+    return Execution(**values)
 
 
 # -- times ---------------------------------------------------------------------------------------

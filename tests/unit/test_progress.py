@@ -12,20 +12,23 @@ import pytest
 
 from emdx.agent.outcome import Outcome, decide
 from emdx.agent.progress import Progress, UsageLimit
-from emdx.agent.stream import parse_line
+from emdx.agent.stream import StreamEvent, parse_line
 from emdx.agent.totals import Banked
 from emdx.models import ExecOptions, ExecutionStatus
 from emdx.reasons import Reason, reason_help
 from emdx.runner import policy
-from emdx.runner.watchdog import Alarm, Limits, Readings, background_ceiling, due
+
+
+def event(obj: dict[str, Any]) -> StreamEvent:
+    parsed = parse_line(json.dumps(obj).encode())
+    assert parsed is not None
+    return parsed
 
 
 def feed(*events: dict[str, Any]) -> Progress:
     progress = Progress()
-    for event in events:
-        parsed = parse_line(json.dumps(event).encode())
-        assert parsed is not None
-        progress.update(parsed)
+    for obj in events:
+        progress.update(event(obj))
     return progress
 
 
@@ -64,9 +67,7 @@ def test_one_turn_of_three_blocks_counts_once() -> None:
     assert progress.tool_uses == {"Bash": 1, "Read": 1}
     # The result's numbers are final (here the truth of the issue's example).
     final = result(num_turns=1, usage={**usage, "output_tokens": 50})
-    event = parse_line(json.dumps(final).encode())
-    assert event is not None
-    progress.update(event)
+    progress.update(event(final))
     assert progress.num_turns == 1 and progress.tokens is not None
     assert (progress.tokens.input, progress.tokens.output) == (1230, 50)
 
@@ -114,41 +115,12 @@ def test_background_tasks_are_tracked() -> None:
         {"type": "system", "subtype": "task_started", "task_id": "b2", "is_backgrounded": True},
     )
     assert progress.background_open == 2
-    progress.update(parse_line(json.dumps(  # type: ignore[arg-type]
+    progress.update(event(
         {"type": "system", "subtype": "task_notification", "task_id": "b1", "status": "completed"}
-    ).encode()))  # fmt: skip
+    ))  # fmt: skip
     assert progress.background_open == 1
-    progress.update(parse_line(json.dumps(  # type: ignore[arg-type]
-        {"type": "system", "subtype": "background_tasks_changed", "tasks": []}
-    ).encode()))  # fmt: skip
+    progress.update(event({"type": "system", "subtype": "background_tasks_changed", "tasks": []}))
     assert progress.background_open == 0
-
-
-def test_after_result_grace_waits_for_open_background_tasks() -> None:
-    limits = Limits(timeout_s=None, stall_s=None, result_grace_s=30, background_ceiling_s=660)
-    readings = Readings(began=0, last_event=0, result_at=100, background_open=1)
-    assert due(limits, readings, 200) is None  # a task is open: the CLI is waiting for it
-    assert due(limits, readings, 761) is Alarm.HUNG_AFTER_RESULT  # past its own ceiling
-    readings.background_open = 0
-    assert due(limits, readings, 131) is Alarm.HUNG_AFTER_RESULT
-    assert due(limits, readings, 129) is None
-
-
-def test_background_ceiling_never_under_a_background_shell_limit() -> None:
-    """A background Bash shell runs to its own 10-minute limit whatever
-    CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS says (recorded on 2.1.330+): a short ceiling must not
-    make emdx stop the CLI as hung while it waits for that shell."""
-    assert background_ceiling({}) == 660
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "4000"}) == 660
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "1200000"}) == 1260
-    assert background_ceiling({"CLAUDE_CODE_PRINT_BG_WAIT_CEILING_MS": "soon"}) == 660
-
-
-def test_watchdog_deadlines() -> None:
-    limits = Limits(timeout_s=60, stall_s=10, result_grace_s=5, background_ceiling_s=600)
-    assert due(limits, Readings(began=0, last_event=0), 9.9) is None
-    assert due(limits, Readings(began=0, last_event=0), 10) is Alarm.STALLED
-    assert due(limits, Readings(began=0, last_event=55), 60) is Alarm.TIMEOUT
 
 
 def test_retries_are_visible_and_cleared() -> None:
@@ -157,7 +129,7 @@ def test_retries_are_visible_and_cleared() -> None:
     progress = feed(retry)
     assert progress.retrying is not None and progress.retrying["attempt"] == 3
     assert progress.details()["retrying"]["error_status"] == 529
-    progress.update(parse_line(json.dumps(assistant("m1", TEXT)).encode()))  # type: ignore[arg-type]
+    progress.update(event(assistant("m1", TEXT)))
     assert progress.retrying is None
 
 

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit import open_sqlite
 
-from emdx.store import Store, open_store
+from emdx.store import SqliteStore
 from emdx.store.snippets import AFTER, BEFORE
 
 SMALL = {
@@ -34,12 +35,12 @@ QUERIES = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "knowledge.db") as opened:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with open_sqlite(tmp_path / "knowledge.db") as opened:
         yield opened
 
 
-def fts5_snippets(store: Store, query: str) -> dict[int, str]:
+def fts5_snippets(store: SqliteStore, query: str) -> dict[int, str]:
     """What FTS5's own snippet() says for `query`, by document id."""
     rows = store.conn.execute(
         "SELECT rowid, snippet(documents_fts, 1, '[', ']', '…', 12) FROM documents_fts "
@@ -49,7 +50,7 @@ def fts5_snippets(store: Store, query: str) -> dict[int, str]:
     return {int(r[0]): str(r[1]) for r in rows}
 
 
-def test_small_documents_get_exactly_fts5s_snippet(store: Store) -> None:
+def test_small_documents_get_exactly_fts5s_snippet(store: SqliteStore) -> None:
     for title, content in SMALL.items():
         store.documents.save(title, content)
     for query in QUERIES:
@@ -59,7 +60,7 @@ def test_small_documents_get_exactly_fts5s_snippet(store: Store) -> None:
         assert got == expected, query
 
 
-def test_a_hit_far_into_a_document_is_cut_from_a_window_around_it(store: Store) -> None:
+def test_a_hit_far_into_a_document_is_cut_from_a_window_around_it(store: SqliteStore) -> None:
     filler = "lorem ipsum dolor sit amet " * 40_000  # ~1 MiB before the hit
     doc_id = store.documents.save("far", filler + "the pangolin hides here " + filler)
     [hit] = store.documents.search("pangolin")
@@ -69,7 +70,7 @@ def test_a_hit_far_into_a_document_is_cut_from_a_window_around_it(store: Store) 
     assert len(hit.snippet) < 200
 
 
-def test_a_stem_inside_other_words_does_not_hide_the_real_hit(store: Store) -> None:
+def test_a_stem_inside_other_words_does_not_hide_the_real_hit(store: SqliteStore) -> None:
     """Candidates are string matches of the stems; those the index does not count as the word
     (`cat` in `concatenate`, `scatter`) are skipped for the next window."""
     decoys = "concatenate scatter " * (4 * (BEFORE + AFTER) // 20)
@@ -78,13 +79,13 @@ def test_a_stem_inside_other_words_does_not_hide_the_real_hit(store: Store) -> N
     assert "[cat]" in hit.snippet, hit.snippet
 
 
-def test_without_snippets_none_is_built(store: Store) -> None:
+def test_without_snippets_none_is_built(store: SqliteStore) -> None:
     store.documents.save("one", "alpha beta")
     [hit] = store.documents.search("alpha", snippets=False)
     assert hit.snippet == ""
 
 
-def test_a_bad_query_inside_the_window_falls_back_to_the_words(store: Store) -> None:
+def test_a_bad_query_inside_the_window_falls_back_to_the_words(store: SqliteStore) -> None:
     """A column filter matches the index but not the one-column window: its words are
     highlighted instead of failing."""
     store.documents.save("pangolin", "about the pangolin")
@@ -92,7 +93,7 @@ def test_a_bad_query_inside_the_window_falls_back_to_the_words(store: Store) -> 
     assert hit.snippet == "about the [pangolin]"
 
 
-def test_an_interrupted_search_is_a_store_error(store: Store) -> None:
+def test_an_interrupted_search_is_a_store_error(store: SqliteStore) -> None:
     from emdx.errors import StoreError
 
     store.documents.save("one", "alpha " * 10_000)

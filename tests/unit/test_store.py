@@ -9,29 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit import open_sqlite, recorded_time, save_doc
 
 from emdx import paths
 from emdx.errors import InvalidInputError
-from emdx.models import parse_time
 from emdx.service import MAX_DOCUMENT_BYTES, Service, decode_document, title_from_content
 from emdx.service.documents import TITLE_MAX
-from emdx.store import Store, open_store
+from emdx.store import SqliteStore, open_store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "knowledge.db") as opened:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with open_sqlite(tmp_path / "knowledge.db") as opened:
         yield opened
 
 
 @pytest.fixture
-def service(store: Store) -> Service:
+def service(store: SqliteStore) -> Service:
     return Service(store)
-
-
-def save(service: Service, content: str, **kwargs: object) -> int:
-    kwargs.setdefault("detect", False)
-    return service.save_document(content, **kwargs).id  # type: ignore[arg-type]
 
 
 # -- what the service checks before saving -------------------------------------------------------
@@ -52,13 +47,13 @@ def test_title_falls_back_to_source_when_content_has_no_text_line(service: Servi
 
 
 @pytest.mark.parametrize("content", ["", "   ", "\n\t\n"])
-def test_empty_content_is_refused(service: Service, store: Store, content: str) -> None:
+def test_empty_content_is_refused(service: Service, store: SqliteStore, content: str) -> None:
     with pytest.raises(InvalidInputError, match="empty"):
         service.save_document(content, detect=False)
     assert store.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
 
 
-def test_oversized_content_is_refused(service: Service, store: Store) -> None:
+def test_oversized_content_is_refused(service: Service, store: SqliteStore) -> None:
     with pytest.raises(InvalidInputError, match="MiB"):
         service.save_document("a" * (MAX_DOCUMENT_BYTES + 1), detect=False)
     assert store.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
@@ -79,15 +74,17 @@ def test_decode_document() -> None:
 # -- access count --------------------------------------------------------------------------------
 
 
-def test_view_bumps_access_count_without_touching_the_index(service: Service, store: Store) -> None:
-    doc = save(service, "# viewed\n\ncontent words")
+def test_view_bumps_access_count_without_touching_the_index(
+    service: Service, store: SqliteStore
+) -> None:
+    doc = save_doc(service, "# viewed\n\ncontent words")
     before = store.conn.execute("SELECT * FROM documents_fts_data ORDER BY id").fetchall()
     first = service.get_document(doc, touch=True)
     assert first.access_count == 0
     service.get_document(doc, touch=True)
     after = service.get_document(doc)
     assert after.access_count == 2
-    assert parse_time(after.accessed_at) >= parse_time(first.accessed_at)  # type: ignore[operator]
+    assert recorded_time(after.accessed_at) >= recorded_time(first.accessed_at)
     # Plain `get` does not count.
     assert service.get_document(doc).access_count == 2
     assert store.conn.execute("SELECT * FROM documents_fts_data ORDER BY id").fetchall() == before
@@ -128,7 +125,7 @@ def test_existing_loose_home_is_tightened(isolated_env: Path) -> None:
     assert _mode(isolated_env) == 0o700
 
 
-def test_connection_pragmas(store: Store) -> None:
+def test_connection_pragmas(store: SqliteStore) -> None:
     conn = store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000

@@ -146,8 +146,10 @@ def test_hostile_lines_never_raise() -> None:
     assert progress.event_count == len(lines)
     # Non-objects and undecodable text are malformed; unknown types are kept as they are.
     assert progress.malformed_count == 7
-    assert parse_line(b'{"type": "brand_new_event"}').kind == "brand_new_event"  # type: ignore[union-attr]
-    assert parse_line(b'{"type": 5}').kind == "unknown"  # type: ignore[union-attr]
+    unknown = parse_line(b'{"type": "brand_new_event"}')
+    assert unknown is not None and unknown.kind == "brand_new_event"
+    not_a_name = parse_line(b'{"type": 5}')
+    assert not_a_name is not None and not_a_name.kind == "unknown"
 
 
 def test_framer_splits_across_chunks_and_caps_long_lines() -> None:

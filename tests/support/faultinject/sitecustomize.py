@@ -12,6 +12,7 @@ for it.
 import json
 import os
 import sys
+from typing import TypedDict
 
 
 def _kind() -> str:
@@ -23,7 +24,18 @@ def _kind() -> str:
     return "other"
 
 
-def _install(fault: dict) -> None:
+class Fault(TypedDict, total=False):
+    """One entry of EMDX_FAULTS (see above)."""
+
+    proc: str
+    target: str
+    when: str
+    action: str
+    times: int
+    mark: str
+
+
+def _install(fault: Fault) -> None:
     import importlib
     import signal
     import sqlite3
@@ -62,7 +74,7 @@ def _install(fault: dict) -> None:
         except sqlite3.OperationalError as exc:
             raise StoreError(f"injected: {text}") from exc
 
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: object, **kwargs: object) -> object:
         if fault.get("when", "before") == "before":
             fire()
             return original(*args, **kwargs)

@@ -8,13 +8,14 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from testkit import (
+    Cli,
     assert_gone,
     kill_test_processes,
     recorded_identities,
@@ -29,8 +30,6 @@ from emdx.store import open_store
 from emdx.testing.model_server import ScriptedModelServer
 
 RUN_DEADLINE_S = 90.0
-
-CliFn = Callable[..., Any]
 
 
 @dataclass
@@ -89,7 +88,7 @@ def real_env(
 # --- helpers -----------------------------------------------------------------------------
 
 
-def save_doc(cli: CliFn, content: str, title: str, tags: str | None = None) -> int:
+def save_doc(cli: Cli, content: str, title: str, tags: str | None = None) -> int:
     args = ["save", "--title", title, "--project", "it"]
     if tags:
         args += ["--tags", tags]
@@ -99,41 +98,41 @@ def save_doc(cli: CliFn, content: str, title: str, tags: str | None = None) -> i
     return int(result.stdout.split("#", 1)[1].split(":", 1)[0])
 
 
-def show(cli: CliFn, execution_id: int) -> dict[str, Any]:
+def show(cli: Cli, execution_id: int) -> dict[str, Any]:
     result = cli("exec", "show", str(execution_id), "--json")
     assert result.code == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
-def doc_json(cli: CliFn, doc_id: int) -> dict[str, Any]:
+def doc_json(cli: Cli, doc_id: int) -> dict[str, Any]:
     result = cli("view", str(doc_id), "--json")
     assert result.code == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
-def list_json(cli: CliFn) -> list[dict[str, Any]]:
+def list_json(cli: Cli) -> list[dict[str, Any]]:
     result = cli("exec", "list", "--json", "--limit", "500")
     assert result.code == 0, result.stderr
     data: list[dict[str, Any]] = json.loads(result.stdout)
     return data
 
 
-def raw_log(cli: CliFn, execution_id: int) -> list[dict[str, Any]]:
+def raw_log(cli: Cli, execution_id: int) -> list[dict[str, Any]]:
     result = cli("exec", "logs", str(execution_id), "--raw")
     assert result.code == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return [json.loads(line) for line in lines]
 
 
-def start_background(cli: CliFn, doc_id: int, *extra: str) -> int:
+def start_background(cli: Cli, doc_id: int, *extra: str) -> int:
     result = cli("claude", "execute", str(doc_id), "--background", *extra)
     assert result.code == 0, result.stderr
     return started_id(result.stdout)
 
 
-def wait_final(cli: CliFn, execution_id: int, deadline_s: float = RUN_DEADLINE_S) -> dict[str, Any]:
+def wait_final(cli: Cli, execution_id: int, deadline_s: float = RUN_DEADLINE_S) -> dict[str, Any]:
     deadline = time.monotonic() + deadline_s
     while True:
         row = show(cli, execution_id)

@@ -13,21 +13,19 @@ sessions on this machine kill each other's runs; test_control_kill.py checks the
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from testkit import (
+    CliResult,
     Identity,
     RunWaits,
     Witness,
@@ -38,6 +36,7 @@ from testkit import (
     kill_test_processes,
     read_pidfile,
     recorded_identities,
+    run_emdx,
     run_processes,
     seed_execution_ids,
     start_witness,
@@ -55,16 +54,6 @@ def iso_utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     assert moment.utcoffset() == timedelta(0), f"{value!r} is not UTC"
     return moment
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 class Ctl(RunWaits):
@@ -88,28 +77,16 @@ class Ctl(RunWaits):
         env: dict[str, str] | None = None,
         timeout: float = 60,
         input: bytes = b"",
-    ) -> Result:
+    ) -> CliResult:
         """The real `python -m emdx ARGS`; stdin is a pipe (not a terminal)."""
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        done = subprocess.run(
-            [sys.executable, "-m", "emdx", *args],
-            input=input,
-            capture_output=True,
-            env=full_env,
-            timeout=timeout,
-            check=False,
-        )
-        result = Result(
-            done.returncode,
-            done.stdout.decode("utf-8", "replace"),
-            done.stderr.decode("utf-8", "replace"),
-        )
+        result = run_emdx(*args, input=input, env=env, timeout=timeout)
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
-    def ok(self, *args: str, **kw: Any) -> Result:
-        result = self.emdx(*args, **kw)
+    def ok(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: bytes = b""
+    ) -> CliResult:
+        result = self.emdx(*args, env=env, timeout=timeout, input=input)
         assert result.code == 0, f"emdx {' '.join(args)} → {result.code}\n{result.stderr}"
         return result
 

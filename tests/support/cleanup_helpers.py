@@ -14,14 +14,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from testkit import (
-    REPO,
+    Cli,
     Identity,
     RunWaits,
     fake_agent_env,
@@ -34,11 +33,6 @@ from testkit import (
 from emdx import paths, system
 from emdx.models import Execution
 from emdx.service import Service
-
-# legacy_fixtures (builders of databases in the shapes earlier releases wrote) lives in tests/unit.
-_UNIT = str(REPO / "tests" / "unit")
-if _UNIT not in sys.path:
-    sys.path.insert(0, _UNIT)
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -239,7 +233,7 @@ def git_repo(tmp_path: Path) -> Path:
 class Runs(RunWaits):
     """Helpers bound to one test's service and CLI."""
 
-    def __init__(self, service: Service, cli: Any, tmp_path: Path) -> None:
+    def __init__(self, service: Service, cli: Cli, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.service = service
         self.cli = cli
@@ -292,5 +286,5 @@ class Runs(RunWaits):
 
 
 @pytest.fixture
-def runs(svc: Service, cli: Any, tmp_path: Path) -> Runs:
+def runs(svc: Service, cli: Cli, tmp_path: Path) -> Runs:
     return Runs(svc, cli, tmp_path)

@@ -7,19 +7,37 @@ so the settings go into the environment with monkeypatch (see conftest.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
 
 from testkit import REPO, Deadline
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import RichLog
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 T = TypeVar("T")
 
+# What a snapshot test does before the screenshot (pytest-textual-snapshot's `run_before`).
+RunBefore = Callable[[Pilot[None]], Awaitable[None]]
+
+
+class SnapCompare(Protocol):
+    """pytest-textual-snapshot's `snap_compare` fixture: True when the screenshot matches."""
+
+    def __call__(
+        self,
+        app: App[None],
+        press: Iterable[str] = ...,
+        terminal_size: tuple[int, int] = ...,
+        run_before: RunBefore | None = ...,
+    ) -> bool: ...
+
 
 async def pilot_wait(
-    pilot: Any,
-    predicate: Callable[[], T],
+    pilot: Pilot[None],
+    predicate: Callable[[], T | None],
     timeout: float = 10.0,
     message: str = "",
     step: float = 0.1,
@@ -34,7 +52,7 @@ async def pilot_wait(
     return value
 
 
-def screen_text(app: Any) -> str:
+def screen_text(app: App[None]) -> str:
     """What the terminal shows for the active screen, as plain text lines.
 
     Textual has no public "screen as text" call; the compositor's strips are what
@@ -44,7 +62,7 @@ def screen_text(app: Any) -> str:
     return "\n".join(strip.text for strip in strips)
 
 
-def log_lines(app: Any) -> list[str]:
+def log_lines(app: App[None]) -> list[str]:
     """The text lines of the executions screen's `#run-log` RichLog."""
-    log = app.screen.query_one("#run-log")
+    log = app.screen.query_one("#run-log", RichLog)
     return [strip.text.rstrip() for strip in log.lines]

@@ -1,7 +1,7 @@
 """Helpers for the attacks on cleanup, git and branches: victim trees, planted git dirs.
 
 The worktree and cleanup suite's fixtures (real repositories, the fake agent, runs through the
-CLI) are reused from tests/cleanup; a test plays the hostile agent by leaving files behind in
+CLI) are reused from cleanup_helpers; a test plays the hostile agent by leaving files behind in
 its run's directory after the run, which is what an agent's tools would have done.
 """
 
@@ -10,17 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
-from testkit import REPO
-
-_CLEANUP = str(REPO / "tests" / "cleanup")
-if _CLEANUP not in sys.path:
-    sys.path.insert(0, _CLEANUP)
-
-from cleanup_helpers import (  # noqa: E402
+from cleanup_helpers import (
     Runs,
     cleanup_env,
     commit_file,
@@ -31,8 +24,8 @@ from cleanup_helpers import (  # noqa: E402
     runs,
     worktrees,
 )
-from testkit import reap_leftovers as reaper  # noqa: E402
-from testkit import service as svc  # noqa: E402
+from testkit import reap_leftovers as reaper
+from testkit import service as svc
 
 __all__ = [
     "Runs",
@@ -124,15 +117,6 @@ def plant_evil_gitdir(worktree: Path, marker: Path) -> None:
     dot_git = worktree / ".git"
     dot_git.unlink()
     dot_git.write_text("gitdir: evil\n")
-
-
-def one_line_error(done: Any) -> str:
-    assert done.code == 1, done
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("emdx: error: "), lines
-    return str(lines[0])
 
 
 def actions_by_target(stdout: str) -> dict[str, dict[str, Any]]:

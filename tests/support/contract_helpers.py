@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from emdx.store import Store, open_store
+from emdx.store import SqliteStore, Store, open_store
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
@@ -143,7 +143,8 @@ def sql(backend: str, store: Store) -> Iterator[Sql]:
     """Raw SQL on the test's database, for what the API does not show (usage counts, legacy
     rows). `?` placeholders on both backends."""
     if backend == "sqlite":
-        conn = store.conn  # type: ignore[attr-defined]
+        assert isinstance(store, SqliteStore)
+        conn = store.conn
 
         def run_sqlite(statement: str, *params: Any) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in conn.execute(statement, params).fetchall()]
@@ -155,7 +156,7 @@ def sql(backend: str, store: Store) -> Iterator[Sql]:
     pg = psycopg.connect(store.location, autocommit=True)
 
     def run_pg(statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        cur = pg.execute(statement.replace("?", "%s"), params)  # type: ignore[call-overload]
+        cur = pg.execute(statement.replace("?", "%s"), params)
         return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
     try:
