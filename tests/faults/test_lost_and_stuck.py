@@ -195,7 +195,7 @@ def test_a_start_killed_half_way_is_undone_by_the_next_command(
     target = (
         "emdx.system.git:add_worktree"
         if where == "after the worktree"
-        else "emdx.service.scheduler:Scheduler._make_run_dir"
+        else "emdx.service.scheduler:Scheduler.make_run_dir"
     )
     inject_faults(
         monkeypatch, {"proc": "cli", "target": target, "when": "after", "action": "sigkill"}

@@ -78,7 +78,7 @@ def test_queued_row_not_started_before_it_is_prepared(
     late, the agent runs in the shared EMDX_HOME/runs directory).
     """
     doc = runs.doc("# prepared first\n")
-    original = Scheduler._make_run_dir
+    original = Scheduler.make_run_dir
     started: list[int] = []
 
     def finishing_elsewhere(self: Scheduler, run_key: str) -> Path:
@@ -91,9 +91,9 @@ def test_queued_row_not_started_before_it_is_prepared(
             )
         return original(self, run_key)
 
-    monkeypatch.setattr(Scheduler, "_make_run_dir", finishing_elsewhere)
+    monkeypatch.setattr(Scheduler, "make_run_dir", finishing_elsewhere)
     execution = runs.service.start_execution(doc)
-    monkeypatch.setattr(Scheduler, "_make_run_dir", original)
+    monkeypatch.setattr(Scheduler, "make_run_dir", original)
     row = runs.wait_final(execution.id)
     assert (row.status.value, row.exit_code, row.reason) == ("completed", 0, "success"), (
         f"started by the queue pass before preparation: {started}"

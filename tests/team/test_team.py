@@ -83,11 +83,12 @@ def test_a_run_on_one_host_is_killed_and_followed_from_another(team: Team) -> No
     worker = team.start_worker("alpha")
     doc = team.save("laptop", "# long\nFAKE:events=200\nFAKE:interval=0.1\n")
     run = team.submit("laptop", doc)
-    row = wait_until(
-        lambda: (r := team.row(run)).agent_pid and r.event_count >= 3 and r,
-        60,
-        message=lambda: f"{team.row(run)}\n{worker.text()}",
-    )
+
+    def going() -> Execution | None:
+        row = team.row(run)
+        return row if row.agent_pid and row.event_count >= 3 else None
+
+    row = wait_until(going, 60, message=lambda: f"{team.row(run)}\n{worker.text()}")
     assert row.host == "alpha"
     # The log, from the laptop: its file is on alpha, its copy in the team's database.
     logs = team.cli("laptop", "exec", "logs", str(run))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from team_helpers import Team
@@ -15,7 +16,7 @@ from emdx.testing.model_server import ScriptedModelServer, offline_claude_env
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = {
+SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "work": [
         {"tool_use": {"name": "Bash", "input": {"command": "echo done > out.txt"}}},
         {"text": "wrote out.txt", "usage": {"input_tokens": 120, "output_tokens": 8}},

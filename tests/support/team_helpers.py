@@ -201,8 +201,12 @@ class Team:
             return [e.entry for e in store.queue.events_since(execution_id, 0, 10_000)]
 
     def wait_final(self, execution_id: int, timeout: float = 60) -> Execution:
+        def final() -> Execution | None:
+            row = self.row(execution_id)
+            return row if row.status.is_final else None
+
         return wait_until(
-            lambda: (row := self.row(execution_id)).status.is_final and row,
+            final,
             timeout,
             message=lambda: (
                 f"#{execution_id} not final: {self.row(execution_id)}\n"
