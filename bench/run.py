@@ -558,6 +558,15 @@ def bench_pg_store(quick: bool) -> None:
         report(*row)
 
 
+def bench_team(quick: bool) -> None:
+    """Team mode with three real workers on PostgreSQL (bench/team.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import team
+
+    team.report = report
+    team.run(quick)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cli": lambda a: bench_cli(5 if a.quick else 11),
     "start": lambda a: bench_start(7 if a.quick else 21),
@@ -571,6 +580,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], None]] = {
     "concurrency-200": lambda a: bench_concurrency(20 if a.quick else 200, 5 if a.quick else 10),
     "scale": lambda a: bench_scale(a.quick),
     "pg-store": lambda a: bench_pg_store(a.quick),
+    "team": lambda a: bench_team(a.quick),
 }
 
 

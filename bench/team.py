@@ -139,7 +139,13 @@ def pct(values: list[float], p: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    runs = 40 if parser.parse_args().quick else 200
+    run(parser.parse_args().quick)
+    return 0
+
+
+def run(quick: bool) -> None:
+    """The figures (see the module's docstring); `report` prints each (bench/run.py collects)."""
+    runs = 40 if quick else 200
     root = Path(tempfile.mkdtemp(prefix="emdx-bench-team-"))
     workers: list[subprocess.Popen[bytes]] = []
     print(f"team mode: 3 workers × concurrency 4, fake agent, heartbeat {HEARTBEAT_S:g}s")
@@ -207,7 +213,6 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    return 0
 
 
 def wait_all_started(execution_id: int, timeout: float = 60) -> object:
