@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from testkit import FAKE_CLAUDE, kill_test_processes, wait_until
+from testkit import FAKE_CLAUDE, CliResult, kill_test_processes, run_emdx, wait_until
 
 from emdx import system
 from emdx.models import Execution
@@ -67,32 +67,6 @@ def drop_connections(url: str) -> int:
             (name,),
         ).fetchall()
     return len(rows)
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def emdx(
-    *args: str, env: Mapping[str, str], cwd: Path, input: str | None = None, timeout: float = 90
-) -> Ran:
-    done = subprocess.run(
-        [sys.executable, "-m", "emdx", *args],
-        input=(input or "").encode(),
-        capture_output=True,
-        env=dict(env),
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
-    return Ran(
-        done.returncode,
-        done.stdout.decode("utf-8", "replace"),
-        done.stderr.decode("utf-8", "replace"),
-    )
 
 
 @dataclass
@@ -172,9 +146,11 @@ class Team:
         input: str | None = None,
         timeout: float = 90,
         cwd: Path | None = None,
-    ) -> Ran:
+    ) -> CliResult:
         """`emdx ARGS` as host `host` (its own home), from `cwd` (default: the test's dir)."""
-        return emdx(*args, input=input, env=self.env(host), cwd=cwd or self.root, timeout=timeout)
+        return run_emdx(
+            *args, input=input, env=self.env(host), cwd=cwd or self.root, timeout=timeout
+        )
 
     def save(self, host: str, content: str, title: str = "work") -> int:
         saved = self.cli(host, "save", "--title", title, input=content)

@@ -761,3 +761,26 @@ def inject_faults(monkeypatch: pytest.MonkeyPatch, *faults: dict[str, Any]) -> N
     paths_now = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", f"{FAULT_HOOKS}{os.pathsep}{paths_now}".rstrip(os.pathsep))
     monkeypatch.setenv("EMDX_FAULTS", json.dumps(list(faults)))
+
+
+def imported_by(
+    args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Every module a fresh `python -X importtime ARGS` imported (from its import-time log)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "emdx" in modules, f"no import log: {done.stderr[-2000:]}"
+    return modules, done

@@ -5,16 +5,14 @@ test_team_real.py)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from team_helpers import Team, drop_connections, emdx
-from testkit import alive, assert_gone, read_pidfile, wait_until
+from team_helpers import Team, drop_connections
+from testkit import alive, assert_gone, read_pidfile, run_emdx, wait_until
 
 from emdx import system
 from emdx.models import Execution, parse_time
@@ -193,7 +191,7 @@ def test_commands_outside_team_mode_say_so(team: Team) -> None:
     local = team.env("laptop")
     del local["EMDX_DATABASE_URL"]
     for args in (["workers"], ["worker"]):
-        result = emdx(*args, env=local, cwd=team.root)
+        result = run_emdx(*args, env=local, cwd=team.root)
         assert result.code == 1 and "EMDX_DATABASE_URL" in result.stderr, result
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
@@ -310,33 +308,10 @@ def test_the_db_option_names_the_team_database(team: Team) -> None:
     run = team.submit("laptop", team.save("laptop", "# queued, no worker\n"))
     local = team.env("laptop")
     del local["EMDX_DATABASE_URL"]
-    listed = emdx("--db", team.url, "exec", "list", "--json", env=local, cwd=team.root)
+    listed = run_emdx("--db", team.url, "exec", "list", "--json", env=local, cwd=team.root)
     assert listed.code == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)] == [run]
-    alone = emdx("exec", "list", "--json", env=local, cwd=team.root)
+    alone = run_emdx("exec", "list", "--json", env=local, cwd=team.root)
     assert json.loads(alone.stdout) == []  # without it: this host's own SQLite file
-    bad = emdx("--db", "mysql://x", "list", env=local, cwd=team.root)
+    bad = run_emdx("--db", "mysql://x", "list", env=local, cwd=team.root)
     assert bad.code == 1 and "--db" in bad.stderr and "Traceback" not in bad.stderr
-
-
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["exec", "list"], ["exec", "stats"]])
-def test_sqlite_mode_never_imports_the_team_libraries(tmp_path: Path, args: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "EMDX_DATABASE_URL"}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "emdx", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    assert "emdx.cli" in modules
-    assert not {m for m in modules if m.split(".")[0] in ("psycopg", "procrastinate")}
-    assert "emdx.store.pg" not in modules

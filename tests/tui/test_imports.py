@@ -6,25 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-
-def imported_by(args: list[str]) -> tuple[set[str], subprocess.CompletedProcess[str]]:
-    """Every module a fresh `python -X importtime ARGS` imported (from its import-time log)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    assert "emdx" in modules, f"no import log: {done.stderr[-2000:]}"
-    return modules, done
+from testkit import imported_by
 
 
 def textual_modules(modules: set[str]) -> list[str]:

@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -284,7 +285,7 @@ class Scheduler:
         execution_id, run_key = self._create_row(doc, plan.exec_type, options, parent_execution_id)
         if team:
             return self._dispatch(execution_id, run_key, plan.prompt, options, repo)
-        try:
+        with self._undone_if_it_fails(execution_id, run_key):
             try:
                 if repo is not None:
                     workdir, branch = self.make_worktree(execution_id, repo, run_key, doc.title)
@@ -307,14 +308,6 @@ class Scheduler:
             except OSError as exc:
                 raise StoreError(f"could not prepare execution: {exc.strerror or exc}") from exc
             self._schedule(execution_id, options.after_id)
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            self._abandon(execution_id, run_key, interrupted)
-            if interrupted:
-                raise Interrupted(
-                    f"interrupted: the start of execution #{execution_id} was undone"
-                ) from exc
-            raise
         return self.store.executions.get(execution_id)
 
     def _dispatch(
@@ -331,7 +324,7 @@ class Scheduler:
         queue = self.store.queue
         assert queue is not None
         executions = self.store.executions
-        try:
+        with self._undone_if_it_fails(execution_id, run_key):
             if options.after_id is not None:
                 dependency = executions.get(options.after_id)
                 if (
@@ -353,14 +346,6 @@ class Scheduler:
                 prompt=prompt.encode("utf-8", "surrogatepass"),
                 from_status=ExecutionStatus.PREPARING,
             )
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            self._abandon(execution_id, run_key, interrupted)
-            if interrupted:
-                raise Interrupted(
-                    f"interrupted: the start of execution #{execution_id} was undone"
-                ) from exc
-            raise
         return executions.get(execution_id)
 
     def _create_row(
@@ -454,6 +439,20 @@ class Scheduler:
                 execution_id, (ExecutionStatus.PREPARING,), ExecutionStatus.QUEUED
             )
             fill_slots(self.store)  # a slot may have freed meanwhile
+
+    @contextlib.contextmanager
+    def _undone_if_it_fails(self, execution_id: int, run_key: str) -> Iterator[None]:
+        """A start that fails or is interrupted (Ctrl-C) half way leaves nothing behind."""
+        try:
+            yield
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(execution_id, run_key, interrupted)
+            if interrupted:
+                raise Interrupted(
+                    f"interrupted: the start of execution #{execution_id} was undone"
+                ) from exc
+            raise
 
     def _abandon(self, execution_id: int, run_key: str, interrupted: bool) -> None:
         """After a start failed or was interrupted: undo a row that never started; a run whose
