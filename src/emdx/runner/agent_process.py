@@ -40,6 +40,7 @@ class AgentProcess:
         self.on_stderr = on_stderr
         self.proc: subprocess.Popen[bytes] | None = None
         self.identity: tuple[int, float] | None = None
+        self.started_at: float | None = None
         self.stdout_open = True
         self.needed_sigkill = False
         self.exited_at: float | None = None
@@ -64,7 +65,7 @@ class AgentProcess:
             preexec_fn=system.die_with_parent,
             close_fds=True,
         )
-        started = system.process_start_time(self.proc.pid)
+        started = self.started_at = system.process_start_time(self.proc.pid)
         if started is not None:
             self.identity = (self.proc.pid, started)
         threading.Thread(target=self._feed_prompt, name="stdin", daemon=True).start()

@@ -1,11 +1,14 @@
 """The supervisor of one execution: spawn the agent, stream its output, watch it, finish the row.
 
 Timeline: find our row by id *and* run key → record our identity → become child subreaper →
-spawn the agent (`agent_process`) → pump its output into the log (at once, with its own times)
-while the row writer keeps the row and the heartbeat current and the watchdogs watch → decide
-the outcome → kill whatever the agent left behind → write the outcome to its side file
-(fsync'd), then the final state with a compare-and-set retried through locks and a full disk.
-Post-actions and the next queued run are the service's (see `emdx.runner.__main__`).
+spawn the agent (`launch`, `agent_process`) → pump its output into the log (at once, with its
+own times) while the row writer (`writer`) keeps the row and the heartbeat current and the
+watchdogs (`watchdog`) watch → decide the outcome → after a usage limit or a transient failure
+(`policy`), wait and resume the session as the next attempt (`waiting`) → kill whatever the
+agent left behind (`leftovers`) → say what the log lost and how the heartbeats went (`reports`)
+→ write the outcome to its side file (fsync'd), then the final state with a compare-and-set
+retried through locks and a full disk (`finish`). Post-actions and the next queued run are the
+service's (see `emdx.runner.__main__`).
 """
 
 from __future__ import annotations
@@ -13,35 +16,32 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from emdx import agent, paths, settings, smart, system
-from emdx.agent.outcome import EXIT_NOT_FOUND, EXIT_TIMEOUT, Outcome, decide
-from emdx.agent.stream import line_max_bytes
+from emdx import paths, settings, smart, system
+from emdx.agent.outcome import EXIT_TIMEOUT, Outcome, decide
 from emdx.agent.totals import Banked
 from emdx.masking import Masker
-from emdx.models import Execution, ExecutionStatus, now_iso, to_iso
+from emdx.models import Execution, ExecutionStatus, now_iso
 from emdx.reasons import Reason
 from emdx.runlog import LogWriter
-from emdx.runner import policy
+from emdx.runner import clock, policy, waiting
 from emdx.runner.agent_process import AgentProcess
 from emdx.runner.finish import record_outcome, warn
+from emdx.runner.launch import launch
+from emdx.runner.leftovers import kill_leftovers
 from emdx.runner.output import AgentOutput
+from emdx.runner.reports import report_heartbeats, report_log
 from emdx.runner.watchdog import Alarm, Limits, Readings, alarm_text, background_ceiling, due
 from emdx.runner.writer import RowWriter
 from emdx.store import Store
-from emdx.system import git, spawn
+from emdx.system import git
 
-# Of each stderr line at most this much is kept (the rest is counted and dropped): memory stays
-# bounded whatever the agent prints.
-STDERR_LINE_MAX_BYTES = 64 * 1024
 POLL_S = 0.2
 PROMPT_MAX = 64 * 1024 * 1024
 
@@ -134,10 +134,10 @@ class Supervisor:
         try:
             outcome = self._supervise()
         finally:
-            self._cleanup_descendants()
+            kill_leftovers(self.key, self.kill_grace, self.note)
             left = self.writer.stop()
-        self._report_log()
-        self._report_heartbeats()
+        report_log(self.log, self.note)
+        report_heartbeats(self.log, self.writer.report())
         self._finish(outcome, left)
         if self.execution.repo and self.execution.branch and self.execution.working_dir:
             git.unlock_worktree(Path(self.execution.repo), Path(self.execution.working_dir))
@@ -155,7 +155,7 @@ class Supervisor:
         with contextlib.suppress(Exception):
             if self.agent is not None:
                 self.agent.kill_now()
-            self._cleanup_descendants()
+            kill_leftovers(self.key, self.kill_grace, self.note)
         with contextlib.suppress(Exception):
             self.writer.stop(1.0)
         with contextlib.suppress(Exception):
@@ -188,7 +188,7 @@ class Supervisor:
             self.banked = self.banked.plus(self.last)
             resets_at = None
             if outcome.reason == Reason.USAGE_LIMIT and limit and limit.resets_at is not None:
-                resets_at = _iso(limit.resets_at)
+                resets_at = clock.iso(limit.resets_at)
                 self.writer.progress(resets_at=resets_at)
             if self.watch.stop_signal is not None:
                 return outcome
@@ -222,105 +222,53 @@ class Supervisor:
             prompt = policy.CONTINUATION_PROMPT.format(why=wait.why).encode()
 
     def _wait(self, wait: policy.Wait, resets_at: str | None) -> bool:
-        """`waiting` until `wait.until` (the writer keeps heartbeating); False when a signal
-        stopped it (the run is then killed) or the row was finished from outside. The limit's
-        reset time is written with the move, so no view shows a wait without it."""
-        until = _iso(wait.until)
-        # With the move: what the run did so far (no view shows a wait without it), and no
-        # agent pid (the agent is gone until the resume).
-        extra = {**self._row_progress(), "agent_pid": None, "agent_started_at": None}
+        """Wait out `wait` in `waiting` (see `waiting.wait_out`): False when a signal stopped it
+        (the run is then killed) or the row was finished from outside."""
+        # With the move: what the run did so far and the limit's reset time (no view shows a
+        # wait without them), and no agent pid (the agent is gone until the resume).
+        fields = {**self._row_progress(), "agent_pid": None, "agent_started_at": None}
         if resets_at is not None:
-            extra["resets_at"] = resets_at
-        moved = self.store.executions.transition(
+            fields["resets_at"] = resets_at
+        attempt = waiting.wait_out(
+            self.store,
             self.id,
-            (ExecutionStatus.RUNNING,),
-            ExecutionStatus.WAITING,
-            key=self.key,
-            waiting_until=until,
-            waiting_reason=wait.reason,
-            **extra,
-        )
-        if not moved:
-            return False
-        left = max(0.0, wait.until - time.time())
-        session = self.banked.session_id or "-"
-        self.note(
-            f"{wait.why}: waiting until {_local(wait.until)} ({_span(left)}), then resuming "
-            f"session {session} (attempt {self.attempt + 1})",
-            "warning",
-            "⏳",
-        )
-        while time.time() < wait.until:
-            if self.watch.stop_signal is not None:
-                name = signal.Signals(self.watch.stop_signal).name
-                self.note(f"received {name} while waiting: stopping", "warning", "🛑")
-                return False
-            time.sleep(min(0.2, max(0.0, wait.until - time.time())))
-        self.attempt += 1
-        moved = self.store.executions.transition(
-            self.id,
-            (ExecutionStatus.WAITING,),
-            ExecutionStatus.RUNNING,
-            key=self.key,
-            waiting_until=None,
-            waiting_reason=None,
+            self.key,
+            wait,
+            fields,
             attempt=self.attempt,
+            session=self.banked.session_id or "-",
+            stop_signal=lambda: self.watch.stop_signal,
+            note=self.note,
         )
-        if moved:
-            self.note(f"resuming session {session} (attempt {self.attempt})", icon="▶️")
-            if self.on_resume is not None:
-                with contextlib.suppress(Exception):
-                    self.on_resume(self.store)
-        return moved
+        if attempt is None:
+            return False
+        self.attempt = attempt
+        if self.on_resume is not None:
+            with contextlib.suppress(Exception):
+                self.on_resume(self.store)
+        return True
 
     # -- the agent ------------------------------------------------------------------------
 
     def _attempt(self, prompt: bytes, resume: str | None) -> Outcome:
         """One run of the agent, from spawn to its decided outcome."""
         self.watch.alarm = None
-        binary = agent.resolve_binary()
-        if binary is None:
-            self.note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
-            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
-        workdir = self.execution.working_dir or str(paths.runs_dir())
-        if not _is_real_dir(workdir):
-            self.note(f"the working directory {workdir} is not a directory (a link?)", "error")
-            return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
-        tools = self.options.tools if self.options.tools is not None else agent.FULL_TOOLS
-        argv = agent.build_argv(
-            binary,
-            tools,
-            self.options.model,
-            self.options.max_turns,
-            resume,
-            self.options.max_budget_usd,
-        )
-        if self.watch.stop_signal is not None:
-            return decide(None, None, killed=True)
-        proc = AgentProcess(
-            argv,
-            workdir,
-            agent.agent_env(os.environ, self.id),
+        proc = launch(
+            self.options,
+            self.execution.working_dir,
+            self.id,
             prompt,
-            line_max_bytes(),
-            min(STDERR_LINE_MAX_BYTES, line_max_bytes()),
+            resume,
             self.output.on_stderr,
+            stopped=lambda: self.watch.stop_signal is not None,
+            note=self.note,
         )
-        try:
-            pid, started = proc.start()
-        except FileNotFoundError:
-            self.note(f"agent binary {binary} not found", "error", "❌")
-            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
-        except PermissionError as exc:
-            self.note(f"agent binary {binary} cannot be executed: {exc}", "error", "❌")
-            return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
-        except OSError as exc:
-            self.note(f"cannot start the agent: {exc}", "error", "❌")
-            return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
+        if isinstance(proc, Outcome):
+            return proc
         self.agent = proc
-        self.output.agent_pid = pid
-        self.writer.progress(urgent=True, agent_pid=pid, agent_started_at=started)
-        self.note(f"agent {pid} started: {' '.join(argv[1:])}", icon="🤖")
+        self.output.agent_pid = proc.pid
+        self.writer.progress(urgent=True, agent_pid=proc.pid, agent_started_at=proc.started_at)
+        self.note(f"agent {proc.pid} started: {' '.join(proc.argv[1:])}", icon="🤖")
         self._pump(proc)
         returncode = proc.wait()
         if proc.stderr_framer.truncated:
@@ -401,8 +349,7 @@ class Supervisor:
         explained_by = current if current.event_count else self.last
         fields = self.banked.row_fields(current, self.attempt, explained_by)
         if self.output.last_event_at is not None:
-            moment = datetime.fromtimestamp(self.output.last_event_at, UTC)
-            fields["last_event_at"] = to_iso(moment)
+            fields["last_event_at"] = clock.iso(self.output.last_event_at)
         return fields
 
     def _flush_progress(self) -> None:
@@ -411,51 +358,6 @@ class Supervisor:
         self.writer.progress(**self._row_progress())
 
     # -- stopping and finishing -----------------------------------------------------------
-
-    def _cleanup_descendants(self) -> None:
-        """Kill what the agent left: our descendants (we are subreaper) and processes marked
-        with our run key (never another run's: keys, unlike ids, are unique). The supervisors
-        our queue passes started are other runs, not leftovers: they and theirs are spared."""
-        leftovers = system.identify(system.descendants(os.getpid(), spare=spawn.launched))
-        marked = system.marked_processes(self.key, exclude={pid for pid, _ in leftovers})
-        targets = leftovers + marked
-        if targets:
-            pids = ", ".join(str(pid) for pid, _ in targets)
-            self.note(
-                f"stopping {len(targets)} process(es) the agent left behind: {pids}",
-                "warning",
-                "🧹",
-            )
-            system.kill_identified(targets, min(self.kill_grace, 5.0))
-        system.reap_children()
-
-    def _report_log(self) -> None:
-        """Say what the log lost: entries past its size cap, writes that failed (a full disk)."""
-        if self.log.dropped:
-            self.note(
-                f"log capped at {self.log.max_bytes} bytes: {self.log.dropped} later entries "
-                "not kept (EMDX_LOG_MAX_BYTES)",
-                "warning",
-                "✂️",
-            )
-        if self.log.write_errors:
-            message = f"{self.log.write_errors} log write(s) failed (disk full?)"
-            self.note(message, "warning", "💾")
-            warn(f"emdx runner: {message}")
-
-    def _report_heartbeats(self) -> None:
-        stats = self.writer.report()
-        if not stats["beats"] and not stats["failures"]:
-            return
-        self.log.write(
-            "runner",
-            f"heartbeats: {stats['beats']} written, "
-            f"{stats['failures']} failed, p99 {stats['p99_ms']} ms",
-            source="runner",
-            pid=os.getpid(),
-            icon="💓",
-            raw=stats,
-        )
 
     def _finish(self, outcome: Outcome, left: dict[str, Any]) -> bool:
         """The final state (see `finish.record_outcome`); a completed smart run owes its
@@ -467,29 +369,4 @@ class Supervisor:
         if owes:
             fields["post_actions"] = "pending"
         result = self.last.result_text if owes else None
-
-        def note(message: str, level: str, icon: str) -> None:
-            self.note(message, level, icon)
-
-        return record_outcome(self.store, self.id, self.key, outcome, fields, result, note)
-
-
-def _iso(epoch: float) -> str:
-    return to_iso(datetime.fromtimestamp(epoch, UTC))
-
-
-def _local(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
-
-
-def _span(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def _is_real_dir(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
+        return record_outcome(self.store, self.id, self.key, outcome, fields, result, self.note)
