@@ -212,6 +212,14 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
     return data
 
 
+def is_real_dir(path: str | Path) -> bool:
+    """A directory, not a symbolic link to one (an agent may have swapped its directory)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def remove_tree(path: Path, inside: Path) -> None:
     """Delete the directory `path`, a direct child of `inside`, and everything in it, without
     ever leaving it: no link is followed (links are unlinked), no mount point is crossed (a

@@ -17,7 +17,7 @@ from emdx.models import ExecOptions, ExecutionStatus
 from emdx.store import Store, open_store
 from emdx.store.connection import is_transient
 from emdx.store.pg import PgStore
-from emdx.store.pg import executions as pg_executions
+from emdx.store.pg import events as pg_events
 
 S = ExecutionStatus
 
@@ -49,39 +49,39 @@ def test_events_keep_order_and_are_read_since_a_seq(pg: PgStore) -> None:
     first = [
         {"ts": f"2026-01-01T00:00:0{i}+00:00", "type": "t", "message": f"m{i}"} for i in range(3)
     ]
-    assert pg.executions.append_events("ev", first) == 3
+    assert pg.queue.append_events("ev", first) == 3
     # The log writer's own encoded lines are taken as they are.
-    assert pg.executions.append_events("ev", ['{"ts": "2026-01-01T00:00:09+00:00", "n": 4}']) == 4
-    events = pg.executions.events_since(run)
+    assert pg.queue.append_events("ev", ['{"ts": "2026-01-01T00:00:09+00:00", "n": 4}']) == 4
+    events = pg.queue.events_since(run)
     assert [e.seq for e in events] == [1, 2, 3, 4]
     assert [e.entry.get("message") for e in events[:3]] == ["m0", "m1", "m2"]
     assert events[0].ts == "2026-01-01T00:00:00.000000+00:00"
     assert events[3].entry == {"ts": "2026-01-01T00:00:09+00:00", "n": 4}
-    assert [e.seq for e in pg.executions.events_since(run, after_seq=2)] == [3, 4]
-    assert [e.seq for e in pg.executions.events_since(run, after_seq=1, limit=2)] == [2, 3]
-    assert pg.executions.events_since(run, after_seq=4) == []
-    assert pg.executions.events_since(run + 1) == []
-    assert pg.executions.append_events("no-such-run", first) == 0
-    assert pg.executions.append_events("ev", []) == 0
+    assert [e.seq for e in pg.queue.events_since(run, after_seq=2)] == [3, 4]
+    assert [e.seq for e in pg.queue.events_since(run, after_seq=1, limit=2)] == [2, 3]
+    assert pg.queue.events_since(run, after_seq=4) == []
+    assert pg.queue.events_since(run + 1) == []
+    assert pg.queue.append_events("no-such-run", first) == 0
+    assert pg.queue.append_events("ev", []) == 0
 
 
 def test_events_are_capped_per_run_and_seqs_go_on(
     pg: PgStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg_executions, "EVENTS_MAX_ENTRIES", 50)
+    monkeypatch.setattr(pg_events, "EVENTS_MAX_ENTRIES", 50)
     run = running(pg, "cap")
     other = running(pg, "other")
-    pg.executions.append_events("other", [{"n": 0}])
+    pg.queue.append_events("other", [{"n": 0}])
     for batch in range(7):
-        pg.executions.append_events("cap", [{"n": batch * 10 + i} for i in range(10)])
-    kept = pg.executions.events_since(run, limit=1000)
+        pg.queue.append_events("cap", [{"n": batch * 10 + i} for i in range(10)])
+    kept = pg.queue.events_since(run, limit=1000)
     assert [e.seq for e in kept] == list(range(21, 71))
     assert [e.entry["n"] for e in kept] == list(range(20, 70))
-    assert len(pg.executions.events_since(other)) == 1  # another run's entries stay
+    assert len(pg.queue.events_since(other)) == 1  # another run's entries stay
 
-    monkeypatch.setattr(pg_executions, "EVENTS_MAX_BYTES", 2000)
-    pg.executions.append_events("cap", [{"pad": "x" * 300, "n": 70 + i} for i in range(10)])
-    kept = pg.executions.events_since(run, limit=1000)
+    monkeypatch.setattr(pg_events, "EVENTS_MAX_BYTES", 2000)
+    pg.queue.append_events("cap", [{"pad": "x" * 300, "n": 70 + i} for i in range(10)])
+    kept = pg.queue.events_since(run, limit=1000)
     assert kept[-1].seq == 80
     sizes = [len(json.dumps(e.entry, ensure_ascii=False).encode()) for e in kept]
     assert sum(sizes) <= 2000 < sum(sizes) + 330
@@ -92,8 +92,8 @@ def test_an_oversized_entry_is_kept_small(pg: PgStore) -> None:
     run = running(pg, "big")
     huge = {"ts": "2026-01-01T00:00:00+00:00", "type": "user", "message": "m" * 10_000,
             "raw": {"content": "x" * (1024 * 1024)}}  # fmt: skip
-    pg.executions.append_events("big", [huge])
-    (event,) = pg.executions.events_since(run)
+    pg.queue.append_events("big", [huge])
+    (event,) = pg.queue.events_since(run)
     assert event.entry["truncated"] is True and "raw" not in event.entry
     assert event.entry["type"] == "user" and len(event.entry["message"]) <= 4001
     assert event.entry["bytes"] > 1024 * 1024
@@ -111,14 +111,14 @@ def test_concurrent_appenders_get_distinct_contiguous_seqs(
         assert isinstance(store, PgStore)
         barrier.wait(30)
         for i in range(10):
-            store.executions.append_events("many", [{"who": who, "i": i}] * 3)
+            store.queue.append_events("many", [{"who": who, "i": i}] * 3)
 
     threads = [threading.Thread(target=write, args=(w, n)) for n, w in enumerate(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
-    events = pg.executions.events_since(run, limit=10_000)
+    events = pg.queue.events_since(run, limit=10_000)
     assert [e.seq for e in events] == list(range(1, 121))
     for who in range(4):
         assert [e.entry["i"] for e in events if e.entry["who"] == who] == [
@@ -130,9 +130,9 @@ def test_events_go_with_a_deleted_row(pg: PgStore) -> None:
     run = pg.executions.create(
         run_key="gone", doc_id=None, doc_title="t", exec_type="generic", options=ExecOptions()
     )
-    pg.executions.append_events("gone", [{"n": 1}])
+    pg.queue.append_events("gone", [{"n": 1}])
     assert pg.executions.delete(run)
-    assert pg.executions.events_since(run) == []
+    assert pg.queue.events_since(run) == []
 
 
 # -- connections ---------------------------------------------------------------------------------

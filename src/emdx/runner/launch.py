@@ -4,7 +4,6 @@ built, then spawned (`AgentProcess`); each way it cannot start is an outcome, wi
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 
 from emdx import agent, paths
@@ -39,7 +38,7 @@ def launch(
         note(f"agent binary {agent.configured_binary()!r} not found", "error", "❌")
         return Outcome(ExecutionStatus.FAILED, EXIT_NOT_FOUND, Reason.AGENT_NOT_FOUND)
     workdir = working_dir or str(paths.runs_dir())
-    if not _is_real_dir(workdir):
+    if not paths.is_real_dir(workdir):
         note(f"the working directory {workdir} is not a directory (a link?)", "error", "🛡️")
         return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
     tools = options.tools if options.tools is not None else agent.FULL_TOOLS
@@ -69,10 +68,3 @@ def launch(
         note(f"cannot start the agent: {exc}", "error", "❌")
         return Outcome(ExecutionStatus.FAILED, 1, Reason.SPAWN_FAILED)
     return proc
-
-
-def _is_real_dir(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False

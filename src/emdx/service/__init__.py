@@ -35,10 +35,11 @@ from emdx.service.documents import (
     decode_document,
     title_from_content,
 )
+from emdx.service.holds import hold_reason
 from emdx.service.kill import KillResult, run_identities
 from emdx.service.liveness import Judgement, default_probe, judge
 from emdx.service.monitor import ExecStats, RunHealth
-from emdx.service.scheduler import Scheduler, fill_slots, hold_reason, make_run_key
+from emdx.service.scheduler import Scheduler, fill_slots, make_run_key
 from emdx.store import Store, open_store
 
 __all__ = [

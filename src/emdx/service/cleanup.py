@@ -23,7 +23,8 @@ from emdx.reasons import Reason
 from emdx.service import repair
 from emdx.service.kill import finish_from_outside, run_identities
 from emdx.service.liveness import Verdict, default_probe, judge
-from emdx.service.scheduler import discard, fill_slots
+from emdx.service.scheduler import fill_slots
+from emdx.service.undo import discard
 from emdx.store import Store
 from emdx.system import git
 

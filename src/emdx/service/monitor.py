@@ -13,10 +13,11 @@ from typing import Any
 from emdx import runlog, settings, system
 from emdx.errors import InvalidStateError, NotFoundError
 from emdx.models import Execution, ExecutionStatus, percentile, utc_now
+from emdx.service.holds import hold_reason, local_midnight
 from emdx.service.kill import is_remote, record_host_lost
 from emdx.service.liveness import Judgement, Verdict, default_probe, judge
 from emdx.service.repair import repair_zombie
-from emdx.service.scheduler import fill_slots, hold_reason, local_midnight
+from emdx.service.scheduler import fill_slots
 from emdx.store import Store
 
 

@@ -17,7 +17,8 @@ from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service.kill import finish_from_outside, record_host_lost, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge
-from emdx.service.scheduler import discard, fill_slots, queue_name
+from emdx.service.scheduler import fill_slots, queue_name
+from emdx.service.undo import discard
 from emdx.store import Store
 
 

@@ -11,16 +11,14 @@ recorded before a worktree is made and the branch once git made it; then the row
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
-from emdx import agent, jsonio, paths, settings, smart, system
+from emdx import agent, paths, settings, smart, system
 from emdx.errors import (
     EmdxError,
     EnvironmentProblem,
@@ -37,12 +35,12 @@ from emdx.models import (
     ExecType,
     Execution,
     ExecutionStatus,
-    now_iso,
-    parse_time,
-    to_iso,
 )
 from emdx.reasons import Reason
 from emdx.service import preflight
+from emdx.service.environment import capture_environment, run_environment
+from emdx.service.holds import hold_reason
+from emdx.service.undo import discard
 from emdx.store import Store
 from emdx.store.api import DEFAULT_QUEUE, repo_queue
 from emdx.system import git, spawn
@@ -53,64 +51,6 @@ def make_run_key(doc_id: int | None) -> str:
     databases and restored backups (the identity of a run's files and processes)."""
     # os.urandom, not secrets: the suffix only breaks ties, and `secrets` costs 5 ms to import.
     return f"{doc_id or 0}-{time.time_ns() // 1000}-{os.getpid()}-{os.urandom(4).hex()}"
-
-
-ENV_MAX = 16 * 1024 * 1024
-
-
-def capture_environment() -> bytes:
-    """This process's environment, as the run will start with it (see `run_environment`)."""
-    return json.dumps(dict(os.environ), ensure_ascii=False).encode("utf-8", "surrogateescape")
-
-
-def run_environment(execution: Execution) -> dict[str, str]:
-    """The environment captured when the run was created — not that of whichever process
-    frees its slot — plus EMDX_HOME and the run's markers. A row without one (an earlier
-    release's) gets the caller's."""
-    env: dict[str, str] | None = None
-    if execution.run_key:
-        try:
-            data = jsonio.loads(paths.read_bounded(paths.env_path(execution.run_key), ENV_MAX))
-            if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-                env = {str(k): v for k, v in data.items()}
-        except (OSError, ValueError):
-            env = None
-    env = dict(os.environ) if env is None else env
-    for name in (system.MARKER, system.MARKER_KEY, system.MARKER_DB):
-        env.pop(name, None)
-    env["EMDX_HOME"] = str(paths.emdx_home())
-    env.update(system.run_markers(execution.id, execution.run_key or "", paths.db_path()))
-    return env
-
-
-def hold_reason(store: Store) -> str | None:
-    """Why new runs must not start now, if they must not: a usage limit is active (a run
-    waits for it to reset: starting others would only fail them), or today's spend reached
-    EMDX_DAILY_BUDGET_USD. Queued runs wait, and every view says why."""
-    limited = store.executions.usage_limit_until(now_iso())
-    if limited is not None:
-        return f"usage limit until {_local(limited)}"
-    budget = settings.daily_budget_usd()
-    if budget is not None:
-        spent = store.executions.spent_since(local_midnight())
-        if spent >= budget:
-            return f"daily budget {_usd(budget)} spent ({_usd(spent)} today)"
-    return None
-
-
-def _usd(amount: float) -> str:
-    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}"
-
-
-def local_midnight() -> str:
-    """The start of today (local time) as an ISO-8601 UTC time: the daily budget's day."""
-    now = datetime.now().astimezone()
-    return to_iso(now.replace(hour=0, minute=0, second=0, microsecond=0))
-
-
-def _local(iso: str) -> str:
-    moment = parse_time(iso)
-    return moment.astimezone().strftime("%H:%M") if moment else iso
 
 
 def launch(store: Store, execution_id: int, from_status: ExecutionStatus) -> bool:
@@ -176,59 +116,6 @@ def fill_slots(store: Store) -> list[int]:
         except StoreError:
             continue  # recorded as spawn_failed; the next one may start
     return started
-
-
-def _is_real_dir(path: str) -> bool:
-    """A directory, not a symbolic link to one (an agent may have swapped its directory)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def discard(store: Store, execution_id: int, run_key: str) -> None:
-    """Undo a start that never ran: its row, directory or worktree, files, and its branch —
-    only if this start created it (recorded in the row, or proven by git: the worktree
-    registered at the run's own directory is on the branch its `worktree add -b` made)."""
-    try:
-        row: Execution | None = store.executions.get(execution_id)
-    except EmdxError:
-        row = None
-    if row is not None and row.run_key != run_key:
-        row = None  # the id now belongs to another run (a restored backup): not ours to touch
-    runs = paths.runs_dir()
-    path = runs / run_key
-    repo = Path(row.repo) if row is not None and row.repo else None
-    branch = row.branch if row is not None and row.branch_created else None
-    if (
-        repo is not None
-        and branch is not None
-        and git.branch_mark(repo, branch)
-        not in (
-            None,
-            run_key,
-        )
-    ):
-        branch = None  # replaced since by a branch of the same name that is not this run's
-    if repo is not None and branch is None:
-        for tree in git.worktrees(repo):
-            where = Path(tree.path)
-            if where.name == run_key and os.path.realpath(where.parent) == os.path.realpath(runs):
-                branch = tree.branch
-    if row is not None:
-        with contextlib.suppress(EmdxError):
-            store.executions.delete(execution_id)
-    if repo is not None:
-        git.unlock_worktree(repo, path)
-    with contextlib.suppress(OSError, EmdxError):
-        paths.remove_tree(path, runs)
-    if repo is not None:
-        git.forget_worktree(repo, path)
-        if branch is not None:
-            git.delete_branch(repo, branch)
-    for file in (paths.prompt_path(run_key), paths.env_path(run_key)):
-        with contextlib.suppress(OSError):
-            file.unlink()
 
 
 def queue_name(options: ExecOptions, repo: str | None) -> str:
@@ -498,7 +385,7 @@ class Scheduler:
             )
         if old.doc_id is None:
             raise InvalidStateError(f"execution {old.id} has no document")
-        if not old.working_dir or not _is_real_dir(old.working_dir):
+        if not old.working_dir or not paths.is_real_dir(old.working_dir):
             raise InvalidStateError(
                 f"the working directory of execution {old.id} is gone or not a directory "
                 f"(a symbolic link is never followed): {old.working_dir}"

@@ -25,9 +25,11 @@ from emdx.errors import EmdxError, InvalidStateError, NotFoundError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service import cleanup, repair
+from emdx.service.environment import run_environment
+from emdx.service.holds import hold_reason
 from emdx.service.kill import finish_from_outside, kill_execution, note_run
 from emdx.service.liveness import Verdict, default_probe, judge
-from emdx.service.scheduler import Scheduler, hold_reason, queue_name, run_environment
+from emdx.service.scheduler import Scheduler, queue_name
 from emdx.store import Job, JobQueueAPI, Store
 from emdx.system import git, spawn
 

@@ -31,7 +31,7 @@ class PgStore:
         self.path: Path = paths.db_path()
         self.documents = PgDocumentStore(db)
         self.executions = PgExecutionStore(db)
-        self.queue: PgJobQueue | None = PgJobQueue(db, self.executions)
+        self.queue = PgJobQueue(db)
 
     @property
     def version(self) -> int:

@@ -22,7 +22,7 @@ from emdx.errors import InvalidStateError, StoreError
 from emdx.models import ALLOWED, ExecutionEvent, ExecutionStatus, WorkerInfo
 from emdx.store.api import DEFAULT_QUEUE, Job
 from emdx.store.pg.connection import Connection, display_url
-from emdx.store.pg.executions import PgExecutionStore
+from emdx.store.pg.events import PgEventLog
 
 TASK = "emdx.run"
 # A worker whose heartbeat is this many intervals old is lost (circus: interval × misses).
@@ -33,19 +33,19 @@ Handler = Callable[[Job], Awaitable[None]]
 
 
 class PgJobQueue:
-    def __init__(self, db: Connection, executions: PgExecutionStore) -> None:
+    def __init__(self, db: Connection) -> None:
         self._db = db
-        self._executions = executions
+        self._events = PgEventLog(db)
 
     # -- the run log, for every host ----------------------------------------------------
 
     def append_events(self, run_key: str, entries: Sequence[Mapping[str, Any] | str]) -> int:
-        return self._executions.append_events(run_key, entries)
+        return self._events.append_events(run_key, entries)
 
     def events_since(
         self, execution_id: int, after_seq: int = 0, limit: int = 1000
     ) -> list[ExecutionEvent]:
-        return self._executions.events_since(execution_id, after_seq, limit)
+        return self._events.events_since(execution_id, after_seq, limit)
 
     # -- runs ---------------------------------------------------------------------------
 
