@@ -188,3 +188,26 @@ def test_supervisor_exits_after_final_state(runs: Runs) -> None:
     wait_until(
         lambda: not system.same_process(row.pid, row.pid_started_at), 10, message="runner exit"
     )
+
+
+def test_a_supervisor_whose_row_was_finished_from_outside_stops_its_agent(runs: Runs) -> None:
+    """The row went final without it (a host declared lost while its worker was frozen, a kill
+    that gave up on a frozen supervisor): its next heartbeat finds out, and nothing goes on
+    acting for a run that is over for everyone else."""
+    from emdx.models import ExecutionStatus
+
+    pidfile = runs.pidfile()
+    doc = runs.doc(f"# long\nFAKE:sleep=60\nFAKE:pidfile={pidfile}\n")
+    execution = runs.service.start_execution(doc)
+    agent = read_pidfile(pidfile)
+    running = runs.get(execution.id)
+    assert runs.service.store.executions.finish(
+        execution.id, ExecutionStatus.FAILED, 137, "host_lost", key=running.run_key
+    )
+    runs.assert_all_gone(running, agent, timeout=20)
+    row = runs.get(execution.id)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost")
+    messages = _messages(row.log_file)
+    assert any(
+        "finished from outside (failed, host_lost): stopping the agent" in m for m in messages
+    )

@@ -5,14 +5,16 @@ test_team_real.py)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from team_helpers import Team, drop_connections
-from testkit import alive, assert_gone, read_pidfile, run_emdx, wait_until
+from testkit import FAULT_HOOKS, alive, assert_gone, read_pidfile, run_emdx, wait_until
 
 from emdx import system
 from emdx.models import Execution, parse_time
@@ -141,6 +143,7 @@ def test_a_frozen_worker_is_host_lost_and_waking_it_does_not_run_again(team: Tea
     alpha.signal(signal.SIGSTOP)  # a partition: alive, silent
     row = team.wait_final(run, 60)
     assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost")
+    team.start_worker("gamma")  # a worker starting prunes the stalled registration of alpha
     alpha.signal(signal.SIGCONT)
     # Back, it stops what it was running for the lost run, and the row stays as recorded.
     assert_gone(on_alpha, timeout=30, what="the lost run's processes after SIGCONT")
@@ -151,7 +154,10 @@ def test_a_frozen_worker_is_host_lost_and_waking_it_does_not_run_again(team: Tea
         row.completed_at,
     )
     assert len(_taken(team, run)) == 1
-    assert "declared lost" in alpha.text()
+    # It is still a worker (its registration pruned meanwhile), and the team still runs.
+    later = team.submit("laptop", team.save("laptop", "# after the thaw\n"))
+    assert team.wait_final(later).status.value == "completed"
+    assert alpha.proc.poll() is None and "Traceback" not in alpha.text(), alpha.text()
 
 
 def test_connections_cut_mid_run_end_nothing_stuck(team: Team) -> None:
@@ -315,3 +321,90 @@ def test_the_db_option_names_the_team_database(team: Team) -> None:
     assert json.loads(alone.stdout) == []  # without it: this host's own SQLite file
     bad = run_emdx("--db", "mysql://x", "list", env=local, cwd=team.root)
     assert bad.code == 1 and "--db" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_following_from_another_host_gets_the_whole_log_to_its_end(team: Team) -> None:
+    """The run's host ships its last entries after the final write: a follower waits for
+    them (a flood of events ends the run before its copy has caught up)."""
+    team.start_worker("alpha")
+    doc = team.save("laptop", "# flood\nFAKE:events=20000\n")
+    ran = team.cli("laptop", "claude", "execute", str(doc), timeout=180)
+    assert ran.code == 0, ran.stderr[-2000:]
+    assert "step 19999" in ran.stdout and "finished: completed" in ran.stdout, ran.stdout[-3000:]
+
+
+def test_the_agent_is_not_handed_the_team_database(team: Team) -> None:
+    team.start_worker("alpha")
+    doc = team.save("laptop", "# env\nFAKE:env=EMDX_DATABASE_URL,EMDX_EXECUTION_ID\n")
+    run = team.submit("laptop", doc)
+    assert team.wait_final(run).status.value == "completed"
+    results = [e["raw"] for e in team.events(run) if e.get("type") == "result"]
+    assert results, team.events(run)
+    seen = json.loads(results[0]["result"])["env"]
+    assert seen == {"EMDX_DATABASE_URL": None, "EMDX_EXECUTION_ID": str(run)}, seen
+
+
+def test_health_from_another_host_and_of_a_team_without_workers(team: Team) -> None:
+    doc = team.save("laptop", "# long\nFAKE:events=100\nFAKE:interval=0.1\n")
+    queued = team.submit("laptop", doc)
+    nobody = team.cli("laptop", "exec", "health")
+    assert nobody.code == 1 and f"#{queued} unserved" in nobody.stdout, nobody.stdout
+    alpha = team.start_worker("alpha")
+    wait_until(lambda: team.row(queued).agent_pid, 60, message=alpha.text)
+    seen = team.cli("laptop", "exec", "health")
+    assert seen.code == 0, seen.stdout + seen.stderr
+    assert f"#{queued} healthy" in seen.stdout and "on alpha" in seen.stdout, seen.stdout
+
+
+def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) -> None:
+    """The abort arrives between the claim and the supervisor's spawn (held there): the start
+    still ends, then the run is stopped and its supervisor reaped; the slot is not freed
+    while it runs."""
+    mark, release = team.root / "held", team.root / "release"
+    fault = {
+        "proc": "cli",
+        "target": "emdx.service.team:_Worker._prepare",
+        "when": "after",
+        "action": "hold",
+        "mark": str(mark),
+        "release": str(release),
+    }
+    team.base_env["PYTHONPATH"] = f"{FAULT_HOOKS}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    team.base_env["EMDX_FAULTS"] = json.dumps([fault])
+    alpha = team.start_worker("alpha")
+    del team.base_env["EMDX_FAULTS"]
+    doc = team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n")
+    run = team.submit("laptop", doc)
+    wait_until(mark.exists, 60, message=alpha.text)
+    assert team.row(run).status.value == "running"  # claimed, no supervisor yet
+    killer = subprocess.Popen(
+        [sys.executable, "-m", "emdx", "exec", "kill", str(run)],
+        env={**os.environ, **team.env("laptop")},
+        cwd=team.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def abort_asked() -> bool:
+        import psycopg
+
+        with psycopg.connect(team.url) as conn:
+            found = conn.execute(
+                "SELECT abort_requested FROM procrastinate_jobs WHERE id = %s", (row.job_id,)
+            ).fetchone()
+        return bool(found and found[0])
+
+    row = team.row(run)
+    wait_until(abort_asked, 30)
+    release.touch()
+    out, err = killer.communicate(timeout=60)
+    assert killer.returncode == 0, (out, err, alpha.text())
+    row = team.wait_final(run)
+    assert (row.status.value, row.reason) == ("killed", "killed_by_user"), (row, alpha.text())
+    assert_gone(_host_processes(team, "alpha"), what="the run started after its abort")
+    import psutil
+
+    zombies = [c.pid for c in psutil.Process(alpha.proc.pid).children() if c.status() == "zombie"]
+    assert not zombies, f"unreaped supervisors: {zombies}"
+    quick = team.submit("laptop", team.save("laptop", "# next\n"))
+    assert team.wait_final(quick).status.value == "completed"

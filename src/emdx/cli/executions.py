@@ -48,7 +48,7 @@ def _table(executions: list[Execution], hold: str | None) -> None:
     notes = {ex.id: state_note(ex, hold) for ex in executions}
     noted = any(notes.values())
     # Team mode: which host runs each (a row no worker took yet has none).
-    hosted = any(ex.host for ex in executions)
+    hosted = any(ex.worker_id is not None for ex in executions)
     rows = []
     for ex in executions:
         doc = f"#{ex.doc_id} {ex.doc_title}" if ex.doc_id is not None else ex.doc_title
@@ -64,7 +64,7 @@ def _table(executions: list[Execution], hold: str | None) -> None:
             money(ex.cost_usd),
         )
         if hosted:
-            row = (*row, ex.host or "-")
+            row = (*row, (ex.host or "-") if ex.worker_id is not None else "-")
         rows.append((*row, notes[ex.id]) if noted else row)
     headers: tuple[str, ...] = ("id", "document", "type", "status", "started", "duration", "exit")
     headers += ("cost", "host") if hosted else ("cost",)
@@ -162,12 +162,11 @@ def _panel(ex: Execution, missing: bool = False, hold: str | None = None) -> Non
         rows.insert(0, ("old id", ex.old_id))
     if ex.output_doc_id:
         rows.append(("output doc", f"#{ex.output_doc_id}"))
-    if ex.host or ex.job_id is not None:
+    if ex.worker_id is not None or ex.job_id is not None:
         # Team mode: where it runs (its pids and paths are that host's), and its job.
         worker = f" (worker #{ex.worker_id})" if ex.worker_id is not None else ""
-        rows.insert(
-            rows.index(("runner pid", str(ex.pid or "-"))), ("host", f"{ex.host or '-'}{worker}")
-        )
+        where = f"{ex.host or '-'}{worker}" if ex.worker_id is not None else "- (not taken yet)"
+        rows.insert(rows.index(("runner pid", str(ex.pid or "-"))), ("host", where))
         rows.append(("job", "-" if ex.job_id is None else str(ex.job_id)))
     style = STATUS_STYLES.get(ex.status.value, "")
 

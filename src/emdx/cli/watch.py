@@ -84,6 +84,10 @@ def exec_health(as_json: bool = typer.Option(False, "--json", help="Print JSON."
             agent = h.agent
             mark = "✅" if h.healthy else "❌"
             beat = "-" if h.heartbeat_age_s is None else f"{h.heartbeat_age_s:.0f}s"
+            if h.remote:
+                where = one_line(h.judgement.detail or f"on {h.execution.host}")
+                print(f"{mark} #{h.execution.id} {h.verdict:<12} heartbeat {beat:>5}  {where}")
+                continue
             line = (
                 f"{mark} #{h.execution.id} {h.verdict:<12} heartbeat {beat:>5}  "
                 f"runner {'up' if h.runner_alive else 'gone'} "

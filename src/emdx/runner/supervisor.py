@@ -86,7 +86,14 @@ class Supervisor:
         self.last = self.output.progress
         self.attempt = execution.attempt
         self.writer = RowWriter(
-            store.location, self.id, self.key, self.heartbeat_s, self.uptime, self.note, log_path
+            store.location,
+            self.id,
+            self.key,
+            self.heartbeat_s,
+            self.uptime,
+            self.note,
+            log_path,
+            self._row_gone,
         )
 
     def uptime(self) -> float:
@@ -161,6 +168,12 @@ class Supervisor:
         with contextlib.suppress(Exception):
             self._finish(Outcome(ExecutionStatus.FAILED, 1, Reason.SUPERVISOR_ERROR), {})
         paths.forget_environment(self.key)
+
+    def _row_gone(self, why: str) -> None:
+        """From the row writer: the run is over for everyone else; stop the agent (our final
+        write then finds the row finished, and changes nothing)."""
+        self.note(f"{why}: stopping the agent", "warning", "🛑")
+        self._on_signal(signal.SIGTERM, None)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.watch.stop_signal is None:

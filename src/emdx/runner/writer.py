@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emdx import paths, runlog
-from emdx.errors import EmdxError
+from emdx.errors import EmdxError, NotFoundError
 from emdx.models import now_iso, percentile
 from emdx.store import Store, open_store
 
@@ -107,8 +107,13 @@ class RowWriter:
         uptime: Callable[[], float],
         note: Note,
         log_path: Path | None = None,
+        on_row_gone: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
+        # Called once (with why) when the row was finished from outside while we run: a kill
+        # that gave up on us, a repair, a host declared lost while its worker was frozen.
+        self.on_row_gone = on_row_gone
+        self._gone = False
         self.shipper = LogShipper(log_path, key) if log_path is not None else None
         self.id = execution_id
         self.key = key
@@ -200,9 +205,31 @@ class RowWriter:
     def _beat(self, store: Store) -> None:
         began = time.perf_counter()
         try:
-            store.executions.beat(self.id, now_iso(), round(self.uptime(), 3), self.key)
+            taken = store.executions.beat(self.id, now_iso(), round(self.uptime(), 3), self.key)
             self.beat_ms.append((time.perf_counter() - began) * 1000)
+            if not taken:
+                self._check_row(store)
         except EmdxError as exc:
             # Never fatal: a missed beat only makes the run look unresponsive for a while.
             self.beat_failures += 1
             self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+
+    def _check_row(self, store: Store) -> None:
+        """A beat no row took: is ours finished (or gone)? Then nothing may go on acting for
+        it — the supervisor is told once."""
+        if self._gone or self.on_row_gone is None:
+            return
+        try:
+            row = store.executions.get(self.id)
+        except NotFoundError:
+            why = "its row is gone"
+        else:
+            if row.run_key == self.key and not row.status.is_final:
+                return
+            why = (
+                f"its row was finished from outside ({row.status.value}, {row.reason})"
+                if row.run_key == self.key
+                else "its row now belongs to another run"
+            )
+        self._gone = True
+        self.on_row_gone(why)

@@ -77,8 +77,8 @@ def finish_from_outside(
 
 def record_host_lost(store: Store, execution: Execution, who: str, detail: str) -> bool:
     """Team mode: a run whose worker stopped beating is failed/137/host_lost — by whichever
-    host notices first (compare-and-set) — and its job ended, so that nothing runs it again
-    (an agent run is not idempotent: `exec retry` is one command)."""
+    host notices first (compare-and-set); nothing runs it again (an agent run is not
+    idempotent: `exec retry` is one command)."""
     won = finish_from_outside(
         store,
         execution,
@@ -87,9 +87,8 @@ def record_host_lost(store: Store, execution: Execution, who: str, detail: str) 
         Reason.HOST_LOST,
         f"{detail}; {who} recorded it, not retried",
     )
-    if store.queue is not None and execution.job_id is not None:
-        with contextlib.suppress(EmdxError):
-            store.queue.end_job(execution.job_id, "failed")
+    # Its job is left as procrastinate has it (`doing`, its worker gone): a worker that comes
+    # back finishes it without error, and nothing retries it.
     return won
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from emdx import settings, system
 from emdx.models import Execution, ExecutionStatus, parse_time, utc_now
@@ -25,6 +25,8 @@ DEFAULT_HEARTBEAT_S = 10.0
 MISSED_BEATS = 3
 # A claimed row may wait this long for its supervisor to record itself.
 STARTUP_GRACE_S = 30.0
+# Team mode: a run another host left `preparing` this long was abandoned there.
+REMOTE_PREPARE_GRACE_S = 120.0
 # Past its --timeout by this much (plus the kill grace) and unresponsive: the supervisor failed
 # to enforce it, so emdx stops the run itself.
 OVERDUE_MARGIN_S = 60.0
@@ -52,6 +54,8 @@ class Verdict(enum.StrEnum):
     ZOMBIE = "zombie"
     """The row says running but its supervisor is gone: finished as the supervisor left it
     (its outcome file) or failed/137/runner_lost."""
+    UNSERVED = "unserved"
+    """Team mode: queued, and no worker is alive to take it."""
     HOST_LOST = "host_lost"
     """Team mode: a run of another host whose worker's heartbeat stopped (killed, frozen, cut
     off): failed/137/host_lost, never retried (an agent run is not idempotent)."""
@@ -141,10 +145,20 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
             return Judgement(Verdict.QUEUED, False, None)
         return Judgement(Verdict.STUCK, False, None, "a row of an earlier emdx release")
     if status is ExecutionStatus.PREPARING:
+        if remote:
+            # Its creator is on another host: only age can tell (a start takes milliseconds).
+            age = _wall_age(execution.created_at, probe.wall_now())
+            if age is not None and age > REMOTE_PREPARE_GRACE_S:
+                return Judgement(
+                    Verdict.ABANDONED, False, None, f"left preparing on {execution.host}"
+                )
+            return Judgement(Verdict.PREPARING, False, None)
         if probe.alive(execution.creator_pid, execution.creator_started_at):
             return Judgement(Verdict.PREPARING, False, None)
         return Judgement(Verdict.ABANDONED, False, None, "the process starting it is gone")
     if status is ExecutionStatus.QUEUED:
+        if probe.alive_workers is not None and not probe.alive_workers:
+            return Judgement(Verdict.UNSERVED, False, None, "no worker of the team is alive")
         return Judgement(Verdict.QUEUED, False, None)
     if remote:
         return _judge_remote(execution, probe)
@@ -201,5 +215,13 @@ def default_probe(store: Store | None = None) -> Probe:
     """The real world's probe; in team mode (a `store` with a job queue) it knows this host's
     name and which workers are alive."""
     queue = store.queue if store is not None else None
-    alive = frozenset(queue.alive_workers()) if queue is not None else None
-    return Probe(kill_grace_s=settings.kill_grace(), host=settings.host_name(), alive_workers=alive)
+    if queue is None:
+        return Probe(kill_grace_s=settings.kill_grace(), host=settings.host_name())
+    # The team's heartbeats are the database server's times: judged by its clock too.
+    offset = timedelta(seconds=queue.clock_offset_s())
+    return Probe(
+        kill_grace_s=settings.kill_grace(),
+        host=settings.host_name(),
+        alive_workers=frozenset(queue.alive_workers()),
+        wall_now=lambda: utc_now() + offset,
+    )

@@ -46,6 +46,11 @@ class RunHealth:
     def healthy(self) -> bool:
         return self.verdict.healthy
 
+    @property
+    def remote(self) -> bool:
+        """Team mode: it runs on another host (its processes are not ours to sample)."""
+        return is_remote(self.execution)
+
     def to_dict(self) -> dict[str, Any]:
         def proc(info: system.ProcessInfo | None) -> dict[str, Any] | None:
             if info is None:
@@ -81,6 +86,8 @@ def health(store: Store, interval_s: float = 0.2) -> list[RunHealth]:
     rows = store.executions.active()
     identities: list[tuple[int, float]] = []
     for ex in rows:
+        if is_remote(ex):
+            continue  # another host's pids name nothing here
         for pid, started in ((ex.pid, ex.pid_started_at), (ex.agent_pid, ex.agent_started_at)):
             if pid and started is not None:
                 identities.append((pid, started))
@@ -93,7 +100,7 @@ def health(store: Store, interval_s: float = 0.2) -> list[RunHealth]:
         if judgement.verdict is Verdict.ZOMBIE:
             repaired = repair_zombie(store, ex, "`emdx exec health`")
             repaired_any = True
-        agent_alive = system.same_process(ex.agent_pid, ex.agent_started_at)
+        agent_alive = not is_remote(ex) and system.same_process(ex.agent_pid, ex.agent_started_at)
         report.append(
             RunHealth(
                 ex,
@@ -230,9 +237,27 @@ def shared_entries(
             return
 
 
+# A finished run's last entries, shipped after its final write, are waited for this long
+# after the last one arrived (and this long at most in all).
+LOG_SETTLE_S = 3.0
+LOG_SETTLE_MAX_S = 30.0
+
+
+def _is_last_word(entry: dict[str, Any]) -> bool:
+    """The supervisor's final note (`finished: completed, exit 0, …`): nothing of its own
+    follows it."""
+    message = entry.get("message")
+    return (
+        entry.get("source") == "runner"
+        and isinstance(message, str)
+        and message.startswith("finished: ")
+    )
+
+
 def _follow_shared(
     store: Store, execution_id: int, poll_s: float, last: int | None
 ) -> Iterator[dict[str, Any]]:
+    who = "`emdx exec show --follow`"
     execution = store.executions.get(execution_id)
     seen = 0
     if last is not None:
@@ -241,14 +266,23 @@ def _follow_shared(
             kept.append((seq, entry))
             seen = seq
         yield from (entry for _, entry in kept)
+    ended_at: float | None = None
+    last_new = time.monotonic()
+    ended = False  # the supervisor's last word (`finished: …`) was read
     while True:
-        # Read the row first: entries written before it went final are all in by then.
-        done = current(store, execution_id, "`emdx exec show --follow`").status.is_final
+        if ended_at is None and current(store, execution_id, who).status.is_final:
+            ended_at = time.monotonic()
         for seq, entry in shared_entries(store, execution, seen):
             seen = seq
+            last_new = time.monotonic()
+            ended = ended or _is_last_word(entry)
             yield entry
-        if done:
-            return
+        if ended_at is not None:
+            # Its host ships the log's last entries after the final write: wait for them
+            # (its last word, or a quiet spell), never long.
+            now = time.monotonic()
+            if ended or now - last_new > LOG_SETTLE_S or now - ended_at > LOG_SETTLE_MAX_S:
+                return
         time.sleep(poll_s)
 
 

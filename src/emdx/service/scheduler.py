@@ -254,6 +254,8 @@ class Scheduler:
                     options=options,
                     parent_execution_id=parent_execution_id,
                     creator=(me, system.process_start_time(me)),
+                    # Team mode: the creator is judged on its own host only.
+                    host=settings.host_name() if self.store.queue is not None else None,
                 )
             except RunKeyTaken:
                 continue

@@ -102,6 +102,7 @@ def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> Non
             handler=worker.handle,
             on_registered=worker.registered,
             periodic=worker.sweep,
+            say=say,
         )
     finally:
         if worker.worker_id is not None:
@@ -145,9 +146,31 @@ class _Worker:
     # -- one job ------------------------------------------------------------------------
 
     async def handle(self, job: Job) -> None:
+        # The start runs to its end whatever happens meanwhile (an abort cancels this task at
+        # any await): a run half started must still be stopped, and its supervisor reaped.
+        starting = asyncio.ensure_future(self._start(job))
+        try:
+            started = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            started = await starting
+            if started is not None:
+                await self._stop_and_reap(*started, job.abort_reason())
+            raise
+        if started is None:
+            return
+        execution, pid, since = started
+        try:
+            await self._wait(execution, pid, since)
+        except asyncio.CancelledError:
+            await self._stop_and_reap(execution, pid, since, job.abort_reason())
+            raise
+        await asyncio.to_thread(self._after, execution.id)
+
+    async def _start(self, job: Job) -> tuple[Execution, int, float | None] | None:
+        """Prepare, claim and spawn the run's supervisor; None when it is not to start now."""
         prepared = await asyncio.to_thread(self._prepare, job)
         if prepared is None:
-            return
+            return None
         execution, env = prepared
         key = execution.run_key or ""
         try:
@@ -158,18 +181,33 @@ class _Worker:
             )
         except (OSError, EmdxError) as exc:
             await asyncio.to_thread(self._failed, execution, f"could not start: {exc}")
-            return
-        await asyncio.to_thread(
-            self.store.executions.update, execution.id, key=key, pid=pid, pid_started_at=started
-        )
+            return None
+        with contextlib.suppress(EmdxError):
+            await asyncio.to_thread(
+                self.store.executions.update,
+                execution.id,
+                key=key,
+                pid=pid,
+                pid_started_at=started,
+            )
         self.say(f"execution #{execution.id}: started (supervisor {pid})")
-        try:
-            await self._wait(execution, pid, started)
-        except asyncio.CancelledError:
-            # An abort (`exec kill` on some host) or this worker stopping: stop the run here.
-            self.say(f"execution #{execution.id}: stopping (abort requested)")
-            await asyncio.to_thread(self._stop, execution.id)
-            raise
+        return execution, pid, started
+
+    async def _stop_and_reap(
+        self, execution: Execution, pid: int, started: float | None, why: str | None
+    ) -> None:
+        """An abort (`exec kill` on some host) or this worker stopping: stop the run the local
+        way, then collect its supervisor (our child)."""
+        if why == "shutdown":
+            who = f"stopped with worker {self.config.name} (the user stopped the worker)"
+        elif why == "lost":
+            who = f"stopped: worker {self.config.name} lost the team's database"
+        else:
+            who = f"stopped by worker {self.config.name} (`exec kill` asked, from any host)"
+        self.say(f"execution #{execution.id}: {who}")
+        await asyncio.to_thread(self._stop, execution.id, pid, started, who)
+        while not system.reap(pid):
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(self._after, execution.id)
 
     async def _wait(self, execution: Execution, pid: int, started: float | None) -> None:
@@ -196,11 +234,15 @@ class _Worker:
         except EmdxError:
             return False
 
-    def _stop(self, execution_id: int) -> None:
+    def _stop(self, execution_id: int, pid: int, started: float | None, who: str) -> None:
         with contextlib.suppress(EmdxError):
-            kill_execution(
-                self.store, execution_id, who=f"stopped by worker {self.config.name} (aborted)"
-            )
+            note_run(self.store, self.store.executions.get(execution_id), who, "🛑")
+        with contextlib.suppress(EmdxError):
+            kill_execution(self.store, execution_id, who=who)
+        # Whatever the row says (a database that does not answer): its supervisor goes (a row
+        # it could not finish is finished once it is reaped: `_after`).
+        if system.same_process(pid, started):
+            system.kill_identified([(pid, started or 0.0)], settings.kill_grace())
 
     def _after(self, execution_id: int) -> None:
         """The supervisor exited: a row it did not finish is repaired here, where its

@@ -74,6 +74,7 @@ class ExecutionsAPI(Protocol):
         options: ExecOptions,
         parent_execution_id: int | None = None,
         creator: tuple[int, float | None] | None = None,
+        host: str | None = None,
     ) -> int: ...
 
     def get(self, execution_id: int) -> Execution: ...
@@ -163,6 +164,9 @@ class Job:
     execution_id: int
     run_key: str
     worker_id: int
+    abort_reason: Callable[[], str | None] = lambda: None
+    """Why the job is being aborted: "user_request" (`exec kill`) or "shutdown" (the worker
+    stops); None while it is not."""
 
 
 class JobQueueAPI(Protocol):
@@ -191,9 +195,9 @@ class JobQueueAPI(Protocol):
 
     def request_abort(self, job_id: int) -> bool: ...
 
-    def end_job(self, job_id: int, status: str = "failed") -> bool: ...
-
     def orphaned_queued(self) -> list[int]: ...
+
+    def clock_offset_s(self) -> float: ...
 
     def register_worker(
         self,
@@ -224,6 +228,7 @@ class JobQueueAPI(Protocol):
         handler: Callable[[Job], Awaitable[None]],
         on_registered: Callable[[int], None],
         periodic: Callable[[], None] | None = None,
+        say: Callable[[str], None] = ...,
     ) -> None: ...
 
 

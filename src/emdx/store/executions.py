@@ -112,8 +112,10 @@ class ExecutionStore:
         options: ExecOptions,
         parent_execution_id: int | None = None,
         creator: tuple[int, float | None] | None = None,
+        host: str | None = None,
     ) -> int:
-        """A new row in `preparing`, recording its creator (pid, start time)."""
+        """A new row in `preparing`, recording its creator (pid, start time; in team mode on
+        `host`, where alone that identity can be judged)."""
         creator_pid, creator_started = creator if creator is not None else (None, None)
         with write_transaction(self._conn, self._path) as conn:
             # Under the write lock: nobody inserts the same key between the look and the insert.
@@ -122,8 +124,8 @@ class ExecutionStore:
             cur = conn.execute(
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
                        created_at, options, parent_execution_id, creator_pid,
-                       creator_started_at)
-                   VALUES (?, ?, ?, ?, 'preparing', ?, ?, ?, ?, ?)""",
+                       creator_started_at, host)
+                   VALUES (?, ?, ?, ?, 'preparing', ?, ?, ?, ?, ?, ?)""",
                 (
                     run_key,
                     doc_id,
@@ -134,6 +136,7 @@ class ExecutionStore:
                     parent_execution_id,
                     creator_pid,
                     creator_started,
+                    host,
                 ),
             )
             return int(cur.lastrowid or 0)

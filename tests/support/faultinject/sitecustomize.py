@@ -3,8 +3,9 @@ started with this directory on PYTHONPATH (`testkit.inject_faults`).
 
 EMDX_FAULTS is a JSON list of faults: {"proc": "cli" | "runner" | "any", "target":
 "module:Qualified.name", "when": "before" | "after", "action": "sigkill" | "interrupt" |
-"raise-full" | "raise-locked" | "raise-io", "times": N (default 1, 0 = always), "mark": a
-path touched when the fault fires}. The target is wrapped once the process starts; a process of
+"raise-full" | "raise-locked" | "raise-io" | "hold", "times": N (default 1, 0 = always), "mark":
+a path touched when the fault fires, "release": for "hold", the path whose creation lets the
+call go on (60 s at most)}. The target is wrapped once the process starts; a process of
 the other kind is left alone. Each firing appends a line to the mark file, so a test can wait
 for it.
 """
@@ -33,6 +34,7 @@ class Fault(TypedDict, total=False):
     action: str
     times: int
     mark: str
+    release: str
 
 
 def _install(fault: Fault) -> None:
@@ -62,6 +64,13 @@ def _install(fault: Fault) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if action == "interrupt":
             raise KeyboardInterrupt
+        if action == "hold":
+            import time
+
+            deadline = time.monotonic() + 60
+            while not os.path.exists(fault["release"]) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return
         from emdx.errors import StoreError
 
         text = {

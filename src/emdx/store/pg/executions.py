@@ -110,15 +110,17 @@ class PgExecutionStore:
         options: ExecOptions,
         parent_execution_id: int | None = None,
         creator: tuple[int, float | None] | None = None,
+        host: str | None = None,
     ) -> int:
-        """A new row in `preparing`, recording its creator (pid, start time)."""
+        """A new row in `preparing`, recording its creator (pid, start time; in team mode on
+        `host`, where alone that identity can be judged)."""
         creator_pid, creator_started = creator if creator is not None else (None, None)
         with self._db.write() as conn:
             row = conn.execute(
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
                        created_at, options, parent_execution_id, creator_pid,
-                       creator_started_at)
-                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s)
+                       creator_started_at, host)
+                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (run_key) DO NOTHING RETURNING id""",
                 (
                     run_key,
@@ -130,6 +132,7 @@ class PgExecutionStore:
                     parent_execution_id,
                     creator_pid,
                     creator_started,
+                    host,
                 ),
             ).fetchone()
         if row is None:
@@ -305,9 +308,11 @@ class PgExecutionStore:
             return False
         with self._db.write() as conn:
             cur = conn.execute(
-                "UPDATE executions SET heartbeat_at = %s, uptime_s = %s WHERE id = %s "
+                # The server's clock, not the host's: every host judges heartbeats by one
+                # clock (`PgJobQueue.clock_offset_s`), whatever its own says.
+                "UPDATE executions SET heartbeat_at = now(), uptime_s = %s WHERE id = %s "
                 "AND run_key = %s AND status IN ('running', 'waiting')",
-                (_time(at), uptime_s, execution_id, key),
+                (uptime_s, execution_id, key),
             )
             return cur.rowcount == 1
 

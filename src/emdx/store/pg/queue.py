@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -111,19 +113,6 @@ class PgJobQueue:
             ).fetchone()
         return row is not None and row["id"] is not None
 
-    def end_job(self, job_id: int, status: str = "failed") -> bool:
-        """End a job that no worker will finish (its worker is lost), unless it already ended."""
-        with self._db.write() as conn:
-            cur = conn.execute(
-                "SELECT 1 FROM procrastinate_jobs WHERE id = %s AND status IN ('todo', 'doing') "
-                "FOR UPDATE",
-                (job_id,),
-            )
-            if cur.fetchone() is None:
-                return False
-            conn.execute("SELECT procrastinate_finish_job_v1(%s, %s, false)", (job_id, status))
-        return True
-
     def orphaned_queued(self) -> list[int]:
         """Queued runs whose job will never start them: it ended (its task gave up on a
         database error), vanished, or is held by a worker that is lost (taken, then the worker
@@ -150,6 +139,13 @@ class PgJobQueue:
                         "SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (row["job"],)
                     )
         return [int(r["id"]) for r in rows]
+
+    def clock_offset_s(self) -> float:
+        """The database server's clock minus this host's, in seconds: heartbeats of team runs
+        are stamped by the server, and judged by it."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS t").fetchone()
+        return float(row["t"]) - time.time() if row else 0.0
 
     # -- workers ------------------------------------------------------------------------
 
@@ -249,12 +245,14 @@ class PgJobQueue:
         handler: Handler,
         on_registered: Callable[[int], None],
         periodic: Callable[[], None] | None = None,
+        say: Callable[[str], None] = print,
     ) -> None:
         """Run a procrastinate worker until SIGINT/SIGTERM: each job of `queues` runs
         `handler` (at most `concurrency` at once); an abort cancels the handler's task, which
         stops its run before it returns. `on_registered(worker_id)` is called once the worker
-        is in the database, before it takes a job; `periodic()` every heartbeat (in a
-        thread)."""
+        is in the database, before it takes a job (again after the worker fell over and
+        registered anew: a stalled registration is pruned by the other workers);
+        `periodic()` every heartbeat (in a thread); `say` is told of each fall."""
         asyncio.run(
             _serve(
                 self._db.url,
@@ -265,6 +263,7 @@ class PgJobQueue:
                 handler,
                 on_registered,
                 periodic,
+                say,
             )
         )
 
@@ -278,49 +277,113 @@ async def _serve(
     handler: Handler,
     on_registered: Callable[[int], None],
     periodic: Callable[[], None] | None,
+    say: Callable[[str], None],
 ) -> None:
     import procrastinate
     import procrastinate.exceptions
     from procrastinate import worker as worker_module
 
-    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+    # procrastinate logs its own tracebacks; the worker says what matters in one line each.
+    logging.getLogger("procrastinate").setLevel(logging.CRITICAL)
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
     holder: dict[str, int] = {}
+    stopping = asyncio.Event()
 
     @app.task(name=TASK, pass_context=True)
     async def run(context: Any, execution_id: int, run_key: str) -> None:
         while "worker" not in holder:  # a job fetched before on_registered returned
             await asyncio.sleep(0.01)
         job_id = context.job.id
-        await handler(Job(int(job_id), int(execution_id), str(run_key), holder["worker"]))
 
+        def why() -> str | None:
+            reason = context.abort_reason()
+            if reason is None:
+                return None
+            if reason.value == "shutdown" and not stopping.is_set():
+                return "lost"  # the worker fell over (its registration, the database)
+            return str(reason.value)
+
+        await handler(Job(int(job_id), int(execution_id), str(run_key), holder["worker"], why))
+
+    loop = asyncio.get_running_loop()
+    current: list[Any] = []
+
+    def unretrieved(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A job's bookkeeping that failed in procrastinate (its job ended meanwhile): one line.
+        failure = context.get("exception")
+        say(f"worker: {_one_line(failure) if failure else context.get('message', '?')}")
+
+    loop.set_exception_handler(unretrieved)
+
+    def stop() -> None:
+        stopping.set()
+        for worker in current:
+            worker.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    while not stopping.is_set():
+        try:
+            async with app.open_async():
+                await _serve_once(
+                    app, worker_module, name, queues, concurrency, heartbeat_s, holder,
+                    on_registered, periodic, current,
+                )  # fmt: skip
+        except (OSError, procrastinate.exceptions.ProcrastinateException) as exc:
+            if stopping.is_set():
+                break
+            say(f"the worker lost {display_url(url)} ({_one_line(exc)}): registering again")
+        else:
+            if stopping.is_set():
+                break
+            say("the worker stopped on its own (its registration was pruned?): registering again")
+        current.clear()
+        await asyncio.sleep(max(1.0, heartbeat_s))
+
+
+async def _serve_once(
+    app: Any,
+    worker_module: Any,
+    name: str,
+    queues: list[str],
+    concurrency: int,
+    heartbeat_s: float,
+    holder: dict[str, int],
+    on_registered: Callable[[int], None],
+    periodic: Callable[[], None] | None,
+    current: list[Any],
+) -> None:
+    """One registration of the worker, until it stops (asked to, or fallen over)."""
+    worker = worker_module.Worker(
+        app,
+        queues=queues,
+        name=name,
+        concurrency=concurrency,
+        update_heartbeat_interval=heartbeat_s,
+        stalled_worker_timeout=MISSED_BEATS * heartbeat_s,
+        abort_job_polling_interval=max(0.5, heartbeat_s),
+        fetch_job_polling_interval=max(0.5, heartbeat_s),
+        shutdown_graceful_timeout=0.0,
+        install_signal_handlers=False,
+    )
+    current.append(worker)
+    task = asyncio.create_task(worker.run())
+    while worker.worker_id is None and not task.done():
+        await asyncio.sleep(0.01)
+    if worker.worker_id is not None:
+        holder["worker"] = worker.worker_id
+        await asyncio.to_thread(on_registered, worker.worker_id)
+    beat = asyncio.create_task(_every(heartbeat_s, periodic)) if periodic else None
     try:
-        async with app.open_async():
-            worker = worker_module.Worker(
-                app,
-                queues=queues,
-                name=name,
-                concurrency=concurrency,
-                update_heartbeat_interval=heartbeat_s,
-                stalled_worker_timeout=MISSED_BEATS * heartbeat_s,
-                abort_job_polling_interval=max(0.5, heartbeat_s),
-                fetch_job_polling_interval=max(0.5, heartbeat_s),
-                shutdown_graceful_timeout=0.0,
-            )
-            task = asyncio.create_task(worker.run())  # type: ignore[no-untyped-call]
-            while worker.worker_id is None and not task.done():
-                await asyncio.sleep(0.01)
-            if worker.worker_id is not None:
-                holder["worker"] = worker.worker_id
-                await asyncio.to_thread(on_registered, worker.worker_id)
-            beat = asyncio.create_task(_every(heartbeat_s, periodic)) if periodic else None
-            try:
-                await task
-            finally:
-                if beat is not None:
-                    beat.cancel()
-    except (OSError, procrastinate.exceptions.ConnectorException) as exc:
-        raise StoreError(f"the worker lost {display_url(url)}: {exc}") from None
+        await task
+    finally:
+        if beat is not None:
+            beat.cancel()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
 
 
 async def _every(interval_s: float, call: Callable[[], None]) -> None:
