@@ -216,7 +216,7 @@ def default_probe(store: Store | None = None) -> Probe:
     name and which workers are alive."""
     queue = store.queue if store is not None else None
     if queue is None:
-        return Probe(kill_grace_s=settings.kill_grace(), host=settings.host_name())
+        return Probe(kill_grace_s=settings.kill_grace())  # no row names a host
     # The team's heartbeats are the database server's times: judged by its clock too.
     offset = timedelta(seconds=queue.clock_offset_s())
     return Probe(
