@@ -213,8 +213,21 @@ def _repo(path: Path) -> Path:
 
 def test_a_worktree_run_goes_to_a_worker_holding_its_repository(team: Team) -> None:
     here = _repo(team.root / "laptop-src" / "proj")
-    there = _repo(team.root / "alpha-src" / "proj")
-    team.start_worker("beta")  # holds no repository: never takes it
+    there = team.root / "alpha-src" / "proj"
+    there.parent.mkdir()
+    subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)
+    # Another repository of the same name, not a clone: its worker must never take the run.
+    other = team.root / "beta-src" / "proj"
+    other.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=other, check=True)
+    (other / "unrelated").write_text("x\n")
+    subprocess.run(["git", "add", "."], cwd=other, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=u", "-c", "user.email=u@u", "commit", "-q", "-m", "other"],
+        cwd=other,
+        check=True,
+    )
+    team.start_worker("beta", repos=(other,))
     team.start_worker("alpha", repos=(there,))
     doc = team.save("laptop", "# in the repo\n")
     run = team.submit("laptop", doc, "--worktree", cwd=here)
@@ -225,9 +238,11 @@ def test_a_worktree_run_goes_to_a_worker_holding_its_repository(team: Team) -> N
         ["git", "branch", "--list", row.branch], cwd=there, capture_output=True, text=True
     )
     assert row.branch in branches.stdout
-    assert not subprocess.run(
-        ["git", "branch", "--list", row.branch], cwd=here, capture_output=True, text=True
-    ).stdout  # the submitting host's repository is untouched
+    for untouched in (here, other):  # the submitting host's, and the namesake
+        listed = subprocess.run(
+            ["git", "branch", "--list", row.branch], cwd=untouched, capture_output=True, text=True
+        )
+        assert not listed.stdout, untouched
 
 
 def test_a_kill_of_a_run_whose_worker_died_records_host_lost(team: Team) -> None:

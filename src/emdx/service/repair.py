@@ -233,11 +233,10 @@ def requeue_orphans(store: Store) -> list[int]:
     for execution_id in queue.orphaned_queued():
         with contextlib.suppress(EmdxError):
             execution = store.executions.get(execution_id)
-            repo = Path(execution.repo).name if execution.repo else None
             queue.defer(
                 execution.id,
                 execution.run_key or "",
-                queue=queue_name(execution.options, repo),
+                queue=queue_name(execution.options),
                 priority=execution.options.priority,
             )
             done.append(execution_id)

@@ -118,10 +118,10 @@ def fill_slots(store: Store) -> list[int]:
     return started
 
 
-def queue_name(options: ExecOptions, repo: str | None) -> str:
-    """Team mode: the queue a run goes to: --queue, else its repository's for a worktree run
-    (the workers holding it), else the default."""
-    return options.queue or (repo_queue(repo) if repo is not None else DEFAULT_QUEUE)
+def queue_name(options: ExecOptions) -> str:
+    """Team mode: the queue a run goes to: --queue (a worktree run's is its repository's, set
+    when it was created), else the default."""
+    return options.queue or DEFAULT_QUEUE
 
 
 class Scheduler:
@@ -156,6 +156,9 @@ class Scheduler:
         if working_dir is None and wanted:
             repo = git.toplevel()
         options = replace(options, worktree=repo is not None)
+        if team and repo is not None and options.queue is None:
+            # The workers holding this repository (`emdx worker --repo`) take it.
+            options = replace(options, queue=repo_queue(repo.name, git.root_commit(repo)))
         if team and working_dir is not None:
             raise InvalidStateError(
                 "resume is not available in team mode: the session's directory is on the "
@@ -224,7 +227,7 @@ class Scheduler:
                     return executions.get(execution_id)
             if repo is not None:
                 executions.update(execution_id, repo=str(repo))
-            name = queue_name(options, repo.name if repo is not None else None)
+            name = queue_name(options)
             queue.defer(
                 execution_id,
                 run_key,

@@ -19,6 +19,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emdx import paths, settings, smart, system
 from emdx.errors import EmdxError, InvalidStateError, NotFoundError
@@ -48,7 +49,8 @@ class WorkerConfig:
     host: str
     queues: tuple[str, ...]
     repos: Mapping[str, Path] = field(default_factory=dict)
-    """Repository name (its directory's) → its path on this host: the worktree runs it takes."""
+    """Repository queue (`repo_queue`: its name and first commit) → its path on this host: the
+    worktree runs it takes."""
     concurrency: int = 1
     heartbeat_s: float = 10.0
 
@@ -57,7 +59,7 @@ def worker_config(
     name: str | None, queues: list[str], repos: list[Path], concurrency: int
 ) -> WorkerConfig:
     """The worker's settings, checked: repositories must be git repositories here."""
-    from emdx.store.api import DEFAULT_QUEUE
+    from emdx.store.api import DEFAULT_QUEUE, repo_queue
 
     if concurrency < 1:
         raise InvalidStateError("--concurrency must be at least 1")
@@ -66,7 +68,7 @@ def worker_config(
         top = git.toplevel(repo)
         if top is None:
             raise InvalidStateError(f"--repo {repo} is not a git repository")
-        found[top.name] = top
+        found[repo_queue(top.name, git.root_commit(top))] = top
     host = settings.host_name()
     return WorkerConfig(
         name=name or f"{host}-{os.getpid()}",
@@ -90,9 +92,8 @@ def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> Non
     for action in cleanup.processes(store):
         say(f"start-up sweep: {action.target}: {action.detail}")
     worker = _Worker(store, queue, config, say)
-    from emdx.store.api import repo_queue
 
-    queues = [*config.queues, *(repo_queue(name) for name in config.repos)]
+    queues = [*config.queues, *config.repos]
     try:
         queue.serve(
             name=config.name,
@@ -279,6 +280,8 @@ class _Worker:
             return None
         if row.run_key != job.run_key or row.status is not ExecutionStatus.QUEUED:
             return None  # another run's id (a restored backup), or killed / started already
+        if row.job_id != job.job_id:
+            return None  # queued again meanwhile (this worker was thought lost): not ours
         if not self._ready(row):
             return None
         try:
@@ -287,10 +290,17 @@ class _Worker:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._failed(row, f"could not prepare the run: {detail}")
             return None
-        if executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED) != "claimed":
-            # Killed while we prepared: nothing of it may stay behind.
+        if (
+            executions.get(row.id).job_id != job.job_id
+            or executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED) != "claimed"
+        ):
+            # Killed, or queued again, while we prepared: nothing of it may stay behind.
             self._discard_workdir(execution)
             return None
+        # Ours now: the row names this host's directory and the job that runs it (a kill from
+        # any host aborts that one), whatever another preparer wrote meanwhile.
+        self._record_here(row.id, row.run_key or "", str(execution.working_dir), job.job_id)
+        execution = executions.get(row.id)
         note_run(
             store,
             execution,
@@ -318,11 +328,10 @@ class _Worker:
             delay = RETRY_HELD_S
         if delay is None:
             return True
-        repo = Path(row.repo).name if row.repo else None
         self.queue.defer(
             row.id,
             row.run_key or "",
-            queue=queue_name(row.options, repo),
+            queue=queue_name(row.options),
             priority=row.options.priority,
             delay_s=delay,
         )
@@ -337,10 +346,11 @@ class _Worker:
         if prompt is None:
             raise InvalidStateError("its prompt is not in the team's database")
         if row.options.worktree:
-            name = Path(row.repo).name if row.repo else ""
-            repo = self.config.repos.get(name)
+            repo = self.config.repos.get(row.options.queue or "")
             if repo is None:
-                raise InvalidStateError(f"this worker does not hold the repository {name!r}")
+                raise InvalidStateError(
+                    f"this worker does not hold the repository of queue {row.options.queue!r}"
+                )
             workdir, branch = scheduler.make_worktree(row.id, repo, key, row.doc_title)
             if row.exec_type is not ExecType.RESUME and row.doc_id is not None:
                 doc = self.store.documents.get(row.doc_id, include_deleted=True)
@@ -349,16 +359,24 @@ class _Worker:
         else:
             workdir = scheduler.make_run_dir(key)
         paths.write_private(paths.prompt_path(key), prompt)
+        self._record_here(row.id, key, str(workdir))
+        return self.store.executions.get(row.id)
+
+    def _record_here(
+        self, execution_id: int, key: str, workdir: str, job: int | None = None
+    ) -> None:
+        """The row fields that say where the run runs (and, once claimed, by which job)."""
+        fields: dict[str, Any] = {} if job is None else {"job_id": job}
         self.store.executions.update(
-            row.id,
+            execution_id,
             key=key,
-            working_dir=str(workdir),
+            working_dir=workdir,
             log_file=str(paths.run_log_path(key)),
             heartbeat_s=settings.heartbeat_seconds(),
             host=self.config.host,
             worker_id=self.worker_id,
+            **fields,
         )
-        return self.store.executions.get(row.id)
 
     def _discard_workdir(self, execution: Execution) -> None:
         key = execution.run_key or ""

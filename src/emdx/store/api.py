@@ -150,10 +150,11 @@ class ExecutionsAPI(Protocol):
 DEFAULT_QUEUE = "emdx"
 
 
-def repo_queue(name: str) -> str:
+def repo_queue(name: str, root: str | None) -> str:
     """The queue of runs that need a worker holding the repository `name` (its directory's
-    name: the paths differ from host to host)."""
-    return f"repo:{name}"
+    name: the paths differ from host to host) whose first commit is `root` (two unrelated
+    repositories of one name are not the same)."""
+    return f"repo:{name}@{root[:12]}" if root else f"repo:{name}"
 
 
 @dataclass(frozen=True)

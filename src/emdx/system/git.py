@@ -159,6 +159,14 @@ def toplevel(cwd: Path | str | None = None) -> Path | None:
     return Path(os.path.realpath(result.out)) if result.ok and result.out else None
 
 
+def root_commit(repo: Path) -> str | None:
+    """The repository's first commit (the smallest of its roots): the same in every clone, so
+    that team mode tells two repositories of the same name apart. None before any commit."""
+    result = run(["rev-list", "--max-parents=0", "HEAD"], repo, timeout=30)
+    roots = sorted(result.out.split()) if result.ok else []
+    return roots[0] if roots else None
+
+
 def common_dir(repo: Path) -> Path | None:
     """The repository's shared `.git` directory, resolved."""
     result = run(["rev-parse", "--git-common-dir"], repo, timeout=30)
