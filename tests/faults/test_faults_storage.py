@@ -21,6 +21,7 @@ from faults_helpers import (
     LIBFAKETIME,
     World,
     assert_same_snapshot,
+    faketime_env,
     final_triple,
     log_entries,
     log_messages,
@@ -34,45 +35,6 @@ from emdx.models import now_iso, parse_time, utc_now
 # -- 9. wall-clock jump ----------------------------------------------------------------------
 
 
-def _sleep_shim(tmp: Path) -> Path:
-    """A `sitecustomize` that makes `time.sleep` a `select()` timeout, for every Python process
-    of the run (CLI, supervisor, fake agent).
-
-    libfaketime 0.9.10 (this machine's) with FAKETIME_DONT_FAKE_MONOTONIC=1 breaks Python 3.11's
-    `time.sleep`: its clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) wrapper hands the kernel a
-    negative time and the call fails with EINVAL (wolfcw/libfaketime#426), which would crash
-    the fake agent at its first FAKE:interval pause and any supervisor code path that sleeps.
-    A relative select() timeout has the same meaning and is untouched by libfaketime.
-    """
-    shim = tmp / "faketime-shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(
-        "import select, time\n"
-        "def _sleep(seconds):\n"
-        "    if seconds > 0:\n"
-        "        select.select([], [], [], seconds)\n"
-        "time.sleep = _sleep\n"
-    )
-    return shim
-
-
-def _faketime_env(tmp: Path) -> tuple[dict[str, str], Path]:
-    """Environment that runs a process under libfaketime with the real monotonic clock and a
-    wall-clock offset read from the returned file on every call (write "+2d" to jump)."""
-    rc = tmp / "faketime.rc"
-    rc.write_text("+0\n")
-    env = {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_TIMESTAMP_FILE": str(rc),
-        "FAKETIME_NO_CACHE": "1",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_sleep_shim(tmp)), os.environ.get("PYTHONPATH")) if p
-        ),
-    }
-    return env, rc
-
-
 NEEDS_FAKETIME = pytest.mark.skipif(not LIBFAKETIME.exists(), reason="no libfaketime")
 
 
@@ -81,7 +43,7 @@ NEEDS_FAKETIME = pytest.mark.skipif(not LIBFAKETIME.exists(), reason="no libfake
 def test_wall_clock_jump_mid_run(world: World, cli: Cli, jump: str) -> None:
     """9. The supervisor's wall clock jumps mid-run while its monotonic clock keeps going: the run
     completes (no timeout, no stall) and every event is processed. duration_s is printed."""
-    env, rc = _faketime_env(world.tmp)
+    env, rc = faketime_env(world.tmp)
     doc = world.doc("# clock\nFAKE:events=8\nFAKE:interval=0.5\n")
     done = cli("claude", "execute", str(doc), "--background", "--timeout", "30s", env=env)
     assert done.code == 0, done
@@ -128,7 +90,7 @@ def test_cleanup_after_forward_clock_jump_spares_live_run(world: World, cli: Cli
     FAILS today (bug): cleanup.processes judges "overdue" by wall-clock age of started_at only,
     kills the agent and the supervisor, and the row ends failed/143/no_result (the supervisor,
     still alive when its agent died, records its own reading before cleanup's timeout CAS)."""
-    env, rc = _faketime_env(world.tmp)
+    env, rc = faketime_env(world.tmp)
     doc = world.doc("# clock\nFAKE:events=12\nFAKE:interval=0.5\n")
     done = cli("claude", "execute", str(doc), "--background", "--timeout", "30s", env=env)
     assert done.code == 0, done

@@ -8,6 +8,7 @@ shared with the other suites: tests/support/testkit.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
 from collections.abc import Collection, Sequence
@@ -233,3 +234,42 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("emdx: error: "), lines
     return lines[0]
+
+
+def sleep_shim(tmp: Path) -> Path:
+    """A `sitecustomize` that makes `time.sleep` a `select()` timeout, for every Python process
+    of the run (CLI, supervisor, fake agent).
+
+    libfaketime 0.9.10 (this machine's) with FAKETIME_DONT_FAKE_MONOTONIC=1 breaks Python 3.11's
+    `time.sleep`: its clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) wrapper hands the kernel a
+    negative time and the call fails with EINVAL (wolfcw/libfaketime#426), which would crash
+    the fake agent at its first FAKE:interval pause and any supervisor code path that sleeps.
+    A relative select() timeout has the same meaning and is untouched by libfaketime.
+    """
+    shim = tmp / "faketime-shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import select, time\n"
+        "def _sleep(seconds):\n"
+        "    if seconds > 0:\n"
+        "        select.select([], [], [], seconds)\n"
+        "time.sleep = _sleep\n"
+    )
+    return shim
+
+
+def faketime_env(tmp: Path) -> tuple[dict[str, str], Path]:
+    """Environment that runs a process under libfaketime with the real monotonic clock and a
+    wall-clock offset read from the returned file on every call (write "+2d" to jump)."""
+    rc = tmp / "faketime.rc"
+    rc.write_text("+0\n")
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_TIMESTAMP_FILE": str(rc),
+        "FAKETIME_NO_CACHE": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(sleep_shim(tmp)), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
+    return env, rc

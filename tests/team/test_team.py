@@ -423,3 +423,19 @@ def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) 
     assert not zombies, f"unreaped supervisors: {zombies}"
     quick = team.submit("laptop", team.save("laptop", "# next\n"))
     assert team.wait_final(quick).status.value == "completed"
+
+
+def test_a_host_with_a_skewed_clock_is_judged_by_the_servers(team: Team) -> None:
+    """A worker host 90 s behind: its runs' heartbeats are stamped by the database server's
+    clock, so another host sees them fresh (not unresponsive)."""
+    from faults_helpers import LIBFAKETIME, faketime_env
+
+    assert LIBFAKETIME.exists(), "make test installs faketime"
+    env, rc = faketime_env(team.root)
+    rc.write_text("-90s\n")
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    alpha = team.start_worker("alpha", extra=env)
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=200\nFAKE:interval=0.1\n"))
+    wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
+    seen = team.cli("laptop", "exec", "health")
+    assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()

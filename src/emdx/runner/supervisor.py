@@ -27,7 +27,7 @@ from emdx import paths, settings, smart, system
 from emdx.agent.outcome import EXIT_TIMEOUT, Outcome, decide
 from emdx.agent.totals import Banked
 from emdx.masking import Masker
-from emdx.models import Execution, ExecutionStatus, now_iso
+from emdx.models import Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.runlog import LogWriter
 from emdx.runner import clock, policy, waiting
@@ -123,7 +123,7 @@ class Supervisor:
             key=self.key,
             pid=me,
             pid_started_at=self.started_at,
-            heartbeat_at=now_iso(),
+            heartbeat_at=self.writer.now(self.store),
             uptime_s=round(self.uptime(), 3),
             heartbeat_s=self.heartbeat_s,
         )

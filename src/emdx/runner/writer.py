@@ -13,18 +13,21 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from emdx import paths, runlog
 from emdx.errors import EmdxError, NotFoundError
-from emdx.models import now_iso, percentile
+from emdx.models import now_iso, percentile, to_iso, utc_now
 from emdx.store import Store, open_store
 
 PROGRESS_EVERY_S = 0.5
 # Team mode: at most this much of the log is shipped to the team's copy per tick.
 SHIP_MAX_BYTES = 2 * 1024 * 1024
 
+# Team mode: the server's clock is read again every this many beats (a host's clock may step).
+OFFSET_EVERY_BEATS = 30
 # Entries written from outside the supervisor (`runlog.note_entry`: source "emdx", right after
 # the time and level, which no agent controls) reach the team's copy from their writer.
 OUTSIDE_NOTE = b'"source": "emdx"'
@@ -114,6 +117,7 @@ class RowWriter:
         # that gave up on us, a repair, a host declared lost while its worker was frozen.
         self.on_row_gone = on_row_gone
         self._gone = False
+        self._offset: float | None = None
         self.shipper = LogShipper(log_path, key) if log_path is not None else None
         self.id = execution_id
         self.key = key
@@ -205,7 +209,9 @@ class RowWriter:
     def _beat(self, store: Store) -> None:
         began = time.perf_counter()
         try:
-            taken = store.executions.beat(self.id, now_iso(), round(self.uptime(), 3), self.key)
+            taken = store.executions.beat(
+                self.id, self.now(store), round(self.uptime(), 3), self.key
+            )
             self.beat_ms.append((time.perf_counter() - began) * 1000)
             if not taken:
                 self._check_row(store)
@@ -213,6 +219,19 @@ class RowWriter:
             # Never fatal: a missed beat only makes the run look unresponsive for a while.
             self.beat_failures += 1
             self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+
+    def now(self, store: Store) -> str:
+        """The heartbeat's time: this host's clock; in team mode the database server's (read
+        as an offset now and then), so that every host judges heartbeats by one clock."""
+        queue = store.queue
+        if queue is None:
+            return now_iso()
+        if self._offset is None or len(self.beat_ms) % OFFSET_EVERY_BEATS == 0:
+            try:
+                self._offset = queue.clock_offset_s()
+            except EmdxError:
+                self._offset = self._offset or 0.0
+        return to_iso(utc_now() + timedelta(seconds=self._offset))
 
     def _check_row(self, store: Store) -> None:
         """A beat no row took: is ours finished (or gone)? Then nothing may go on acting for

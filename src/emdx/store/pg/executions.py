@@ -308,11 +308,9 @@ class PgExecutionStore:
             return False
         with self._db.write() as conn:
             cur = conn.execute(
-                # The server's clock, not the host's: every host judges heartbeats by one
-                # clock (`PgJobQueue.clock_offset_s`), whatever its own says.
-                "UPDATE executions SET heartbeat_at = now(), uptime_s = %s WHERE id = %s "
+                "UPDATE executions SET heartbeat_at = %s, uptime_s = %s WHERE id = %s "
                 "AND run_key = %s AND status IN ('running', 'waiting')",
-                (uptime_s, execution_id, key),
+                (_time(at), uptime_s, execution_id, key),
             )
             return cur.rowcount == 1
 
