@@ -154,41 +154,6 @@ def test_migrated_text_id_works_for_show_and_kill(ctl: Ctl) -> None:
 # -- processes that are not the run's -----------------------------------------------------
 
 
-def test_kill_never_signals_a_reused_supervisor_pid(ctl: Ctl) -> None:
-    """The row's pid now belongs to an unrelated live process (different start time)."""
-    witness = ctl.witness()
-    pid, started = witness.identity
-    execution_id = ctl.insert_row(pid=pid, pid_started_at=started - 1000, heartbeat_at=None)
-
-    result = ctl.emdx("exec", "kill", str(execution_id))
-
-    # Its supervisor was gone before the kill: the command's sweep finds and says so.
-    assert result.code == 1, result.stderr
-    assert "already failed (exit 137)" in result.stderr
-    row = ctl.get(execution_id)
-    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "runner_lost")
-    assert alive((pid, started)) and witness.signals() == []
-
-
-def test_kill_never_signals_a_reused_agent_pid(ctl: Ctl) -> None:
-    witness = ctl.witness()
-    pid, started = witness.identity
-    runner_pid, runner_started = ctl.dead_identity()
-    execution_id = ctl.insert_row(
-        pid=runner_pid,
-        pid_started_at=runner_started,
-        agent_pid=pid,
-        agent_started_at=started - 1000,
-    )
-
-    result = ctl.emdx("exec", "kill", str(execution_id))
-
-    # The sweep found its supervisor gone first: nothing was left to kill.
-    assert result.code == 1 and "already failed" in result.stderr, result
-    assert ctl.get(execution_id).reason == "runner_lost"
-    assert alive((pid, started)) and witness.signals() == []
-
-
 @pytest.mark.parametrize("how", ["kill", "complete"])
 def test_same_execution_id_in_another_emdx_home_is_not_touched(ctl: Ctl, how: str) -> None:
     """A process of run #N of ANOTHER data directory (the marker alone says EMDX_EXECUTION_ID=N)

@@ -60,23 +60,6 @@ def test_timeout_with_agent_ignoring_sigterm(runs: Runs) -> None:
     runs.assert_all_gone(row, agent)
 
 
-def test_hang_after_result(runs: Runs) -> None:
-    """The agent prints a success result and never exits (EMDX_RESULT_EXIT_GRACE_SECONDS=2).
-
-    Observed: the supervisor stops it and records failed / 124 / "hung_after_result" — a reason
-    that is not a member of `emdx.models.Reason` (see the report).
-    """
-    pidfile = runs.pidfile()
-    doc = runs.doc(f"# hangs\nFAKE:hang-after-result\nFAKE:pidfile={pidfile}\n")
-    execution = runs.service.start_execution(doc)
-    agent = read_pidfile(pidfile)
-    row = runs.wait_final(execution.id, timeout=20)
-    assert (row.status.value, row.exit_code, row.reason) == ("failed", 124, "hung_after_result")
-    assert row.session_id and row.cost_usd == 0.0123  # the result was still recorded
-    assert any("did not exit" in m for m in _messages(row.log_file))
-    runs.assert_all_gone(row, agent)
-
-
 @pytest.mark.parametrize(
     ("signum", "ignore_term", "expected_code"),
     [
