@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emdx import paths, runlog, system
 from emdx.errors import EmdxError, InvalidStateError, NotFoundError
@@ -25,8 +25,6 @@ from emdx.models import (
     WorkerInfo,
 )
 from emdx.runlog import LogTail
-from emdx.service import branches as branch_cleanup
-from emdx.service import cleanup as cleanups
 from emdx.service import kill, monitor, repair
 from emdx.service.documents import (
     MAX_DOCUMENT_BYTES,
@@ -41,6 +39,9 @@ from emdx.service.liveness import Judgement, default_probe, judge
 from emdx.service.monitor import ExecStats, RunHealth
 from emdx.service.scheduler import Scheduler, fill_slots, make_run_key
 from emdx.store import Store, open_store
+
+if TYPE_CHECKING:  # cleanup is imported by the cleanup commands only
+    from emdx.service import cleanup as cleanups
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -260,11 +261,15 @@ class Service:
         return result
 
     def cleanup_processes(self, dry_run: bool = False) -> list[cleanups.Action]:
+        from emdx.service import cleanup as cleanups
+
         return cleanups.processes(self.store, dry_run)
 
     def cleanup_executions(
         self, older_than_s: float = 1800.0, dry_run: bool = False
     ) -> list[cleanups.Action]:
+        from emdx.service import cleanup as cleanups
+
         return cleanups.executions(self.store, older_than_s, dry_run)
 
     def cleanup_dirs(
@@ -272,6 +277,8 @@ class Service:
     ) -> list[cleanups.Action]:
         """Old run directories removed. A `runs/` that cannot be trusted (a link) is an error,
         or with `keep_going` one failed line (`cleanup all` goes on with the branches)."""
+        from emdx.service import cleanup as cleanups
+
         try:
             return cleanups.dirs(self.store, older_than_s, dry_run)
         except EmdxError as exc:
@@ -287,6 +294,8 @@ class Service:
     def cleanup_branches(
         self, repo: Path | None = None, force: bool = False, dry_run: bool = False
     ) -> list[cleanups.Action]:
+        from emdx.service import branches as branch_cleanup
+
         return branch_cleanup.branches(self.store, repo, force, dry_run)
 
     # -- team mode ---------------------------------------------------------------------------
