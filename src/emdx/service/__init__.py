@@ -25,7 +25,7 @@ from emdx.models import (
     WorkerInfo,
 )
 from emdx.runlog import LogTail
-from emdx.service import kill, monitor, repair
+from emdx.service import kill, repair
 from emdx.service.documents import (
     MAX_DOCUMENT_BYTES,
     Documents,
@@ -36,12 +36,21 @@ from emdx.service.documents import (
 from emdx.service.holds import hold_reason
 from emdx.service.kill import KillResult, run_identities
 from emdx.service.liveness import Judgement, default_probe, judge
-from emdx.service.monitor import ExecStats, RunHealth
 from emdx.service.scheduler import Scheduler, fill_slots, make_run_key
 from emdx.store import Store, open_store
 
-if TYPE_CHECKING:  # cleanup is imported by the cleanup commands only
+if TYPE_CHECKING:  # imported by the commands that use them only (listings stay quick)
     from emdx.service import cleanup as cleanups
+    from emdx.service.monitor import ExecStats, RunHealth
+
+
+def __getattr__(name: str) -> object:
+    if name in ("ExecStats", "RunHealth"):
+        from emdx.service import monitor
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -210,15 +219,21 @@ class Service:
 
     def reconcile(self, execution: Execution) -> Execution:
         """The row, repaired if its supervisor is gone (a zombie execution)."""
+        from emdx.service import monitor
+
         return monitor.current(self.store, execution.id, "emdx")
 
     def log_path(self, execution: Execution) -> Path:
         """The run's log file; an error saying why when there is none (`monitor.log_path`)."""
+        from emdx.service import monitor
+
         return monitor.log_path(execution)
 
     def log_entries(self, execution: Execution, last: int | None = None) -> list[dict[str, Any]]:
         """The run's log entries (the `last` ones); an error saying why when it has no log.
         In team mode a run of another host is read from the team's copy of its log."""
+        from emdx.service import monitor
+
         if monitor.shared_log(self.store, execution):
             entries = [entry for _, entry in monitor.shared_entries(self.store, execution)]
             return entries if last is None else entries[-last:] if last > 0 else []
@@ -226,6 +241,8 @@ class Service:
 
     def iter_log(self, execution: Execution) -> Iterator[dict[str, Any]]:
         """Every entry of the run's log, one at a time (bounded memory)."""
+        from emdx.service import monitor
+
         if monitor.shared_log(self.store, execution):
             yield from (entry for _, entry in monitor.shared_entries(self.store, execution))
             return
@@ -238,18 +255,26 @@ class Service:
     def follow_execution(
         self, execution_id: int, poll_s: float = 0.2, last: int | None = None
     ) -> Iterator[dict[str, Any]]:
+        from emdx.service import monitor
+
         return monitor.follow(self.store, execution_id, poll_s, last)
 
     def wait_for_final(self, execution_id: int, timeout_s: float) -> Execution:
+        from emdx.service import monitor
+
         return monitor.wait_for_final(self.store, execution_id, timeout_s)
 
     def execution_stats(self) -> ExecStats:
         """Totals; `zombies` are the runs found with their supervisor gone — by this command's
         sweep, which repaired them, if it ran one."""
+        from emdx.service import monitor
+
         swept = self.last_sweep.repaired if self.last_sweep is not None else None
         return monitor.stats(self.store, swept)
 
     def health(self, interval_s: float = 0.2) -> list[RunHealth]:
+        from emdx.service import monitor
+
         return monitor.health(self.store, interval_s)
 
     # -- stopping and cleaning up ----------------------------------------------------------
