@@ -369,6 +369,9 @@ def test_health_from_another_host_and_of_a_team_without_workers(team: Team) -> N
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0, seen.stdout + seen.stderr
     assert f"#{queued} healthy" in seen.stdout and "on alpha" in seen.stdout, seen.stdout
+    routed = team.submit("laptop", team.save("laptop", "# gpu\n"), "--queue", "gpu")
+    nobody_takes = team.cli("laptop", "exec", "health")
+    assert nobody_takes.code == 1 and f"#{routed} unserved" in nobody_takes.stdout
 
 
 def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) -> None:
@@ -439,3 +442,30 @@ def test_a_host_with_a_skewed_clock_is_judged_by_the_servers(team: Team) -> None
     wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
+
+
+def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: Team) -> None:
+    mark, release = team.root / "held", team.root / "release"
+    fault = {
+        "proc": "cli",
+        "target": "emdx.service.team:_Worker._make_workdir",
+        "when": "after",
+        "action": "hold",
+        "mark": str(mark),
+        "release": str(release),
+    }
+    team.base_env["PYTHONPATH"] = f"{FAULT_HOOKS}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    team.base_env["EMDX_FAULTS"] = json.dumps([fault])
+    alpha = team.start_worker("alpha")
+    del team.base_env["EMDX_FAULTS"]
+    run = team.submit("laptop", team.save("laptop", "# moves\n"))
+    wait_until(mark.exists, 60, message=alpha.text)
+    alpha.signal(signal.SIGTERM)  # while its directory is made, before the claim
+    release.touch()
+    alpha.proc.wait(30)
+    assert team.row(run).status.value == "queued", team.row(run)
+    key = team.row(run).run_key or ""
+    assert not (alpha.home / "runs" / key).exists()  # nothing of it stays on alpha
+    team.start_worker("beta")
+    row = team.wait_final(run)
+    assert (row.status.value, row.host) == ("completed", "beta"), (row, team.events(run))

@@ -89,3 +89,7 @@ def test_queued_runs_with_no_live_worker_are_unserved() -> None:
     unserved = judge(queued, _probe(alive_workers=set()))
     assert unserved.verdict is Verdict.UNSERVED and not unserved.verdict.healthy
     assert judge(queued, _probe(alive_workers=None)).verdict is Verdict.QUEUED  # SQLite mode
+    served = _probe(served_queues=frozenset({"emdx"}))
+    assert judge(queued, served).verdict is Verdict.QUEUED
+    routed = replace(queued, options=ExecOptions(queue="gpu"))
+    assert judge(routed, served).verdict is Verdict.UNSERVED  # workers alive, none takes gpu

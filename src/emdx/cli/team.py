@@ -60,7 +60,7 @@ def workers(
                 state,
                 age,
                 f"{w.running}/{w.concurrency}",
-                ", ".join(w.queues + tuple(f"repo:{Path(r).name}" for r in w.repos)),
+                ", ".join(w.queues),
             ]
         )
     print_table(

@@ -150,8 +150,10 @@ def _kill_remote(store: Store, execution: Execution, who: str) -> KillResult:
         record_host_lost(store, execution, who, judgement.detail or "its worker is gone")
         return KillResult(store.executions.get(execution.id), False)
     queue.request_abort(execution.job_id)
-    deadline = time.monotonic() + settings.kill_grace() + SUPERVISOR_FINISH_S
-    deadline += 3 * settings.worker_heartbeat()  # an abort missed over NOTIFY: the worker polls
+    # The worker's own kill may need all of its steps (a frozen supervisor: SIGTERM, its grace
+    # and the wait for its write, then SIGKILL), after an abort it may only see at its poll.
+    deadline = time.monotonic() + 2 * (settings.kill_grace() + SUPERVISOR_FINISH_S)
+    deadline += 3 * settings.worker_heartbeat()
     next_judgement = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         current = store.executions.get(execution.id)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from emdx import settings, system
 from emdx.models import Execution, ExecutionStatus, parse_time, utc_now
 from emdx.store import Store
+from emdx.store.api import DEFAULT_QUEUE
 
 DEFAULT_HEARTBEAT_S = 10.0
 # Heartbeats a run may miss before it is unresponsive (circus's watchdog: interval × misses).
@@ -55,7 +56,7 @@ class Verdict(enum.StrEnum):
     """The row says running but its supervisor is gone: finished as the supervisor left it
     (its outcome file) or failed/137/runner_lost."""
     UNSERVED = "unserved"
-    """Team mode: queued, and no worker is alive to take it."""
+    """Team mode: queued, and no live worker takes its queue."""
     HOST_LOST = "host_lost"
     """Team mode: a run of another host whose worker's heartbeat stopped (killed, frozen, cut
     off): failed/137/host_lost, never retried (an agent run is not idempotent)."""
@@ -103,6 +104,8 @@ class Probe:
     """This host's name (team mode): a run recorded on another host is judged remotely."""
     alive_workers: frozenset[int] | None = None
     """Team mode: the workers whose heartbeat is fresh; None outside team mode."""
+    served_queues: frozenset[str] | None = None
+    """Team mode: the queues a live worker takes; None outside team mode."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,9 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
     if status is ExecutionStatus.QUEUED:
         if probe.alive_workers is not None and not probe.alive_workers:
             return Judgement(Verdict.UNSERVED, False, None, "no worker of the team is alive")
+        wanted = execution.options.queue or DEFAULT_QUEUE
+        if probe.served_queues is not None and wanted not in probe.served_queues:
+            return Judgement(Verdict.UNSERVED, False, None, f"no live worker takes queue {wanted}")
         return Judgement(Verdict.QUEUED, False, None)
     if remote:
         return _judge_remote(execution, probe)
@@ -223,5 +229,6 @@ def default_probe(store: Store | None = None) -> Probe:
         kill_grace_s=settings.kill_grace(),
         host=settings.host_name(),
         alive_workers=frozenset(queue.alive_workers()),
+        served_queues=frozenset(queue.served_queues()),
         wall_now=lambda: utc_now() + offset,
     )

@@ -128,7 +128,7 @@ class _Worker:
             name=self.config.name,
             host=self.config.host,
             pid=os.getpid(),
-            queues=self.config.queues,
+            queues=[*self.config.queues, *self.config.repos],
             repos=[str(p) for p in self.config.repos.values()],
             concurrency=self.config.concurrency,
             heartbeat_s=self.config.heartbeat_s,
@@ -291,10 +291,12 @@ class _Worker:
             self._failed(row, f"could not prepare the run: {detail}")
             return None
         if (
-            executions.get(row.id).job_id != job.job_id
+            job.abort_reason() is not None  # this worker is stopping: leave it to the others
+            or executions.get(row.id).job_id != job.job_id
             or executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED) != "claimed"
         ):
-            # Killed, or queued again, while we prepared: nothing of it may stay behind.
+            # Killed, queued again or given up while we prepared: nothing of it may stay
+            # behind (a run left queued gets a new job from the next sweep).
             self._discard_workdir(execution)
             return None
         # Ours now: the row names this host's directory and the job that runs it (a kill from

@@ -195,6 +195,13 @@ class PgJobQueue:
             ).fetchall()
         return {int(r["id"]) for r in rows}
 
+    def served_queues(self) -> set[str]:
+        """The queues some live worker takes."""
+        found: set[str] = set()
+        for worker in self.workers():
+            found.update(worker.queues)
+        return found
+
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         """Every worker that said who it is, newest first: alive, or (with `include_gone`)
         stopped and lost ones too."""
