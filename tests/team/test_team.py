@@ -469,3 +469,18 @@ def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: 
     team.start_worker("beta")
     row = team.wait_final(run)
     assert (row.status.value, row.host) == ("completed", "beta"), (row, team.events(run))
+
+
+def test_a_kill_from_another_host_of_a_frozen_supervisor_succeeds(team: Team) -> None:
+    alpha = team.start_worker("alpha", extra={"EMDX_KILL_GRACE_SECONDS": "1"})
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=600\nFAKE:interval=0.1\n"))
+    row = wait_until(lambda: (r := team.row(run)).agent_pid and r or None, 60, message=alpha.text)
+    assert row.pid and row.pid_started_at is not None
+    supervisor = (row.pid, row.pid_started_at)
+    identities = _host_processes(team, "alpha")
+    system.send_signal(*supervisor, signal.SIGSTOP)
+    killed = team.cli("laptop", "exec", "kill", str(run), timeout=120)
+    assert killed.code == 0, killed.stderr + alpha.text()
+    final = team.row(run)
+    assert (final.status.value, final.exit_code) == ("killed", 137), final
+    assert_gone([*identities, supervisor], what="the frozen run's processes")
