@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -474,7 +475,7 @@ def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: 
 def test_a_kill_from_another_host_of_a_frozen_supervisor_succeeds(team: Team) -> None:
     alpha = team.start_worker("alpha", extra={"EMDX_KILL_GRACE_SECONDS": "1"})
     run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=600\nFAKE:interval=0.1\n"))
-    row = wait_until(lambda: (r := team.row(run)).agent_pid and r or None, 60, message=alpha.text)
+    row = wait_until(lambda: ((r := team.row(run)).agent_pid and r) or None, 60, message=alpha.text)
     assert row.pid and row.pid_started_at is not None
     supervisor = (row.pid, row.pid_started_at)
     identities = _host_processes(team, "alpha")
@@ -484,3 +485,39 @@ def test_a_kill_from_another_host_of_a_frozen_supervisor_succeeds(team: Team) ->
     final = team.row(run)
     assert (final.status.value, final.exit_code) == ("killed", 137), final
     assert_gone([*identities, supervisor], what="the frozen run's processes")
+
+
+def test_a_flapping_database_wedges_no_worker_and_loses_no_submit(team: Team) -> None:
+    """Every connection cut again and again while runs are submitted (a flapping server or
+    pooler): each submit either says it failed and leaves no row, or its run runs; the worker
+    keeps working (one whose heartbeat stopped reaching the database registers again)."""
+    worker = team.start_worker("alpha", concurrency=4)
+    doc = team.save("laptop", "# q\nFAKE:events=2\n")
+    submitted: list[int] = []
+    failed = 0
+    # The cut lands at a different moment of each submit (connect, insert, defer, read back):
+    # the delays pace the fault on purpose, they wait for nothing.
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6):
+        submit = subprocess.Popen(
+            [sys.executable, "-m", "emdx", "claude", "execute", str(doc), "--background"],
+            env={**os.environ, **team.env("laptop")},
+            cwd=team.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(delay)
+        drop_connections(team.url)
+        out, err = submit.communicate(timeout=120)
+        if submit.returncode == 0:
+            submitted.append(int(out.decode().split("#", 1)[1].split(" ", 1)[0]))
+        else:
+            failed += 1
+            assert len(err.decode().strip().splitlines()) == 1 and b"Traceback" not in err
+    rows = {r.id: r for r in team.rows()}
+    assert set(rows) == set(submitted), (rows.keys(), submitted)  # a failed submit left nothing
+    for execution_id in submitted:
+        row = team.wait_final(execution_id, 120)
+        assert row.status.value == "completed", (row, worker.text())
+    assert worker.proc.poll() is None, worker.text()
+    later = team.submit("laptop", doc)
+    assert team.wait_final(later, 60).status.value == "completed", worker.text()

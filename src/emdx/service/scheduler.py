@@ -43,6 +43,7 @@ from emdx.service.holds import hold_reason
 from emdx.service.undo import discard
 from emdx.store import Store
 from emdx.store.api import DEFAULT_QUEUE, repo_queue
+from emdx.store.connection import is_transient, retry_transient
 from emdx.system import git, spawn
 
 
@@ -116,6 +117,10 @@ def fill_slots(store: Store) -> list[int]:
         except StoreError:
             continue  # recorded as spawn_failed; the next one may start
     return started
+
+
+# How long a team start rereads its row through a flapping connection.
+DISPATCH_CHECK_S = 10.0
 
 
 def queue_name(options: ExecOptions) -> str:
@@ -228,15 +233,28 @@ class Scheduler:
             if repo is not None:
                 executions.update(execution_id, repo=str(repo))
             name = queue_name(options)
-            queue.defer(
-                execution_id,
-                run_key,
-                queue=name,
-                priority=options.priority,
-                prompt=prompt.encode("utf-8", "surrogatepass"),
-                from_status=ExecutionStatus.PREPARING,
-            )
-        return executions.get(execution_id)
+            try:
+                queue.defer(
+                    execution_id,
+                    run_key,
+                    queue=name,
+                    priority=options.priority,
+                    prompt=prompt.encode("utf-8", "surrogatepass"),
+                    from_status=ExecutionStatus.PREPARING,
+                )
+            except StoreError as exc:
+                # The connection died around the COMMIT: it may have landed. Undo only what
+                # the database says did not (a queued row with its job is a submitted run).
+                if not is_transient(exc) or not self._queued_after_all(execution_id):
+                    raise
+        return retry_transient(lambda: executions.get(execution_id), DISPATCH_CHECK_S)
+
+    def _queued_after_all(self, execution_id: int) -> bool:
+        try:
+            row = retry_transient(lambda: self.store.executions.get(execution_id), DISPATCH_CHECK_S)
+        except EmdxError:
+            return False
+        return row.status is not ExecutionStatus.PREPARING and row.job_id is not None
 
     def _create_row(
         self,

@@ -29,6 +29,8 @@ from emdx.store.pg.events import PgEventLog
 TASK = "emdx.run"
 # A worker whose heartbeat is this many intervals old is lost (circus: interval × misses).
 MISSED_BEATS = 3
+# How long a (re)starting worker may take to reach the database and register.
+CONNECT_GRACE_S = 30.0
 
 
 Handler = Callable[[Job], Awaitable[None]]
@@ -314,6 +316,16 @@ async def _serve(
 
     loop = asyncio.get_running_loop()
     current: list[Any] = []
+    # When the worker's heartbeat last reached the database (procrastinate's own update, timed).
+    beaten: dict[str, float] = {"at": loop.time()}
+    manager = app.job_manager
+    update_heartbeat = manager.update_heartbeat
+
+    async def timed_heartbeat(worker_id: int) -> None:
+        await update_heartbeat(worker_id)
+        beaten["at"] = loop.time()
+
+    setattr(manager, "update_heartbeat", timed_heartbeat)  # noqa: B010 (a method, timed)
 
     def unretrieved(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # A job's bookkeeping that failed in procrastinate (its job ended meanwhile): one line.
@@ -334,7 +346,7 @@ async def _serve(
             async with app.open_async():
                 await _serve_once(
                     app, worker_module, name, queues, concurrency, heartbeat_s, holder,
-                    on_registered, periodic, current,
+                    on_registered, periodic, current, beaten, say,
                 )  # fmt: skip
         except (OSError, procrastinate.exceptions.ProcrastinateException) as exc:
             if stopping.is_set():
@@ -359,6 +371,8 @@ async def _serve_once(
     on_registered: Callable[[int], None],
     periodic: Callable[[], None] | None,
     current: list[Any],
+    beaten: dict[str, float],
+    say: Callable[[str], None],
 ) -> None:
     """One registration of the worker, until it stops (asked to, or fallen over)."""
     worker = worker_module.Worker(
@@ -374,18 +388,47 @@ async def _serve_once(
         install_signal_handlers=False,
     )
     current.append(worker)
+    loop = asyncio.get_running_loop()
+    limit = MISSED_BEATS * heartbeat_s + 2.0
+    beaten["at"] = loop.time()
     task = asyncio.create_task(worker.run())
     while worker.worker_id is None and not task.done():
+        if loop.time() - beaten["at"] > limit + CONNECT_GRACE_S:
+            say("the worker could not register with the database: trying again")
+            await _give_up(worker, task)
+            return
         await asyncio.sleep(0.01)
     if worker.worker_id is not None:
         holder["worker"] = worker.worker_id
+        beaten["at"] = loop.time()
         await asyncio.to_thread(on_registered, worker.worker_id)
     beat = asyncio.create_task(_every(heartbeat_s, periodic)) if periodic else None
     try:
-        await task
+        # A worker whose heartbeat stops reaching the database (its pool wedged by a flapping
+        # server) is lost to everyone else: register again rather than sit there.
+        while not task.done():
+            await asyncio.wait({task}, timeout=heartbeat_s)
+            if not task.done() and loop.time() - beaten["at"] > limit:
+                say(
+                    f"the worker's heartbeat has not reached the database for "
+                    f"{loop.time() - beaten['at']:.0f}s: registering again"
+                )
+                await _give_up(worker, task)
+                return
+        task.result()
     finally:
         if beat is not None:
             beat.cancel()
+
+
+async def _give_up(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Stop a worker instance (its running jobs are aborted, so their runs are stopped); one
+    that does not stop in time is cancelled and left behind."""
+    worker.stop()
+    done, _ = await asyncio.wait({task}, timeout=10.0)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=5.0)
 
 
 def _one_line(exc: BaseException) -> str:
