@@ -6,6 +6,7 @@ dropped whatever happened."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from testkit import FAKE_CLAUDE, CliResult, kill_test_processes, run_emdx, wait_until
+from testkit import FAKE_CLAUDE, FAULT_HOOKS, CliResult, kill_test_processes, run_emdx, wait_until
 
 from emdx import system
 from emdx.models import Execution
@@ -138,6 +139,18 @@ class Team:
         )
         assert proc.poll() is None, worker.text()
         return worker
+
+    def start_held_worker(self, host: str, target: str) -> tuple[Worker, Path, Path]:
+        """A worker that stops after `target` (module:Qualified.name) returns, the first time,
+        until the returned release file exists (`hold` fault); the mark file says it got there."""
+        mark, release = self.root / f"held-{host}", self.root / f"release-{host}"
+        fault = {"proc": "cli", "target": target, "when": "after", "action": "hold"}
+        fault.update(mark=str(mark), release=str(release))
+        hooks = f"{FAULT_HOOKS}{os.pathsep}{self.base_env['PYTHONPATH']}"
+        worker = self.start_worker(
+            host, extra={"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
+        )
+        return worker, mark, release
 
     def cli(
         self,

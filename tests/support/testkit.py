@@ -30,7 +30,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -39,7 +39,7 @@ import psutil
 import pytest
 
 from emdx import paths, system
-from emdx.models import Execution, parse_time
+from emdx.models import ExecOptions, Execution, ExecutionStatus, parse_time
 from emdx.service import Service
 from emdx.store import SqliteStore, open_store
 from emdx.testing.model_server import offline_claude_env
@@ -784,3 +784,20 @@ def imported_by(
     }
     assert "emdx" in modules, f"no import log: {done.stderr[-2000:]}"
     return modules, done
+
+
+def make_execution(**overrides: object) -> Execution:
+    """An execution row as `store.rows.execution_of` builds it (a finished generic run), with
+    `overrides`: for tests of pure functions of a row (models, the liveness judge)."""
+    values: dict[str, Any] = {f.name: None for f in fields(Execution)}
+    values.update(
+        id=7,
+        doc_title="title",
+        exec_type="generic",
+        status=ExecutionStatus.COMPLETED,
+        event_count=0,
+        malformed_count=0,
+        options=ExecOptions(),
+    )
+    values.update(overrides)
+    return Execution(**values)

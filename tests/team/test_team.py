@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from team_helpers import Team, drop_connections
-from testkit import FAULT_HOOKS, alive, assert_gone, read_pidfile, run_emdx, wait_until
+from testkit import alive, assert_gone, read_pidfile, run_emdx, wait_until
 
 from emdx import system
 from emdx.models import Execution, parse_time
@@ -379,19 +379,7 @@ def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) 
     """The abort arrives between the claim and the supervisor's spawn (held there): the start
     still ends, then the run is stopped and its supervisor reaped; the slot is not freed
     while it runs."""
-    mark, release = team.root / "held", team.root / "release"
-    fault = {
-        "proc": "cli",
-        "target": "emdx.service.team:_Worker._prepare",
-        "when": "after",
-        "action": "hold",
-        "mark": str(mark),
-        "release": str(release),
-    }
-    team.base_env["PYTHONPATH"] = f"{FAULT_HOOKS}{os.pathsep}{team.base_env['PYTHONPATH']}"
-    team.base_env["EMDX_FAULTS"] = json.dumps([fault])
-    alpha = team.start_worker("alpha")
-    del team.base_env["EMDX_FAULTS"]
+    alpha, mark, release = team.start_held_worker("alpha", "emdx.service.team:_Worker._prepare")
     doc = team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n")
     run = team.submit("laptop", doc)
     wait_until(mark.exists, 60, message=alpha.text)
@@ -446,19 +434,9 @@ def test_a_host_with_a_skewed_clock_is_judged_by_the_servers(team: Team) -> None
 
 
 def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: Team) -> None:
-    mark, release = team.root / "held", team.root / "release"
-    fault = {
-        "proc": "cli",
-        "target": "emdx.service.team:_Worker._make_workdir",
-        "when": "after",
-        "action": "hold",
-        "mark": str(mark),
-        "release": str(release),
-    }
-    team.base_env["PYTHONPATH"] = f"{FAULT_HOOKS}{os.pathsep}{team.base_env['PYTHONPATH']}"
-    team.base_env["EMDX_FAULTS"] = json.dumps([fault])
-    alpha = team.start_worker("alpha")
-    del team.base_env["EMDX_FAULTS"]
+    alpha, mark, release = team.start_held_worker(
+        "alpha", "emdx.service.team:_Worker._make_workdir"
+    )
     run = team.submit("laptop", team.save("laptop", "# moves\n"))
     wait_until(mark.exists, 60, message=alpha.text)
     alpha.signal(signal.SIGTERM)  # while its directory is made, before the claim

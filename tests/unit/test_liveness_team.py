@@ -3,9 +3,11 @@ is never judged by a local pid, its worker's heartbeat says whether its host is 
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from testkit import make_execution
 
 from emdx.models import ExecOptions, Execution, ExecutionStatus, to_iso
 from emdx.service.liveness import Probe, Verdict, judge
@@ -14,16 +16,10 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 def _row(**overrides: object) -> Execution:
-    values: dict[str, Any] = {f.name: None for f in fields(Execution)}
-    values.update(
-        id=7,
+    """A run on host alpha, its worker #3, beating a second ago."""
+    values: dict[str, object] = dict(
         run_key="7-key",
-        doc_title="t",
-        exec_type="generic",
         status=ExecutionStatus.RUNNING,
-        event_count=0,
-        malformed_count=0,
-        options=ExecOptions(),
         pid=4242,
         pid_started_at=100.0,
         heartbeat_s=1.0,
@@ -34,7 +30,7 @@ def _row(**overrides: object) -> Execution:
         worker_id=3,
     )
     values.update(overrides)
-    return Execution(**values)
+    return make_execution(**values)
 
 
 def _probe(alive_workers: set[int] | frozenset[int] | None = frozenset({3}), **kw: Any) -> Probe:

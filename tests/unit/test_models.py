@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
+from testkit import make_execution
 
 from emdx.models import (
     FINAL_STATUSES,
     Document,
     ExecOptions,
-    Execution,
     ExecutionStatus,
     iso_or_none,
     now_iso,
@@ -30,22 +28,6 @@ CONTRACT_FIELDS = {
 }  # fmt: skip
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
-
-
-def make_execution(**overrides: object) -> Execution:
-    # A row's columns, as store.rows.execution_of passes them.
-    values: dict[str, Any] = {f.name: None for f in fields(Execution)}
-    values.update(
-        id=7,
-        doc_title="title",
-        exec_type="generic",
-        status=ExecutionStatus.COMPLETED,
-        event_count=0,
-        malformed_count=0,
-        options=ExecOptions(),
-    )
-    values.update(overrides)
-    return Execution(**values)
 
 
 # -- times ---------------------------------------------------------------------------------------
