@@ -225,10 +225,11 @@ def default_probe(store: Store | None = None) -> Probe:
         return Probe(kill_grace_s=settings.kill_grace())  # no row names a host
     # The team's heartbeats are the database server's times: judged by its clock too.
     offset = timedelta(seconds=queue.clock_offset_s())
+    live = queue.live_workers()
     return Probe(
         kill_grace_s=settings.kill_grace(),
         host=settings.host_name(),
-        alive_workers=frozenset(queue.alive_workers()),
-        served_queues=frozenset(queue.served_queues()),
+        alive_workers=frozenset(live),
+        served_queues=frozenset(name for queues in live.values() for name in queues),
         wall_now=lambda: utc_now() + offset,
     )

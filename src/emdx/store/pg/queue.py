@@ -186,23 +186,17 @@ class PgJobQueue:
                 "UPDATE emdx_workers SET stopped_at = now() WHERE worker_id = %s", (worker_id,)
             )
 
-    def alive_workers(self) -> set[int]:
-        """The workers whose heartbeat is fresh (by each one's own interval)."""
+    def live_workers(self) -> dict[int, tuple[str, ...]]:
+        """The workers whose heartbeat is fresh (by each one's own interval) and the queues
+        each takes (none yet for one that has not said who it is)."""
         with self._db.read() as conn:
             rows = conn.execute(
-                f"""SELECT p.id FROM procrastinate_workers p
+                f"""SELECT p.id, w.queues FROM procrastinate_workers p
                     LEFT JOIN emdx_workers w ON w.worker_id = p.id
                     WHERE p.last_heartbeat > now() - make_interval(
                         secs => {MISSED_BEATS} * COALESCE(w.heartbeat_s, 10.0))"""
             ).fetchall()
-        return {int(r["id"]) for r in rows}
-
-    def served_queues(self) -> set[str]:
-        """The queues some live worker takes."""
-        found: set[str] = set()
-        for worker in self.workers():
-            found.update(worker.queues)
-        return found
+        return {int(r["id"]): tuple(json.loads(r["queues"])) if r["queues"] else () for r in rows}
 
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         """Every worker that said who it is, newest first: alive, or (with `include_gone`)
