@@ -140,7 +140,9 @@ class Team:
         assert proc.poll() is None, worker.text()
         return worker
 
-    def start_held_worker(self, host: str, target: str) -> tuple[Worker, Path, Path]:
+    def start_held_worker(
+        self, host: str, target: str, repos: tuple[Path, ...] = ()
+    ) -> tuple[Worker, Path, Path]:
         """A worker that stops after `target` (module:Qualified.name) returns, the first time,
         until the returned release file exists (`hold` fault); the mark file says it got there."""
         mark, release = self.root / f"held-{host}", self.root / f"release-{host}"
@@ -148,7 +150,7 @@ class Team:
         fault.update(mark=str(mark), release=str(release))
         hooks = f"{FAULT_HOOKS}{os.pathsep}{self.base_env['PYTHONPATH']}"
         worker = self.start_worker(
-            host, extra={"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
+            host, repos=repos, extra={"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
         )
         return worker, mark, release
 
@@ -227,3 +229,13 @@ def fake_agent_env(tmp_path: Path) -> dict[str, str]:
         PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
     )
     return env
+
+
+def new_repo(path: Path) -> Path:
+    """A git repository at `path` on `main` with one (empty) commit."""
+    path.mkdir(parents=True)
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path, check=True
+        )
+    return path

@@ -11,10 +11,9 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-from team_helpers import Team, drop_connections
+from team_helpers import Team, drop_connections, new_repo
 from testkit import alive, assert_gone, read_pidfile, run_emdx, wait_until
 
 from emdx import system
@@ -203,17 +202,8 @@ def test_commands_outside_team_mode_say_so(team: Team) -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def _repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=path, check=True
-        )
-    return path
-
-
 def test_a_worktree_run_goes_to_a_worker_holding_its_repository(team: Team) -> None:
-    here = _repo(team.root / "laptop-src" / "proj")
+    here = new_repo(team.root / "laptop-src" / "proj")
     there = team.root / "alpha-src" / "proj"
     there.parent.mkdir()
     subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)

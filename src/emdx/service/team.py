@@ -25,7 +25,7 @@ from emdx import paths, settings, smart, system
 from emdx.errors import EmdxError, InvalidStateError, NotFoundError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
-from emdx.service import cleanup, repair
+from emdx.service import cleanup, repair, unclaimed
 from emdx.service.environment import run_environment
 from emdx.service.holds import hold_reason
 from emdx.service.kill import finish_from_outside, kill_execution, note_run
@@ -91,6 +91,10 @@ def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> Non
     # and processes marked as theirs.
     for action in cleanup.processes(store):
         say(f"start-up sweep: {action.target}: {action.detail}")
+    with contextlib.suppress(EmdxError):
+        live = queue.live_workers()
+        for action in unclaimed.sweep(store, config.host, config.repos.values(), live):
+            say(f"start-up sweep: {action.target}: {action.detail} ({action.result})")
     worker = _Worker(store, queue, config, say)
 
     queues = [*config.queues, *config.repos]
@@ -347,6 +351,13 @@ class _Worker:
         prompt = self.queue.prompt(row.id)
         if prompt is None:
             raise InvalidStateError("its prompt is not in the team's database")
+        # This host's name goes on the row before anything is made here, so that a worker of
+        # this host starting meanwhile never takes the directory for a leftover; one that is
+        # there already was left by a preparer of this host that died before its claim.
+        self._record_here(row.id, key, str(paths.runs_dir() / key))
+        if os.path.lexists(paths.runs_dir() / key):
+            action = unclaimed.discard(row, key, self.config.repos.values())
+            self.say(f"execution #{row.id}: {action.target}: {action.detail} ({action.result})")
         if row.options.worktree:
             repo = self.config.repos.get(row.options.queue or "")
             if repo is None:

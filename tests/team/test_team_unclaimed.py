@@ -1,0 +1,72 @@
+"""A worker killed between making a run's worktree and claiming the run: nothing it made stays
+on its host (the directory, the worktree's registration, the branch), and the run still runs
+once — on another host, or on the same host once it is back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from cleanup_helpers import branch_exists, worktrees
+from team_helpers import Team, Worker, new_repo
+from testkit import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _killed_after_its_worktree(team: Team, there: Path) -> tuple[Worker, int, str, str]:
+    """Alpha, holding `there`, SIGKILLed once it made the run's worktree (not yet claimed):
+    the run, its key, and the branch alpha made for it."""
+    here = new_repo(team.root / "laptop-src" / "proj")
+    there.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)
+    alpha, mark, _ = team.start_held_worker(
+        "alpha", "emdx.service.team:_Worker._make_workdir", repos=(there,)
+    )
+    run = team.submit("laptop", team.save("laptop", "# in the repo\n"), "--worktree", cwd=here)
+    wait_until(mark.exists, 60, message=alpha.text)
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    row = team.row(run)
+    assert row.status.value == "queued" and row.branch, row
+    key = row.run_key or ""
+    left = alpha.home / "runs" / key
+    assert left.is_dir() and worktrees(there).get(str(left)) == row.branch, worktrees(there)
+    return alpha, run, key, row.branch
+
+
+def _nothing_of_it_left(alpha: Worker, there: Path, key: str, branch: str) -> None:
+    assert not (alpha.home / "runs" / key).exists()
+    assert list(worktrees(there)) == [str(there)], worktrees(there)
+    assert not branch_exists(there, branch)
+
+
+def test_what_a_worker_made_before_it_died_is_swept_when_it_starts_again(team: Team) -> None:
+    there = team.root / "alpha-src" / "proj"
+    beta_repo = team.root / "beta-src" / "proj"
+    alpha, run, key, branch = _killed_after_its_worktree(team, there)
+    beta_repo.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(there), str(beta_repo)], check=True)
+    team.start_worker("beta", repos=(beta_repo,))
+    row = team.wait_final(run, 90)
+    assert (row.status.value, row.host) == ("completed", "beta"), (row, team.events(run))
+    assert (alpha.home / "runs" / key).is_dir()  # not yet: alpha is down
+    restarted = team.start_worker("alpha", repos=(there,))
+    assert "never claimed here" in restarted.text(), restarted.text()
+    _nothing_of_it_left(alpha, there, key, branch)
+    assert branch_exists(beta_repo, row.branch or ""), row  # the run's own branch stays
+
+
+def test_a_run_taken_again_on_the_host_that_died_preparing_it_runs_there(team: Team) -> None:
+    there = team.root / "alpha-src" / "proj"
+    alpha, run, key, branch = _killed_after_its_worktree(team, there)
+    team.start_worker("alpha", repos=(there,))
+    row = team.wait_final(run, 90)
+    assert (row.status.value, row.host) == ("completed", "alpha"), (row, team.events(run))
+    assert row.working_dir == str(alpha.home / "runs" / key)
+    assert worktrees(there) == {str(there): "main", str(alpha.home / "runs" / key): row.branch}
+    assert row.branch and branch_exists(there, row.branch)
+    if row.branch != branch:
+        assert not branch_exists(there, branch)
