@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from team_helpers import Team, drop_connections, new_repo
@@ -421,6 +421,51 @@ def test_a_host_with_a_skewed_clock_is_judged_by_the_servers(team: Team) -> None
     wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
+
+
+def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> None:
+    """Submitted from a host 5 min ahead, run on one 90 s behind: the row's created, started
+    and completed times are all read on the database server's clock (a duration never spans
+    two hosts' clocks)."""
+    import psycopg
+    from faults_helpers import LIBFAKETIME, faketime_env
+
+    assert LIBFAKETIME.exists(), "make test installs faketime"
+    hosts: dict[str, dict[str, str]] = {}
+    for host, skew in (("alpha", "-90s"), ("laptop", "+300s")):
+        (team.root / host).mkdir(exist_ok=True)
+        env, rc = faketime_env(team.root / host)
+        rc.write_text(f"{skew}\n")
+        env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{team.base_env['PYTHONPATH']}"
+        hosts[host] = env
+    team.start_worker("alpha", extra=hosts["alpha"])
+
+    def server_now() -> datetime:
+        with psycopg.connect(team.url) as conn:
+            found = conn.execute("SELECT clock_timestamp()").fetchone()
+        assert found is not None
+        moment: datetime = found[0]
+        return moment
+
+    before = server_now()
+    doc = team.save("laptop", "# timed\nFAKE:events=3\n")
+    started = run_emdx(
+        "claude",
+        "execute",
+        str(doc),
+        "--background",
+        env=team.env("laptop", hosts["laptop"]),
+        cwd=team.root,
+    )
+    assert started.code == 0, started.stderr
+    run = int(started.stdout.split("#", 1)[1].split(" ", 1)[0])
+    row = team.wait_final(run)
+    after = server_now()
+    assert row.status.value == "completed", row
+    created, (start, end) = parse_time(row.created_at), _span(row)
+    assert created is not None
+    slack = timedelta(seconds=1)
+    assert before - slack <= created <= start <= end <= after + slack, (before, row, after)
 
 
 def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: Team) -> None:

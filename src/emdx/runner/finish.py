@@ -12,7 +12,6 @@ from typing import Any
 from emdx import jsonio, paths, settings
 from emdx.agent.outcome import Outcome
 from emdx.errors import EmdxError, StoreError
-from emdx.models import now_iso
 from emdx.store import Store
 from emdx.store.connection import retry_transient
 
@@ -34,6 +33,7 @@ def record_outcome(
     fields: dict[str, Any],
     result_text: str | None,
     note: Note,
+    completed_at: str,
 ) -> bool:
     """True when this call recorded the final state (False: it was recorded already, the row is
     another run's now, or the database never took it — the side file has it then)."""
@@ -42,7 +42,7 @@ def record_outcome(
         "status": outcome.status.value,
         "exit_code": outcome.exit_code,
         "reason": str(outcome.reason),
-        "completed_at": now_iso(),
+        "completed_at": completed_at,
         "fields": fields,
         "result": result_text,
     }

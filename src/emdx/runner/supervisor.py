@@ -382,4 +382,6 @@ class Supervisor:
         if owes:
             fields["post_actions"] = "pending"
         result = self.last.result_text if owes else None
-        return record_outcome(self.store, self.id, self.key, outcome, fields, result, self.note)
+        return record_outcome(
+            self.store, self.id, self.key, outcome, fields, result, self.note, self.writer.clock()
+        )

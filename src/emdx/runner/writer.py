@@ -231,7 +231,12 @@ class RowWriter:
                 self._offset = queue.clock_offset_s()
             except EmdxError:
                 self._offset = self._offset or 0.0
-        return to_iso(utc_now() + timedelta(seconds=self._offset))
+        return self.clock()
+
+    def clock(self) -> str:
+        """Now on the heartbeats' clock, as last read (never asking the database: a final
+        state is recorded at once, whether or not the server answers)."""
+        return to_iso(utc_now() + timedelta(seconds=self._offset or 0.0))
 
     def _check_row(self, store: Store) -> None:
         """A beat no row took: is ours finished (or gone)? Then nothing may go on acting for

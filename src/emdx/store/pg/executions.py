@@ -18,7 +18,6 @@ from emdx.models import (
     ExecutionStatus,
     parse_time,
     to_iso,
-    utc_now,
 )
 from emdx.store.executions import TRANSITION_FIELDS, UPDATABLE, Claim
 from emdx.store.pg.connection import SURROGATE, Connection
@@ -120,14 +119,13 @@ class PgExecutionStore:
                 """INSERT INTO executions (run_key, doc_id, doc_title, exec_type, status,
                        created_at, options, parent_execution_id, creator_pid,
                        creator_started_at, host)
-                   VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s, %s, %s)
+                   VALUES (%s, %s, %s, %s, 'preparing', now(), %s, %s, %s, %s, %s)
                    ON CONFLICT (run_key) DO NOTHING RETURNING id""",
                 (
                     run_key,
                     doc_id,
                     doc_title,
                     exec_type,
-                    utc_now(),
                     json.dumps(options.to_dict()),
                     parent_execution_id,
                     creator_pid,
@@ -247,10 +245,10 @@ class PgExecutionStore:
             raise ValueError(f"not settable: {sorted(unknown)}")
         if not in_range(execution_id):
             return False
-        if to_status.is_final:
-            fields.setdefault("completed_at", utc_now())
         fields = _encoded(fields)
         columns = ["status = %s", *(f"{name} = %s" for name in fields)]
+        if to_status.is_final and "completed_at" not in fields:
+            columns.append("completed_at = now()")  # the server's clock: every host's
         where, params = _where(execution_id, key)
         with self._db.write() as conn:
             cur = conn.execute(
@@ -339,9 +337,9 @@ class PgExecutionStore:
             if row is not None and int(row["n"]) >= max_parallel:
                 return "full"
             cur = conn.execute(
-                "UPDATE executions SET status = 'running', started_at = %s "
+                "UPDATE executions SET status = 'running', started_at = now() "
                 "WHERE id = %s AND status = %s",
-                (utc_now(), execution_id, from_status.value),
+                (execution_id, from_status.value),
             )
             return "claimed" if cur.rowcount == 1 else "gone"
 
