@@ -34,6 +34,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("EMDX_CLAUDE_BIN", raising=False)
     # A developer's team-mode setting must not send every test to a shared database.
     monkeypatch.delenv("EMDX_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EMDX_DATABASE_URL_FD", raising=False)
     yield emdx_home
 
 

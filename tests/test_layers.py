@@ -46,11 +46,15 @@ ALLOWED_EDGES = {
     # The supervisor entry point drives the queue and repairs after itself: the service's
     # scheduler and sweep are the one start path and the one repair.
     ("runner/__main__.py", "service"),
+    # Given the team's database URL, the command starts again as itself with the URL out of its
+    # /proc/PID/cmdline and environ, before anything else runs (`system.spawn`).
+    ("cli/__init__.py", "system"),
 }
 UI_LIBRARIES = ("typer", "rich", "textual", "click")
 DATABASE_DRIVERS = ("sqlite3", "psycopg", "psycopg_pool", "procrastinate")
 PROCESS_CALLS = {("os", "kill"), ("os", "killpg"), ("os", "fork"), ("os", "execv"),
-                 ("os", "execvp"), ("os", "system"), ("os", "popen"), ("os", "spawnv")}  # fmt: skip
+                 ("os", "execve"), ("os", "execvp"), ("os", "system"), ("os", "popen"),
+                 ("os", "spawnv")}  # fmt: skip
 PROCESS_HOMES = ("system/", "runner/agent_process.py")
 SQL_WORDS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "CREATE TABLE", "CREATE INDEX",
              "ALTER TABLE", "DROP TABLE", "PRAGMA ")  # fmt: skip

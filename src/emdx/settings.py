@@ -103,13 +103,80 @@ def claude_bin() -> str | None:
     return os.environ.get("EMDX_CLAUDE_BIN") or None
 
 
+DATABASE_URL = "EMDX_DATABASE_URL"
+# The pipe an emdx process hands the URL to the emdx process it starts (or becomes) on: the
+# URL is never in a long-lived process's /proc/PID/environ or cmdline (`system.spawn`).
+DATABASE_URL_FD = "EMDX_DATABASE_URL_FD"
+URL_MAX_BYTES = 16 * 1024
+# What was read from that pipe, once per process: the URL, or why it could not be (asked
+# again, the answer is the same: never the SQLite file instead of the team's database).
+_handed: list[str | Exception] = []
+
+
 def database_url() -> str | None:
     """EMDX_DATABASE_URL: the PostgreSQL database every host of a team shares (`postgresql://…`,
     DESIGN §9); None (unset or blank) keeps the SQLite file in EMDX_HOME. Unlike the numbers
     above, a value that is no such URL is not read as the default: `open_store` refuses it, so
-    a host meant to share the team's database never silently works alone."""
-    value = os.environ.get("EMDX_DATABASE_URL", "").strip()
-    return value or None
+    a host meant to share the team's database never silently works alone. A process that was
+    handed the URL on a pipe (EMDX_DATABASE_URL_FD) reads it from there, once, and forgets the
+    variable (its children are not handed it); an unreadable one is an EnvironmentProblem."""
+    fd = os.environ.pop(DATABASE_URL_FD, None)
+    if fd is not None:
+        try:
+            _handed[:] = [_read_handed_url(fd)]
+        except Exception as exc:
+            _handed[:] = [exc]
+    if _handed:
+        if isinstance(_handed[0], Exception):
+            raise _handed[0]
+        return _handed[0]
+    return os.environ.get(DATABASE_URL, "").strip() or None
+
+
+def database_url_in_environment() -> bool:
+    """Whether EMDX_DATABASE_URL is set here, where /proc/PID/environ shows it to the user's
+    other processes (the agents among them) for as long as this process lives."""
+    return bool(os.environ.get(DATABASE_URL, "").strip())
+
+
+def _read_handed_url(fd_text: str) -> str:
+    import stat
+
+    from emdx.errors import EnvironmentProblem
+
+    def refuse(why: str) -> EnvironmentProblem:
+        return EnvironmentProblem(
+            f"cannot read the team's database URL handed over on {DATABASE_URL_FD}={fd_text}: "
+            f"{why} (emdx sets that variable for its own processes; use EMDX_DATABASE_URL "
+            "or --db)"
+        )
+
+    try:
+        fd = int(fd_text)
+    except ValueError:
+        raise refuse("not a file descriptor number") from None
+    try:
+        if fd < 3 or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise refuse("not a pipe")
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc)) from None
+    data = b""
+    try:
+        while len(data) <= URL_MAX_BYTES:
+            chunk = os.read(fd, URL_MAX_BYTES + 1)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if len(data) > URL_MAX_BYTES:
+        raise refuse(f"more than {URL_MAX_BYTES} bytes")
+    url = data.decode("utf-8", "surrogateescape").strip()
+    if not url:
+        raise refuse("the pipe was closed with nothing in it")
+    return url
 
 
 def host_name() -> str:

@@ -24,6 +24,9 @@ It reads the prompt on stdin and obeys `FAKE:` directives found in it (one per l
   FAKE:touch=PATH      create PATH (after the flood)
   FAKE:wait-file=PATH  wait until PATH exists (60 s at most), before the assistant events
   FAKE:env=A,B         report the values of $A and $B in the result
+  FAKE:proc-scan=PATH  write to PATH (JSON) what it can read of other processes: its ancestors
+                       (parent first), the environ and cmdline of every process on the host,
+                       the names of its own environment and its open file descriptors
   FAKE:hostile         terminal escape sequences (HOSTILE) in everything the agent controls:
                        session id, model, assistant text, a tool call and its result, stderr,
                        an unparsable stdout line (with raw 8-bit C1 bytes), the result text
@@ -141,6 +144,50 @@ def wait_file(path: str) -> None:
         time.sleep(0.05)
 
 
+def _read_proc(pid: str, name: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as handle:
+            return handle.read().replace(b"\0", b"\n").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+def _parent_of(pid: int) -> int:
+    stat = _read_proc(str(pid), "stat") or ""
+    # The name (2nd field) may hold spaces and parentheses: the fields after the last ")".
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 else 0
+
+
+def proc_scan(path: str) -> None:
+    """What a hostile agent running as the user reads of the processes above it and beside it."""
+    ancestors: list[int] = []
+    pid = os.getppid()
+    while pid > 1 and len(ancestors) < 64:
+        ancestors.append(pid)
+        pid = _parent_of(pid)
+    processes = {
+        entry: {"cmdline": _read_proc(entry, "cmdline"), "environ": _read_proc(entry, "environ")}
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and entry != str(os.getpid())
+    }
+    report = {
+        "ancestors": ancestors,
+        "processes": processes,
+        "own_env": sorted(os.environ),
+        "own_fds": {fd: _link(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")},
+    }
+    with open(path, "w") as handle:
+        json.dump(report, handle)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
         # What emdx's pre-flight runs (the real CLI prints "2.1.332 (Claude Code)").
@@ -205,6 +252,8 @@ def main() -> None:
         stderr_flood(int(directives["stderr-flood"]))
     if "touch" in directives:
         open(directives["touch"], "w").close()
+    if "proc-scan" in directives:
+        proc_scan(directives["proc-scan"])
     if "wait-file" in directives:
         wait_file(directives["wait-file"])
     if hostile:

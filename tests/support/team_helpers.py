@@ -43,6 +43,15 @@ def _admin() -> Any:
         pytest.fail(f"PostgreSQL is not reachable at {server_url()}: {exc}", pytrace=False)
 
 
+def with_password(url: str, password: str) -> str:
+    """`url` with a password in it (the test server's trust auth ignores it): what a team's
+    real URL holds, and what no process but emdx's own memory may show."""
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{user}:{password}@{host}", parts.path, parts.query, ""))
+
+
 @contextlib.contextmanager
 def team_database() -> Iterator[str]:
     """A database of its own, dropped at the end (its connections too)."""
@@ -92,14 +101,17 @@ class Team:
     root: Path
     base_env: dict[str, str]
     workers: list[Worker] = field(default_factory=list)
+    # Every emdx process is told the database with `--db URL`, not EMDX_DATABASE_URL.
+    url_by_flag: bool = False
+
+    def db_args(self) -> list[str]:
+        return ["--db", self.url] if self.url_by_flag else []
 
     def env(self, host: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(self.base_env)
-        env.update(
-            EMDX_HOME=str(self.root / host / "emdx-home"),
-            EMDX_HOST=host,
-            EMDX_DATABASE_URL=self.url,
-        )
+        env.update(EMDX_HOME=str(self.root / host / "emdx-home"), EMDX_HOST=host)
+        if not self.url_by_flag:
+            env["EMDX_DATABASE_URL"] = self.url
         env.update(extra or {})
         return env
 
@@ -114,7 +126,7 @@ class Team:
         """`emdx worker` as host `host`; returns once it is registered (it says so)."""
         name = f"w-{host}"
         out = self.root / f"{name}-{len(self.workers)}.out"
-        args = [sys.executable, "-m", "emdx", "worker", "--name", name]
+        args = [sys.executable, "-m", "emdx", *self.db_args(), "worker", "--name", name]
         args += ["--concurrency", str(concurrency)]
         for queue in queues:
             args += ["--queue", queue]
@@ -164,7 +176,12 @@ class Team:
     ) -> CliResult:
         """`emdx ARGS` as host `host` (its own home), from `cwd` (default: the test's dir)."""
         return run_emdx(
-            *args, input=input, env=self.env(host), cwd=cwd or self.root, timeout=timeout
+            *self.db_args(),
+            *args,
+            input=input,
+            env=self.env(host),
+            cwd=cwd or self.root,
+            timeout=timeout,
         )
 
     def save(self, host: str, content: str, title: str = "work") -> int:

@@ -15,9 +15,16 @@ DEFAULT_BINARY = "claude"
 # Variables that must not leak from a parent Claude Code session into the agent we start:
 # CLAUDECODE makes the CLI believe it is nested and changes its behaviour.
 # Nesting markers (the CLI would think it runs inside another session), and the team's database
-# URL (with its password): the agent needs neither, and a hostile one must not be handed the
-# queue every host trusts (it runs as the user, so this is one layer, not a wall).
-DROPPED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT", "EMDX_DATABASE_URL")
+# URL (with its password) or the number of the pipe it came on: the agent needs neither, and a
+# hostile one must not be handed the queue every host trusts (it runs as the user, so this is
+# one layer, not a wall: docs/decisions.md).
+DROPPED_ENV = (
+    "CLAUDECODE",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_CODE_SSE_PORT",
+    settings.DATABASE_URL,
+    settings.DATABASE_URL_FD,
+)
 
 READ_ONLY_TOOLS = ("Read", "Glob", "Grep", "LS", "WebFetch", "WebSearch")
 ANALYSIS_TOOLS = (*READ_ONLY_TOOLS, "Write")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from emdx import __version__
+from emdx import __version__, settings
 from emdx.cli import documents, gui, team
 from emdx.cli.render import error
 from emdx.errors import EmdxError
@@ -73,10 +73,54 @@ def register_groups(argv: list[str]) -> None:
             _registered.add(name)
 
 
+def db_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """The value of `--db URL` (or `--db=URL`) among the options before the command, and the
+    arguments without it (a root option is read there only, as typer reads it)."""
+    for index, arg in enumerate(args):
+        if arg == "--db" and index + 1 < len(args):
+            return args[index + 1], args[:index] + args[index + 2 :]
+        if arg.startswith("--db="):
+            return arg[len("--db=") :], args[:index] + args[index + 1 :]
+        if not arg.startswith("-"):
+            break
+    return None, args
+
+
+def hide_database_url(args: list[str]) -> None:
+    """Team mode: a command given the URL (and its password) with `--db` or EMDX_DATABASE_URL
+    starts again as itself without it, handed the URL on a pipe (`system.spawn`), so that
+    /proc/PID/cmdline (readable by every user) and /proc/PID/environ (by the user's agents)
+    of a worker, a run being followed or the TUI never show it. Nothing to do, and nothing
+    imported, without a URL or for `--help` and `--version`."""
+    db, rest = db_option(args)
+    if db is None and not settings.database_url_in_environment():
+        return
+    if any(arg in ("-h", "--help", "--version") for arg in args):
+        return
+    # sys.orig_argv is the interpreter's command line, which ends with our arguments.
+    head = sys.orig_argv[: len(sys.orig_argv) - len(args)]
+    if not args or not head or sys.orig_argv[len(head) :] != args or not sys.executable:
+        return
+    url = (db.strip() or None) if db is not None else settings.database_url()
+    from emdx.errors import EnvironmentProblem
+    from emdx.system import spawn
+
+    try:
+        spawn.reexec_without_url([*head, *rest], url)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot start again with the database URL out of view: {exc.strerror or exc}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: emdx errors → one line on stderr and exit 1, usage errors → exit 2."""
-    register_groups(sys.argv[1:] if argv is None else argv)
     try:
+        if argv is None:
+            hide_database_url(sys.argv[1:])
+        # A URL handed over on a pipe is read here, where a failure is one line.
+        settings.database_url()
+        register_groups(sys.argv[1:] if argv is None else argv)
         # Standalone mode: typer itself turns usage errors into exit 2 and `--help` into exit 0.
         app(args=argv, prog_name="emdx")
     except EmdxError as exc:

@@ -27,8 +27,8 @@ import os  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from emdx import system  # noqa: E402
-from emdx.errors import EmdxError  # noqa: E402
+from emdx import settings, system  # noqa: E402
+from emdx.errors import EmdxError, EnvironmentProblem  # noqa: E402
 from emdx.masking import Masker, MaskingStream  # noqa: E402
 from emdx.models import ExecutionStatus  # noqa: E402
 from emdx.runner.finish import warn  # noqa: E402
@@ -41,7 +41,13 @@ def main(
     early_signals: list[int] | None = None,
     on_resume: Callable[[Store], object] | None = None,
 ) -> int:
-    masker = Masker.from_env(os.environ)
+    try:
+        # Handed over on a pipe (never in our environment): read first, and masked like the rest.
+        url = settings.database_url()
+    except EmdxError as exc:
+        warn(f"emdx runner: {exc}")
+        return 1
+    masker = Masker.from_env({**os.environ, settings.DATABASE_URL: url or ""})
     if masker:
         # Our stderr is logs/<key>.runner.err: tracebacks and notes quote exception texts.
         sys.stderr = MaskingStream(sys.stderr, masker)
@@ -87,6 +93,8 @@ def after_run(argv: list[str]) -> None:
             if execution.run_key and execution.run_key == os.environ.get(system.MARKER_KEY):
                 repair.apply_post_actions(store, execution)
             repair.sweep(store, "the supervisor of a finished run")
+    except EnvironmentProblem:
+        return  # `main` said it already: the same store, opened the same way
     except Exception as exc:
         with contextlib.suppress(OSError, ValueError):
             print(f"emdx runner: after the run: {type(exc).__name__}: {exc}", file=sys.stderr)
