@@ -54,6 +54,11 @@ def prompt_path(run_key: str) -> Path:
     return run_file(run_key, "prompt.md")
 
 
+def prepared_path(run_key: str) -> Path:
+    """Team mode: the host that made the run's directory here (a shared home has several)."""
+    return run_file(run_key, "prepared")
+
+
 def runner_err_path(run_key: str) -> Path:
     """The supervisor's own stderr (tracebacks of emdx bugs)."""
     return run_file(run_key, "runner.err")

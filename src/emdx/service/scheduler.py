@@ -290,7 +290,12 @@ class Scheduler:
         return run_dir
 
     def make_worktree(
-        self, execution_id: int, repo: Path, run_key: str, title: str
+        self,
+        execution_id: int,
+        repo: Path,
+        run_key: str,
+        title: str,
+        queued_job: int | None = None,
     ) -> tuple[Path, str]:
         """A worktree on a branch emdx creates: `exec-<id>-<slug>`, or `…-2`, `…-3` when that
         name is taken (ids repeat across homes and fresh databases; a user's branch is never
@@ -298,7 +303,11 @@ class Scheduler:
         once it is created, so that only what this run created is ever removed."""
         runs = paths.private_dir(paths.runs_dir())
         path = runs / run_key
-        self.store.executions.update(execution_id, repo=str(repo))
+        if os.path.lexists(path) or git.registered_path(repo, path) is not None:
+            # Never through whatever is there (a link would have git write where it points).
+            raise EnvironmentProblem(f"{path} is taken already (a link, or an earlier worktree)")
+        if not self.store.executions.update(execution_id, queued_job=queued_job, repo=str(repo)):
+            raise InvalidStateError("the run was killed, queued again or taken meanwhile")
         base = smart.branch_name(execution_id, title)
         for attempt in range(1, 100):
             branch = base if attempt == 1 else f"{base}-{attempt}"
@@ -307,14 +316,20 @@ class Scheduler:
             result = git.add_worktree(repo, path, branch)
             if result.ok:
                 break
-            if git.branch_name_taken(repo, branch):
+            if f"'{branch}' already exists" in result.err:
                 continue  # taken between our check and git's: try the next name
+            if git.branch_exists(repo, branch) and git.registered_path(repo, path) is None:
+                git.delete_branch(repo, branch)  # git made it, then failed on the directory
             detail = result.err.splitlines()[-1] if result.err else "git worktree add failed"
             raise EnvironmentProblem(f"cannot create a worktree in {repo}: {detail}")
         else:
             raise EnvironmentProblem(f"no free branch name for {base} in {repo}")
-        self.store.executions.update(execution_id, branch=branch, branch_created=True)
+        recorded = self.store.executions.update(
+            execution_id, queued_job=queued_job, branch=branch, branch_created=True
+        )
         git.mark_branch(repo, branch, run_key)
+        if not recorded:  # the caller removes what was made (its directory is marked as its)
+            raise InvalidStateError("the run was killed, queued again or taken meanwhile")
         # git made the directory through whatever `runs` was at that moment: it must be ours.
         info = os.lstat(path)
         if not stat.S_ISDIR(info.st_mode) or os.path.realpath(path.parent) != str(runs):

@@ -289,23 +289,25 @@ class _Worker:
         if not self._ready(row):
             return None
         try:
-            execution = self._make_workdir(row)
+            execution = self._make_workdir(row, job.job_id)
         except (OSError, EmdxError) as exc:
-            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._failed(row, f"could not prepare the run: {detail}")
-            return None
+            self._leave(row)
+            if self._still_queued(row.id, job.job_id):
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                self._failed(row, f"could not prepare the run: {detail}")
+            return None  # else: killed, queued again or taken elsewhere meanwhile
         if (
             job.abort_reason() is not None  # this worker is stopping: leave it to the others
-            or executions.get(row.id).job_id != job.job_id
-            or executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED) != "claimed"
+            or executions.claim_slot(row.id, NO_CAP, ExecutionStatus.QUEUED, job.job_id)
+            != "claimed"
         ):
             # Killed, queued again or given up while we prepared: nothing of it may stay
             # behind (a run left queued gets a new job from the next sweep).
-            self._discard_workdir(execution)
+            self._leave(execution)
             return None
         # Ours now: the row names this host's directory and the job that runs it (a kill from
         # any host aborts that one), whatever another preparer wrote meanwhile.
-        self._record_here(row.id, row.run_key or "", str(execution.working_dir), job.job_id)
+        self._record_here(row.id, row.run_key or "", str(execution.working_dir), job=job.job_id)
         execution = executions.get(row.id)
         note_run(
             store,
@@ -343,20 +345,26 @@ class _Worker:
         )
         return False
 
-    def _make_workdir(self, row: Execution) -> Execution:
+    def _make_workdir(self, row: Execution, job: int) -> Execution:
         """The run's directory on this host (a worktree of this host's copy of its
-        repository), its prompt file, and the row fields that say where it runs."""
+        repository), its prompt file, and the row fields that say where it runs — each
+        write only while the row is still queued under `job` (a worker that was frozen
+        meanwhile, its run queued again and taken elsewhere, overwrites nothing)."""
         key = row.run_key or ""
         scheduler = Scheduler(self.store)
         prompt = self.queue.prompt(row.id)
         if prompt is None:
             raise InvalidStateError("its prompt is not in the team's database")
-        # This host's name goes on the row before anything is made here, so that a worker of
-        # this host starting meanwhile never takes the directory for a leftover; one that is
-        # there already was left by a preparer of this host that died before its claim.
-        self._record_here(row.id, key, str(paths.runs_dir() / key))
-        if os.path.lexists(paths.runs_dir() / key):
-            action = unclaimed.discard(row, key, self.config.repos.values())
+        # This host's name goes on the row (and in the home) before anything is made here,
+        # so that a worker of this host starting meanwhile never takes the directory for a
+        # leftover; one that is there already was left by a preparer of this host that died
+        # before its claim.
+        path = paths.runs_dir() / key
+        self._record_here(row.id, key, str(path), queued_job=job)
+        unclaimed.mark_prepared(key, self.config.host)
+        repos = self.config.repos.values()
+        if os.path.lexists(path) or any(git.registered_path(r, path) for r in repos):
+            action = unclaimed.discard(row, key, repos)
             self.say(f"execution #{row.id}: {action.target}: {action.detail} ({action.result})")
         if row.options.worktree:
             repo = self.config.repos.get(row.options.queue or "")
@@ -364,7 +372,9 @@ class _Worker:
                 raise InvalidStateError(
                     f"this worker does not hold the repository of queue {row.options.queue!r}"
                 )
-            workdir, branch = scheduler.make_worktree(row.id, repo, key, row.doc_title)
+            workdir, branch = scheduler.make_worktree(
+                row.id, repo, key, row.doc_title, queued_job=job
+            )
             if row.exec_type is not ExecType.RESUME and row.doc_id is not None:
                 doc = self.store.documents.get(row.doc_id, include_deleted=True)
                 text = smart.plan_for_type(doc, row.exec_type, branch).prompt
@@ -372,17 +382,26 @@ class _Worker:
         else:
             workdir = scheduler.make_run_dir(key)
         paths.write_private(paths.prompt_path(key), prompt)
-        self._record_here(row.id, key, str(workdir))
+        self._record_here(row.id, key, str(workdir), queued_job=job)
         return self.store.executions.get(row.id)
 
     def _record_here(
-        self, execution_id: int, key: str, workdir: str, job: int | None = None
+        self,
+        execution_id: int,
+        key: str,
+        workdir: str,
+        *,
+        queued_job: int | None = None,
+        job: int | None = None,
     ) -> None:
-        """The row fields that say where the run runs (and, once claimed, by which job)."""
+        """The row fields that say where the run runs: before the claim only while the row is
+        queued under `queued_job` (else the run is not ours: InvalidStateError), once claimed
+        with the `job` that runs it."""
         fields: dict[str, Any] = {} if job is None else {"job_id": job}
-        self.store.executions.update(
+        written = self.store.executions.update(
             execution_id,
             key=key,
+            queued_job=queued_job,
             working_dir=workdir,
             log_file=str(paths.run_log_path(key)),
             heartbeat_s=settings.heartbeat_seconds(),
@@ -390,17 +409,27 @@ class _Worker:
             worker_id=self.worker_id,
             **fields,
         )
+        if not written and queued_job is not None:
+            raise InvalidStateError("the run was killed, queued again or taken meanwhile")
 
-    def _discard_workdir(self, execution: Execution) -> None:
-        key = execution.run_key or ""
-        runs = paths.runs_dir()
-        if execution.repo and execution.options.worktree:
-            git.unlock_worktree(Path(execution.repo), runs / key)
-        with contextlib.suppress(OSError, EmdxError):
-            paths.remove_tree(runs / key, runs)
-        if execution.repo and execution.options.worktree:
-            git.forget_worktree(Path(execution.repo), runs / key)
-            if execution.branch and execution.branch_created:
-                git.delete_branch(Path(execution.repo), execution.branch)
-        with contextlib.suppress(OSError):
-            paths.prompt_path(key).unlink()
+    def _still_queued(self, execution_id: int, job: int) -> bool:
+        with contextlib.suppress(EmdxError):
+            row = self.store.executions.get(execution_id)
+            return row.status is ExecutionStatus.QUEUED and row.job_id == job
+        return False
+
+    def _leave(self, row: Execution) -> None:
+        """What this host made for a run it does not run (see `unclaimed`), removed."""
+        key = row.run_key or ""
+        with contextlib.suppress(EmdxError):
+            row = self.store.executions.get(row.id)
+        if row.run_key != key:
+            return
+        path = paths.runs_dir() / key
+        repos = self.config.repos.values()
+        if os.path.lexists(path) or any(git.registered_path(r, path) for r in repos):
+            unclaimed.discard(row, key, repos)
+        else:
+            for made in (paths.prompt_path(key), paths.prepared_path(key)):
+                with contextlib.suppress(OSError):
+                    made.unlink()

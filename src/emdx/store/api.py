@@ -96,6 +96,7 @@ class ExecutionsAPI(Protocol):
         *,
         key: str | None = None,
         only_supervised: bool = False,
+        queued_job: int | None = None,
         **fields: Any,
     ) -> bool: ...
 
@@ -129,7 +130,11 @@ class ExecutionsAPI(Protocol):
     def queued(self) -> list[Execution]: ...
 
     def claim_slot(
-        self, execution_id: int, max_parallel: int, from_status: ExecutionStatus
+        self,
+        execution_id: int,
+        max_parallel: int,
+        from_status: ExecutionStatus,
+        job: int | None = None,
     ) -> Claim: ...
 
     def usage_limit_until(self, now: str) -> str | None: ...

@@ -195,6 +195,7 @@ class ExecutionStore:
         *,
         key: str | None = None,
         only_supervised: bool = False,
+        queued_job: int | None = None,
         **fields: Any,
     ) -> bool:
         """Set progress or bookkeeping fields (never the status: see `transition`). With `key`,
@@ -211,6 +212,10 @@ class ExecutionStore:
         where, params = _where(execution_id, key)
         if only_supervised:
             where += " AND status IN ('running', 'waiting')"
+        if queued_job is not None:
+            # A team worker's writes before its claim: only while the run waits for its job.
+            where += " AND status = 'queued' AND job_id = ?"
+            params = (*params, queued_job)
         with write_transaction(self._conn, self._path) as conn:
             cur = conn.execute(
                 f"UPDATE executions SET {assignments} WHERE {where}", (*fields.values(), *params)
@@ -308,7 +313,11 @@ class ExecutionStore:
         return [_execution(r) for r in rows]
 
     def claim_slot(
-        self, execution_id: int, max_parallel: int, from_status: ExecutionStatus
+        self,
+        execution_id: int,
+        max_parallel: int,
+        from_status: ExecutionStatus,
+        job: int | None = None,
     ) -> Claim:
         """Atomically move a run from `from_status` (preparing or queued) to running, if fewer
         than `max_parallel` runs hold a slot."""
@@ -322,10 +331,11 @@ class ExecutionStore:
             ).fetchone()[0]
             if holding >= max_parallel:
                 return "full"
+            # With `job`: only the job the row is queued under (team mode's; unused here).
             cur = conn.execute(
                 "UPDATE executions SET status = 'running', started_at = ? "
-                "WHERE id = ? AND status = ?",
-                (now_iso(), execution_id, from_status.value),
+                "WHERE id = ? AND status = ? AND (? IS NULL OR job_id = ?)",
+                (now_iso(), execution_id, from_status.value, job, job),
             )
             return "claimed" if cur.rowcount == 1 else "gone"
 

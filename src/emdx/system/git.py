@@ -73,6 +73,9 @@ def _env(settings: list[tuple[str, str]]) -> dict[str, str]:
         if k not in _DROPPED_ENV and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
     }
     env["GIT_TERMINAL_PROMPT"] = "0"
+    # Untranslated messages: a few are read (`git worktree add` saying a branch name is taken).
+    env.pop("LC_ALL", None)
+    env["LC_MESSAGES"] = "C"
     # A read (status, a dry run) must not rewrite the index behind the user's back.
     env["GIT_OPTIONAL_LOCKS"] = "0"
     env["GIT_CONFIG_COUNT"] = str(len(settings))
@@ -267,20 +270,40 @@ def add_worktree(repo: Path, path: Path, branch: str) -> GitResult:
     return run(argv, repo, no_filters=True)
 
 
+def registered_path(repo: Path, path: Path) -> str | None:
+    """The path as git registered the worktree at `path` (compared with each parent resolved,
+    the last component as is: a link is never followed), or None when none is there."""
+    want = os.path.join(os.path.realpath(path.parent), path.name)
+    for tree in worktrees(repo):
+        there = os.path.join(
+            os.path.realpath(os.path.dirname(tree.path)), os.path.basename(tree.path)
+        )
+        if there == want:
+            return tree.path
+    return None
+
+
 def unlock_worktree(repo: Path, path: Path) -> bool:
-    """Unlock the worktree registered at `path` (named by its unique last component: git
-    matches registered paths, so a link planted at `path` is never followed)."""
-    return run(["worktree", "unlock", path.name], repo).ok
+    """Unlock the worktree registered at `path`, named by the whole path git registered: git
+    matches a worktree's name by path suffix first, and a registered absolute path is a suffix
+    of itself only — so a link planted at `path` is never followed, and a namesake (the same
+    run key in another home) is never taken for it."""
+    registered = registered_path(repo, path)
+    return registered is not None and run(["worktree", "unlock", registered], repo).ok
 
 
 def forget_worktree(repo: Path, path: Path) -> GitResult | None:
     """Unregister the worktree at `path` once its directory is gone — that one only: `git
     worktree prune` would also drop every other worktree whose directory is missing right now
     (the user's on a disk that is not mounted). None when the directory is still there (git
-    would delete it itself, following its own rules, not `paths.remove_tree`'s)."""
+    would delete it itself, following its own rules, not `paths.remove_tree`'s) or nothing is
+    registered there."""
     if os.path.lexists(path):
         return None
-    return run(["worktree", "remove", "--force", str(path)], repo)
+    registered = registered_path(repo, path)
+    if registered is None:
+        return None
+    return run(["worktree", "remove", "--force", registered], repo)
 
 
 def admin_dir(repo: Path, path: Path) -> Path | None:

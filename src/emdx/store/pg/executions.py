@@ -199,6 +199,7 @@ class PgExecutionStore:
         *,
         key: str | None = None,
         only_supervised: bool = False,
+        queued_job: int | None = None,
         **fields: Any,
     ) -> bool:
         """Set progress or bookkeeping fields (never the status: see `transition`). With `key`,
@@ -216,6 +217,10 @@ class PgExecutionStore:
         where, params = _where(execution_id, key)
         if only_supervised:
             where += " AND status IN ('running', 'waiting')"
+        if queued_job is not None:
+            # A team worker's writes before its claim: only while the run waits for its job.
+            where += " AND status = 'queued' AND job_id = %s"
+            params = (*params, queued_job)
         with self._db.write() as conn:
             cur = conn.execute(
                 f"UPDATE executions SET {assignments} WHERE {where}",
@@ -317,7 +322,11 @@ class PgExecutionStore:
         return self._many("SELECT * FROM executions WHERE status = 'queued' ORDER BY id")
 
     def claim_slot(
-        self, execution_id: int, max_parallel: int, from_status: ExecutionStatus
+        self,
+        execution_id: int,
+        max_parallel: int,
+        from_status: ExecutionStatus,
+        job: int | None = None,
     ) -> Claim:
         """Atomically move a run from `from_status` (preparing or queued) to running, if fewer
         than `max_parallel` runs hold a slot — on every host at once (an advisory lock held to
@@ -336,10 +345,11 @@ class PgExecutionStore:
             ).fetchone()
             if row is not None and int(row["n"]) >= max_parallel:
                 return "full"
+            # With `job`: only the job the row is queued under (a stale one claims nothing).
             cur = conn.execute(
                 "UPDATE executions SET status = 'running', started_at = now() "
-                "WHERE id = %s AND status = %s",
-                (execution_id, from_status.value),
+                "WHERE id = %s AND status = %s AND (%s::bigint IS NULL OR job_id = %s)",
+                (execution_id, from_status.value, job, job),
             )
             return "claimed" if cur.rowcount == 1 else "gone"
 
