@@ -50,7 +50,13 @@ class PgProxy:
         netloc = self._parts.netloc.rsplit("@", 1)
         user = f"{netloc[0]}@" if len(netloc) == 2 else ""
         return urlunsplit(
-            (self._parts.scheme, f"{user}127.0.0.1:{self.port}", self._parts.path, self._parts.query, "")
+            (
+                self._parts.scheme,
+                f"{user}127.0.0.1:{self.port}",
+                self._parts.path,
+                self._parts.query,
+                "",
+            )
         )
 
     # -- up and down --------------------------------------------------------------------

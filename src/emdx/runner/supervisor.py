@@ -294,6 +294,8 @@ class Supervisor:
             )
         if self.watch.alarm is Alarm.HUNG_AFTER_RESULT:
             return Outcome(ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.HUNG_AFTER_RESULT)
+        if self.watch.alarm is Alarm.DATABASE_LOST:
+            return Outcome(ExecutionStatus.FAILED, 1, Reason.DATABASE_LOST)
         progress = self.output.progress
         return decide(
             returncode,
@@ -312,6 +314,7 @@ class Supervisor:
             stall_s=self.options.stall_timeout_s,
             result_grace_s=settings.result_exit_grace(),
             background_ceiling_s=background_ceiling(os.environ),
+            database_s=settings.outage_tolerance() if self.store.queue is not None else None,
         )
         now = time.monotonic()
         readings = Readings(began=now, last_event=now)
@@ -329,6 +332,7 @@ class Supervisor:
             if results and results != seen_results:
                 readings.result_at, seen_results = now, results
             readings.background_open = progress.background_open
+            readings.unreached_since = self.writer.unreached_since
             if now - last_flush >= 0.5:
                 self._flush_progress()
                 last_flush = now
@@ -344,9 +348,8 @@ class Supervisor:
                 if alarm is None:
                     continue
                 self.watch.alarm = alarm
-                self.note(
-                    alarm_text(alarm, limits), "error", "⏰" if alarm is Alarm.TIMEOUT else "🧊"
-                )
+                icon = {Alarm.TIMEOUT: "⏰", Alarm.DATABASE_LOST: "🔌"}.get(alarm, "🧊")
+                self.note(alarm_text(alarm, limits), "error", icon)
             stopping = True
             proc.terminate(self.kill_grace, self.output.on_line_quietly)
             if proc.needed_sigkill:

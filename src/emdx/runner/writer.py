@@ -126,6 +126,8 @@ class RowWriter:
         self.note = note
         self.beat_ms: list[float] = []
         self.beat_failures = 0
+        self.unreached_since: float | None = None
+        """Monotonic time of the first failed beat since the last one the database took."""
         self.write_failures = 0
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -213,12 +215,19 @@ class RowWriter:
                 self.id, self.now(store), round(self.uptime(), 3), self.key
             )
             self.beat_ms.append((time.perf_counter() - began) * 1000)
+            if self.unreached_since is not None:
+                gap = time.monotonic() - self.unreached_since
+                self.note(f"heartbeats reach the database again after {gap:.0f}s", "info", "💓")
+                self.unreached_since = None
             if not taken:
                 self._check_row(store)
         except EmdxError as exc:
-            # Never fatal: a missed beat only makes the run look unresponsive for a while.
+            # Never fatal: a missed beat only makes the run look unresponsive for a while (in
+            # team mode, an outage the run rides out: said once, not at every beat).
             self.beat_failures += 1
-            self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+            if self.unreached_since is None:
+                self.unreached_since = time.monotonic()
+                self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
 
     def now(self, store: Store) -> str:
         """The heartbeat's time: this host's clock; in team mode the database server's (read
