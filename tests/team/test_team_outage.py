@@ -89,12 +89,17 @@ def test_runs_ride_out_a_database_outage(cut_team: tuple[Team, PgProxy]) -> None
     assert "the worker kept its runs" in worker.text(), worker.text()
     assert "registering again" not in worker.text(), worker.text()
     assert worker.proc.poll() is None and "Traceback" not in worker.text(), worker.text()
-    # Every job ended as its run did (none left "doing" by the outage).
+    # Every job ends as its run did (none left "doing" by the outage; its worker writes the
+    # end just after the run's).
     import psycopg
 
-    with psycopg.connect(proxy.url, autocommit=True) as conn:
-        doing = conn.execute("SELECT id FROM procrastinate_jobs WHERE status = 'doing'").fetchall()
-    assert doing == [], doing
+    def jobs() -> list[tuple[int, str]]:
+        with psycopg.connect(proxy.url, autocommit=True) as conn:
+            found = conn.execute("SELECT id, status FROM procrastinate_jobs ORDER BY id")
+            return [(int(i), str(s)) for i, s in found.fetchall()]
+
+    wait_until(lambda: all(s != "doing" for _, s in jobs()), 30, message=lambda: str(jobs()))
+    assert [s for _, s in jobs()] == ["succeeded", "aborted", "succeeded"], jobs()
 
 
 def test_a_run_cut_off_past_the_outage_tolerance_ends_database_lost(

@@ -332,7 +332,7 @@ class Supervisor:
             if results and results != seen_results:
                 readings.result_at, seen_results = now, results
             readings.background_open = progress.background_open
-            readings.unreached_since = self.writer.unreached_since
+            readings.unreached_since = self.writer.unreached_since()
             if now - last_flush >= 0.5:
                 self._flush_progress()
                 last_flush = now

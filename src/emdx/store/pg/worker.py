@@ -272,7 +272,7 @@ def _tolerate_outages(manager: Any, link: _Link, heartbeat_s: float) -> None:
                 await finish_job(job=job, status=status, delete_job=delete_job)
                 return
             except procrastinate.exceptions.ConnectorException as exc:
-                if "not in" in str(exc) and "status" in str(exc):
+                if 'not in "doing"' in str(exc.__cause__):
                     return  # its earlier try went through, only its answer was lost
                 link.failed(exc)
                 await asyncio.sleep(max(0.5, heartbeat_s))
@@ -394,7 +394,8 @@ async def _give_up(worker: Any, task: asyncio.Task[Any]) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # procrastinate's ConnectorException says nothing itself: the psycopg error it wraps does.
+    text = " ".join(str(exc.__cause__ or exc).split())
     return text[:300] or type(exc).__name__
 
 
