@@ -69,7 +69,9 @@ def test_runs_ride_out_a_database_outage(cut_team: tuple[Team, PgProxy]) -> None
 
     _outage(proxy, 20)
 
-    # The first command after the outage judges nobody lost: every heartbeat is 20 s old.
+    # A worker starting right after prunes every registration whose heartbeat is stale (alpha's:
+    # restored by its next beat); the first command judges nobody lost (every beat 20 s old).
+    team.start_worker("gamma", queues=("elsewhere",))
     health = team.cli("laptop", "exec", "list")
     assert health.code == 0, health.stderr
     assert all(team.row(i).reason != "host_lost" for i in (survivor, doomed)), health.stdout

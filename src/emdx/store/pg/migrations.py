@@ -209,12 +209,13 @@ def p003_job_queue(conn: psycopg.Connection[Any]) -> None:
 
 def p004_team_pulse(conn: psycopg.Connection[Any]) -> None:
     """The team's pulse (one row, `queue.PULSE_SQL`): when anyone last reached the database,
-    and when it came back after it was out of everyone's reach."""
+    and the last silence (out of everyone's reach): since when, and when it came back."""
     _run(
         conn,
         """CREATE TABLE emdx_pulse (
             one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
             pulse_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            silent_from TIMESTAMPTZ,
             resumed_at TIMESTAMPTZ)""",
         "INSERT INTO emdx_pulse DEFAULT VALUES",
     )

@@ -33,25 +33,32 @@ CONNECT_GRACE_S = 30.0
 # a worker may take to reach it again before it is judged lost.
 REJOIN_S = 15.0
 # The team's pulse: every worker's heartbeat and every judge touch it. A pulse after a silence
-# longer than the longest worker heartbeat limit means the database was out of everyone's
-# reach (restarted, failed over, cut off): `resumed_at` records when it came back, and no
-# worker is judged lost until it has had the time to reach it again.
+# longer than the shortest worker heartbeat limit means the database was out of everyone's
+# reach (restarted, failed over, cut off): `silent_from`..`resumed_at` records the silence, and
+# no worker that was alive when it began is judged lost until it has had the time to reach the
+# database again.
+_SILENCE = (
+    f"pulse_at < now() - make_interval(secs => {MISSED_BEATS} * (SELECT "
+    "COALESCE(MIN(heartbeat_s), 10.0) FROM emdx_workers WHERE stopped_at IS NULL))"
+)
 PULSE_SQL = (
-    "UPDATE emdx_pulse SET pulse_at = now(), resumed_at = CASE WHEN pulse_at < now() - "
-    f"make_interval(secs => {MISSED_BEATS} * (SELECT COALESCE(MAX(heartbeat_s), 10.0) "
-    "FROM emdx_workers WHERE stopped_at IS NULL)) THEN now() ELSE resumed_at END"
+    f"UPDATE emdx_pulse SET pulse_at = now(), "
+    f"resumed_at = CASE WHEN {_SILENCE} THEN now() ELSE resumed_at END, "
+    f"silent_from = CASE WHEN {_SILENCE} THEN pulse_at ELSE silent_from END"
 )
 
 
 def _alive(p: str = "p", w: str = "w") -> str:
-    """SQL: whether the worker of `p` (procrastinate_workers) and `w` (emdx_workers) is
-    alive: its heartbeat is fresh by its own interval (circus: interval × misses), or the team's
-    database came back from an outage too recently for it to have beaten since."""
-    limit = f"{MISSED_BEATS} * COALESCE({w}.heartbeat_s, 10.0)"
+    """SQL: whether the worker of `p` (procrastinate_workers, either row may be missing) and
+    `w` (emdx_workers) is alive: its heartbeat is fresh by its own interval (circus: interval ×
+    misses), or — not stopped — the team's database came back from an outage too recently for it
+    to have beaten since (its registration may even have been pruned meanwhile: it restores it)."""
+    limit = f"make_interval(secs => {MISSED_BEATS} * COALESCE({w}.heartbeat_s, 10.0))"
     return (
-        f"({p}.last_heartbeat > now() - make_interval(secs => {limit}) OR "
-        "(SELECT resumed_at FROM emdx_pulse) > "
-        f"now() - make_interval(secs => {limit} + {REJOIN_S}))"
+        f"COALESCE({p}.last_heartbeat > now() - {limit} OR ({w}.stopped_at IS NULL AND "
+        f"EXISTS (SELECT 1 FROM emdx_pulse t WHERE t.resumed_at > now() - {limit} - "
+        f"make_interval(secs => {REJOIN_S}) AND "
+        f"COALESCE({p}.last_heartbeat, t.silent_from) >= t.silent_from - {limit})), false)"
     )
 
 
@@ -152,7 +159,7 @@ class PgJobQueue:
                     WHERE e.status = 'queued' AND e.job_id IS NOT NULL AND (
                         j.id IS NULL
                         OR j.status IN ('succeeded', 'failed', 'aborted', 'cancelled')
-                        OR (j.status = 'doing' AND (p.id IS NULL OR NOT {_alive()})))
+                        OR (j.status = 'doing' AND NOT {_alive()}))
                     ORDER BY e.id"""
             ).fetchall()
             for row in rows:
@@ -212,8 +219,9 @@ class PgJobQueue:
         with self._db.write() as conn:
             conn.execute(PULSE_SQL)  # this judge reached the database: the team's pulse
             rows = conn.execute(
-                f"""SELECT p.id, w.queues FROM procrastinate_workers p
-                    LEFT JOIN emdx_workers w ON w.worker_id = p.id
+                f"""SELECT COALESCE(p.id, w.worker_id) AS id, w.queues
+                    FROM procrastinate_workers p
+                    FULL JOIN emdx_workers w ON w.worker_id = p.id
                     WHERE {_alive()}"""
             ).fetchall()
         return {int(r["id"]): tuple(json.loads(r["queues"])) if r["queues"] else () for r in rows}
@@ -225,7 +233,7 @@ class PgJobQueue:
             rows = conn.execute(
                 f"""SELECT w.*, p.last_heartbeat,
                         EXTRACT(EPOCH FROM now() - p.last_heartbeat) AS age_s,
-                        (p.last_heartbeat IS NOT NULL AND {_alive()}) AS alive,
+                        {_alive()} AS alive,
                         (SELECT COUNT(*) FROM executions e WHERE e.worker_id = w.worker_id
                             AND e.status IN ('running', 'waiting')) AS running
                     FROM emdx_workers w
