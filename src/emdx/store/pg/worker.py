@@ -218,7 +218,9 @@ async def serve(
                     app, name, queues, concurrency, heartbeat_s, holder, on_registered,
                     periodic, current, link,
                 )  # fmt: skip
-        except (OSError, procrastinate.exceptions.ProcrastinateException) as exc:
+        except (OSError, psycopg.Error, procrastinate.exceptions.ProcrastinateException) as exc:
+            # psycopg's own: the pool's PoolTimeout when it opens while the database is away
+            # (which ended the worker, traceback and all).
             if stopping.is_set():
                 break
             say(f"the worker lost {display_url(url)} ({_one_line(exc)}): registering again")
