@@ -25,6 +25,8 @@ class PgProxy:
     def __init__(self, target_url: str, mode: str = "refuse") -> None:
         if mode not in ("refuse", "hang"):
             raise ValueError(f"mode {mode!r}: refuse or hang")
+        self.target_url = target_url
+        """The server's own URL (what the proxy forwards to: still up during an outage)."""
         parts = urlsplit(target_url)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
         self.mode = mode

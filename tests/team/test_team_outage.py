@@ -67,10 +67,17 @@ def test_runs_ride_out_a_database_outage(cut_team: tuple[Team, PgProxy]) -> None
     queued = team.submit("laptop", team.save("laptop", "# after the outage\n"))
     assert team.row(queued).status.value == "queued"
 
-    _outage(proxy, 20)
+    import psycopg
 
-    # A worker starting right after prunes every registration whose heartbeat is stale (alpha's:
-    # restored by its next beat); the first command judges nobody lost (every beat 20 s old).
+    with proxy.outage():
+        # Meanwhile, what a worker starting first after an outage does: alpha's registration
+        # pruned as stalled (its jobs unlinked). Its next beat restores it.
+        with psycopg.connect(proxy.target_url, autocommit=True) as server:
+            server.execute("DELETE FROM procrastinate_workers")
+        time.sleep(20)  # the outage itself
+
+    # Another worker starting right after the outage; the first command judges nobody lost
+    # (every heartbeat is 20 s old).
     team.start_worker("gamma", queues=("elsewhere",))
     health = team.cli("laptop", "exec", "list")
     assert health.code == 0, health.stderr
@@ -91,9 +98,9 @@ def test_runs_ride_out_a_database_outage(cut_team: tuple[Team, PgProxy]) -> None
     assert "the worker kept its runs" in worker.text(), worker.text()
     assert "registering again" not in worker.text(), worker.text()
     assert worker.proc.poll() is None and "Traceback" not in worker.text(), worker.text()
+    assert "was pruned meanwhile: restored" in worker.text(), worker.text()
     # Every job ends as its run did (none left "doing" by the outage; its worker writes the
     # end just after the run's).
-    import psycopg
 
     def jobs() -> list[tuple[int, str]]:
         with psycopg.connect(proxy.url, autocommit=True) as conn:

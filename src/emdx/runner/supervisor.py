@@ -40,9 +40,12 @@ from emdx.runner.reports import report_heartbeats, report_log
 from emdx.runner.watchdog import Alarm, Limits, Readings, alarm_text, background_ceiling, due
 from emdx.runner.writer import RowWriter
 from emdx.store import Store
+from emdx.store.connection import retry_transient
 from emdx.system import git
 
 POLL_S = 0.2
+# How long the supervisor's first write (its identity) retries through a database blip.
+START_RETRY_S = 60.0
 PROMPT_MAX = 64 * 1024 * 1024
 
 
@@ -118,14 +121,17 @@ class Supervisor:
 
     def run(self) -> int:
         me = os.getpid()
-        recorded = self.store.executions.update(
-            self.id,
-            key=self.key,
-            pid=me,
-            pid_started_at=self.started_at,
-            heartbeat_at=self.writer.now(self.store),
-            uptime_s=round(self.uptime(), 3),
-            heartbeat_s=self.heartbeat_s,
+        recorded = retry_transient(  # a database blip as we start is waited out
+            lambda: self.store.executions.update(
+                self.id,
+                key=self.key,
+                pid=me,
+                pid_started_at=self.started_at,
+                heartbeat_at=self.writer.now(self.store),
+                uptime_s=round(self.uptime(), 3),
+                heartbeat_s=self.heartbeat_s,
+            ),
+            START_RETRY_S,
         )
         if not recorded:
             warn(f"emdx runner: no row {self.id} with run key {self.key}")

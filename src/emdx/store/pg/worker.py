@@ -69,7 +69,24 @@ END_HELD_SQL = "SELECT procrastinate_finish_job_v1(%(job_id)s, 'failed', false)"
 
 
 class _Pool(psycopg_pool.AsyncConnectionPool[Any]):
-    """procrastinate's pool, with its reconnection backoff capped."""
+    """procrastinate's pool, with its reconnection backoff capped, and every idle connection
+    tested as soon as one fails its check."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["check"] = self._check_all_if_dead
+        super().__init__(*args, **kwargs)
+
+    async def _check_all_if_dead(self, conn: Any) -> None:
+        """A connection handed out is checked first; when it is dead, so is every other idle
+        one after a cut (a restarted or flapping server). The pool's own check loop would then
+        try them one by one with a doubling pause (1, 2, 4, 8 s…): a heartbeat waited 16 s
+        through a flapping server. They are all tested now, so the next try gets a live or a
+        new connection."""
+        try:
+            await self.check_connection(conn)
+        except Exception:
+            await self.check()
+            raise
 
     async def schedule_task(self, task: Any, delay: float) -> None:
         if isinstance(task, AddConnection):
