@@ -142,7 +142,7 @@ def test_a_failed_side_task_stops_the_worker_even_without_periodic_tasks(
     from procrastinate import worker as stock
 
     from emdx.store import open_store
-    from emdx.store.pg import worker as emdx_worker
+    from emdx.store.pg import fixes
 
     async def heartbeat_dies(worker_class: type[Any], url: str) -> bool:
         app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
@@ -165,7 +165,7 @@ def test_a_failed_side_task_stops_the_worker_even_without_periodic_tasks(
 
     with team_database() as url:
         open_store(url).close()  # the schema
-        assert asyncio.run(heartbeat_dies(emdx_worker._Worker, url))  # stopped: it restarts
+        assert asyncio.run(heartbeat_dies(fixes.Worker, url))  # stopped: it restarts
         # procrastinate's own goes on without its heartbeat (if this changes, drop ours).
         assert not asyncio.run(heartbeat_dies(stock.Worker, url))
 

@@ -8,12 +8,13 @@ What procrastinate 3.10 does on its own, and what is changed here:
   when the app has no periodic task (emdx has none). So the first failed heartbeat query ended
   the heartbeat for good while the worker went on taking jobs: the "wedged" worker (alive, its
   heartbeat stopped, its runs judged lost). procrastinate issue #1597; fixed here in
-  `_Worker._monitor_side_tasks` (as in its open pull request #1605).
+  `fixes.Worker._monitor_side_tasks` (as in its open pull request #1605).
 - The heartbeat, the LISTEN connection, fetching and finishing jobs each failed (and ended the
   worker) on the first connection error. Here a beat that cannot reach the database is tried
   again at the next one; LISTEN reconnects until it can; a fetch that fails is "no job now"; a
   job's end is written when the database is back. The pool reconnects within seconds of the
-  database's return (its backoff is capped), and a connect never hangs longer than
+  database's return (its backoff is capped), tests every idle connection once one is found dead
+  (it tried them one by one with a doubling pause), and a connect never hangs longer than
   `CONNECT_TIMEOUT_S`.
 - A heartbeat also restores the worker's registration if another worker pruned it as stalled
   meanwhile (procrastinate prunes on every worker start), and it keeps the team's pulse (see
@@ -32,21 +33,15 @@ from typing import Any
 import procrastinate
 import procrastinate.exceptions
 import psycopg
-import psycopg_pool
-from procrastinate import worker as worker_module
-from psycopg_pool.pool_async import AddConnection
 
 from emdx.store.api import Job
 from emdx.store.pg.connection import display_url
+from emdx.store.pg.fixes import CONNECT_TIMEOUT_S, Connector, Pool, Worker
 from emdx.store.pg.queue import CONNECT_GRACE_S, MISSED_BEATS, PULSE_SQL, TASK
 
 Handler = Callable[[Job], Awaitable[None]]
 Say = Callable[[str], None]
 
-CONNECT_TIMEOUT_S = 5
-# The pool's reconnection backoff doubles without end; capped, it is back within this once the
-# database is.
-RECONNECT_MAX_S = 2.0
 # How long the watchdog lets a heartbeat stay stale while the database answers (it may still be
 # reconnecting) before it calls the worker wedged.
 WEDGE_GRACE_S = 10.0
@@ -66,57 +61,6 @@ RELINK_SQL = (
 )
 HELD_SQL = "SELECT id FROM procrastinate_jobs WHERE worker_id = %(worker_id)s AND status = 'doing'"
 END_HELD_SQL = "SELECT procrastinate_finish_job_v1(%(job_id)s, 'failed', false)"
-
-
-class _Pool(psycopg_pool.AsyncConnectionPool[Any]):
-    """procrastinate's pool, with its reconnection backoff capped, and every idle connection
-    tested as soon as one fails its check."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["check"] = self._check_all_if_dead
-        super().__init__(*args, **kwargs)
-
-    async def _check_all_if_dead(self, conn: Any) -> None:
-        """A connection handed out is checked first; when it is dead, so is every other idle
-        one after a cut (a restarted or flapping server). The pool's own check loop would then
-        try them one by one with a doubling pause (1, 2, 4, 8 s…): a heartbeat waited 16 s
-        through a flapping server. They are all tested now, so the next try gets a live or a
-        new connection."""
-        try:
-            await self.check_connection(conn)
-        except Exception:
-            await self.check()
-            raise
-
-    async def schedule_task(self, task: Any, delay: float) -> None:
-        if isinstance(task, AddConnection):
-            delay = min(delay, RECONNECT_MAX_S)
-        await super().schedule_task(task, delay)
-
-
-class _Connector(procrastinate.PsycopgConnector):
-    async def listen_notify(self, on_notification: Any, channels: Any) -> None:
-        """LISTEN until cancelled: a connect that fails is tried again (procrastinate's own
-        gives up, and its side task with it), so no notification is missed for longer than the
-        database is away (jobs are also polled meanwhile)."""
-        while True:
-            try:
-                await super().listen_notify(on_notification, channels)
-            except (procrastinate.exceptions.ConnectorException, OSError):
-                await asyncio.sleep(RECONNECT_MAX_S)
-
-
-class _Worker(worker_module.Worker):
-    async def _monitor_side_tasks(self, side_tasks: list[asyncio.Task[Any]]) -> None:
-        """Stop the worker when a side task fails — watching them all until they end (one
-        returning, as the deferrer does at once without periodic tasks, ends no watch)."""
-        pending = set(side_tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    self.stop()  # type: ignore[no-untyped-call]
-                    return
 
 
 class _Link:
@@ -183,11 +127,11 @@ async def serve(
     # procrastinate and the pool log their own tracebacks; the worker says what matters once.
     logging.getLogger("procrastinate").setLevel(logging.CRITICAL)
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
-    connector = _Connector(
+    connector = Connector(
         conninfo=url,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
         reconnect_timeout=365 * 86400.0,  # never give up: the database comes back
-        pool_factory=_Pool,
+        pool_factory=Pool,
     )
     app = procrastinate.App(connector=connector)
     holder: dict[str, int] = {}
@@ -317,7 +261,7 @@ async def _serve_once(
     link: _Link,
 ) -> None:
     """One registration of the worker, until it stops (asked to, or fallen over)."""
-    worker = _Worker(
+    worker = Worker(
         app,
         queues=queues,
         name=name,
