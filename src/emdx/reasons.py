@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     OVERDUE = "overdue"
     RUNNER_LOST = "runner_lost"
     HOST_LOST = "host_lost"
+    DATABASE_LOST = "database_lost"
     STUCK = "stuck"
     START_INTERRUPTED = "start_interrupted"
     BUDGET_HELD = "daily_budget"
@@ -123,6 +124,11 @@ REASON_HELP: dict[str, tuple[str, str]] = {
     Reason.HOST_LOST: (
         "the worker host running it stopped answering (team mode)",
         "`emdx exec retry` runs it again on a live worker",
+    ),
+    Reason.DATABASE_LOST: (
+        "the team's database was out of its supervisor's reach longer than "
+        "EMDX_OUTAGE_TOLERANCE_SECONDS (default 900): nobody could see or stop it, so it stopped",
+        "`emdx exec resume` goes on with its session once the database is back",
     ),
     Reason.STUCK: (
         "a row of an earlier emdx release that was running when its process died",

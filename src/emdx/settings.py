@@ -188,6 +188,13 @@ def host_name() -> str:
     return value or socket.gethostname()
 
 
+def outage_tolerance() -> float:
+    """EMDX_OUTAGE_TOLERANCE_SECONDS: in team mode, how long a run goes on while its supervisor
+    cannot reach the team's database (a restart, a failover); past it the run stops,
+    failed/database_lost. Its worker and the other hosts ride out the same outage."""
+    return _number("EMDX_OUTAGE_TOLERANCE_SECONDS", 900.0, float, 0.0, False)
+
+
 def worker_heartbeat() -> float:
     """EMDX_WORKER_HEARTBEAT_SECONDS: how often a team worker beats; three missed beats and its
     host is lost (DESIGN §9)."""

@@ -73,3 +73,18 @@ def test_each_alarm_says_which_limit_it_was() -> None:
     assert alarm_text(Alarm.HUNG_AFTER_RESULT, limits) == (
         "agent did not exit 30s after its result"
     )
+
+
+def test_a_team_run_cut_off_from_its_database_past_the_tolerance_stops() -> None:
+    limits = Limits(
+        timeout_s=None, stall_s=None, result_grace_s=5, background_ceiling_s=600, database_s=900
+    )
+    readings = Readings(began=0, last_event=0)
+    readings.last_event = 2000.0  # the agent is lively throughout
+    assert due(limits, readings, 2000) is None  # the database is reached
+    readings.unreached_since = 1000.0  # its last heartbeat the database took
+    assert due(limits, readings, 1899.9) is None
+    assert due(limits, readings, 1900) is Alarm.DATABASE_LOST
+    assert "EMDX_OUTAGE_TOLERANCE_SECONDS" in alarm_text(Alarm.DATABASE_LOST, limits)
+    local = Limits(timeout_s=None, stall_s=None, result_grace_s=5, background_ceiling_s=600)
+    assert due(local, readings, 99999) is None  # SQLite: no such bound

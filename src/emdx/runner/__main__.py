@@ -32,8 +32,9 @@ from emdx.errors import EmdxError, EnvironmentProblem  # noqa: E402
 from emdx.masking import Masker, MaskingStream  # noqa: E402
 from emdx.models import ExecutionStatus  # noqa: E402
 from emdx.runner.finish import warn  # noqa: E402
-from emdx.runner.supervisor import Supervisor  # noqa: E402
+from emdx.runner.supervisor import START_RETRY_S, Supervisor  # noqa: E402
 from emdx.store import Store, open_store  # noqa: E402
+from emdx.store.connection import retry_transient  # noqa: E402
 
 
 def main(
@@ -55,8 +56,10 @@ def main(
         warn("usage: python -m emdx.runner EXECUTION_ID")
         return 2
     try:
-        store = open_store()
-        execution = store.executions.get(int(argv[0]))
+        # A database that blips as we start (a flapping server, a short outage) is waited out:
+        # the run is claimed already, and nobody else starts it.
+        store = retry_transient(open_store, START_RETRY_S)
+        execution = retry_transient(lambda: store.executions.get(int(argv[0])), START_RETRY_S)
     except EmdxError as exc:
         warn(f"emdx runner: {exc}")
         return 1

@@ -40,9 +40,12 @@ from emdx.runner.reports import report_heartbeats, report_log
 from emdx.runner.watchdog import Alarm, Limits, Readings, alarm_text, background_ceiling, due
 from emdx.runner.writer import RowWriter
 from emdx.store import Store
+from emdx.store.connection import retry_transient
 from emdx.system import git
 
 POLL_S = 0.2
+# How long the supervisor's first write (its identity) retries through a database blip.
+START_RETRY_S = 60.0
 PROMPT_MAX = 64 * 1024 * 1024
 
 
@@ -118,14 +121,17 @@ class Supervisor:
 
     def run(self) -> int:
         me = os.getpid()
-        recorded = self.store.executions.update(
-            self.id,
-            key=self.key,
-            pid=me,
-            pid_started_at=self.started_at,
-            heartbeat_at=self.writer.now(self.store),
-            uptime_s=round(self.uptime(), 3),
-            heartbeat_s=self.heartbeat_s,
+        recorded = retry_transient(  # a database blip as we start is waited out
+            lambda: self.store.executions.update(
+                self.id,
+                key=self.key,
+                pid=me,
+                pid_started_at=self.started_at,
+                heartbeat_at=self.writer.now(self.store),
+                uptime_s=round(self.uptime(), 3),
+                heartbeat_s=self.heartbeat_s,
+            ),
+            START_RETRY_S,
         )
         if not recorded:
             warn(f"emdx runner: no row {self.id} with run key {self.key}")
@@ -294,6 +300,8 @@ class Supervisor:
             )
         if self.watch.alarm is Alarm.HUNG_AFTER_RESULT:
             return Outcome(ExecutionStatus.FAILED, EXIT_TIMEOUT, Reason.HUNG_AFTER_RESULT)
+        if self.watch.alarm is Alarm.DATABASE_LOST:
+            return Outcome(ExecutionStatus.FAILED, 1, Reason.DATABASE_LOST)
         progress = self.output.progress
         return decide(
             returncode,
@@ -312,6 +320,7 @@ class Supervisor:
             stall_s=self.options.stall_timeout_s,
             result_grace_s=settings.result_exit_grace(),
             background_ceiling_s=background_ceiling(os.environ),
+            database_s=settings.outage_tolerance() if self.store.queue is not None else None,
         )
         now = time.monotonic()
         readings = Readings(began=now, last_event=now)
@@ -329,6 +338,7 @@ class Supervisor:
             if results and results != seen_results:
                 readings.result_at, seen_results = now, results
             readings.background_open = progress.background_open
+            readings.unreached_since = self.writer.unreached_since()
             if now - last_flush >= 0.5:
                 self._flush_progress()
                 last_flush = now
@@ -344,9 +354,8 @@ class Supervisor:
                 if alarm is None:
                     continue
                 self.watch.alarm = alarm
-                self.note(
-                    alarm_text(alarm, limits), "error", "⏰" if alarm is Alarm.TIMEOUT else "🧊"
-                )
+                icon = {Alarm.TIMEOUT: "⏰", Alarm.DATABASE_LOST: "🔌"}.get(alarm, "🧊")
+                self.note(alarm_text(alarm, limits), "error", icon)
             stopping = True
             proc.terminate(self.kill_grace, self.output.on_line_quietly)
             if proc.needed_sigkill:

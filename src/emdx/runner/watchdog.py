@@ -26,6 +26,8 @@ class Alarm(enum.Enum):
     HUNG_AFTER_RESULT = "hung_after_result"
     """The agent printed its result but did not exit within the grace (no background task
     open), or within the CLI's own background-task ceiling (tasks open)."""
+    DATABASE_LOST = "database_lost"
+    """Team mode: the team's database out of the supervisor's reach for the outage tolerance."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Limits:
     stall_s: float | None
     result_grace_s: float
     background_ceiling_s: float
+    database_s: float | None = None
+    """Team mode: how long the row may go unwritten (the database out of reach)."""
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Readings:
     last_event: float
     result_at: float | None = None
     background_open: int = 0
+    unreached_since: float | None = None
+    """Since when the row writer has not reached the database (None: it has, last time)."""
 
 
 def due(limits: Limits, readings: Readings, now: float) -> Alarm | None:
@@ -52,6 +58,9 @@ def due(limits: Limits, readings: Readings, now: float) -> Alarm | None:
         return Alarm.TIMEOUT
     if limits.stall_s is not None and now - readings.last_event >= limits.stall_s:
         return Alarm.STALLED
+    cut_off = readings.unreached_since
+    if limits.database_s is not None and cut_off is not None and now - cut_off >= limits.database_s:
+        return Alarm.DATABASE_LOST
     if readings.result_at is not None:
         # Claude Code waits for its background tasks after a result (and may take another turn):
         # only once none is open does a silent agent count as hung.
@@ -77,4 +86,9 @@ def alarm_text(alarm: Alarm, limits: Limits) -> str:
         return f"wall-clock timeout of {limits.timeout_s:g}s reached"
     if alarm is Alarm.STALLED:
         return f"no agent event for {limits.stall_s:g}s: stalled"
+    if alarm is Alarm.DATABASE_LOST:
+        return (
+            f"the team's database has been out of reach for {limits.database_s:g}s "
+            "(EMDX_OUTAGE_TOLERANCE_SECONDS): stopping the agent"
+        )
     return f"agent did not exit {limits.result_grace_s:g}s after its result"

@@ -126,6 +126,9 @@ class RowWriter:
         self.note = note
         self.beat_ms: list[float] = []
         self.beat_failures = 0
+        self._reached_at = time.monotonic()
+        self._failing = False
+        self._beat_began: float | None = None
         self.write_failures = 0
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -153,6 +156,14 @@ class RowWriter:
         with self._lock:
             left, self._pending = self._pending, {}
         return left
+
+    def unreached_since(self) -> float | None:
+        """Since when (monotonic) the database has taken no heartbeat, while beats fail or one
+        hangs (a connect that nothing answers); None while it takes them."""
+        began = self._beat_began
+        if self._failing or (began is not None and time.monotonic() - began > self.interval_s):
+            return self._reached_at
+        return None
 
     def report(self) -> dict[str, float | int]:
         beats = sorted(self.beat_ms)
@@ -208,17 +219,28 @@ class RowWriter:
 
     def _beat(self, store: Store) -> None:
         began = time.perf_counter()
+        self._beat_began = time.monotonic()
         try:
             taken = store.executions.beat(
                 self.id, self.now(store), round(self.uptime(), 3), self.key
             )
             self.beat_ms.append((time.perf_counter() - began) * 1000)
+            if self._failing:
+                gap = time.monotonic() - self._reached_at
+                self.note(f"heartbeats reach the database again after {gap:.0f}s", "info", "💓")
+            self._failing = False
+            self._reached_at = time.monotonic()
             if not taken:
                 self._check_row(store)
         except EmdxError as exc:
-            # Never fatal: a missed beat only makes the run look unresponsive for a while.
+            # Never fatal: a missed beat only makes the run look unresponsive for a while (in
+            # team mode, an outage the run rides out: said once, not at every beat).
             self.beat_failures += 1
-            self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+            if not self._failing:
+                self._failing = True
+                self.note(f"heartbeat write failed (will retry): {exc}", "warning", "💔")
+        finally:
+            self._beat_began = None
 
     def now(self, store: Store) -> str:
         """The heartbeat's time: this host's clock; in team mode the database server's (read

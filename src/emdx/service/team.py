@@ -32,6 +32,7 @@ from emdx.service.kill import finish_from_outside, kill_execution, note_run
 from emdx.service.liveness import Verdict, default_probe, judge
 from emdx.service.scheduler import Scheduler, queue_name
 from emdx.store import Job, JobQueueAPI, Store
+from emdx.store.connection import retry_transient
 from emdx.system import git, spawn
 
 # A held or dependent run's next turn, this many seconds later.
@@ -39,6 +40,8 @@ RETRY_HELD_S = 5.0
 RETRY_AFTER_S = 1.0
 # How often a waiting job looks at its row (a run declared lost while the worker was frozen).
 ROW_CHECK_S = 1.0
+# How long a claimed run's start retries its database reads and writes (a blip, a short outage).
+CLAIMED_RETRY_S = 60.0
 # Claims are counted per worker by procrastinate (its concurrency), not against EMDX_MAX_PARALLEL.
 NO_CAP = 1 << 31
 
@@ -306,16 +309,23 @@ class _Worker:
             self._leave(execution)
             return None
         # Ours now: the row names this host's directory and the job that runs it (a kill from
-        # any host aborts that one), whatever another preparer wrote meanwhile.
-        self._record_here(row.id, row.run_key or "", str(execution.working_dir), job=job.job_id)
-        execution = executions.get(row.id)
+        # any host aborts that one), whatever another preparer wrote meanwhile. A database that
+        # blips now must not leave the run claimed and never started (failed runner_lost 30 s
+        # later): its start waits out a short outage.
+        workdir = str(execution.working_dir)
+        retry_transient(
+            lambda: self._record_here(row.id, row.run_key or "", workdir, job=job.job_id),
+            CLAIMED_RETRY_S,
+        )
+        execution = retry_transient(lambda: executions.get(row.id), CLAIMED_RETRY_S)
         note_run(
             store,
             execution,
             f"taken by worker {self.config.name} on {self.config.host} (job {job.job_id})",
             "📥",
         )
-        return executions.get(row.id), run_environment(execution)
+        current = retry_transient(lambda: executions.get(row.id), CLAIMED_RETRY_S)
+        return current, run_environment(execution)
 
     def _ready(self, row: Execution) -> bool:
         """Whether the run may start now; if not, its next turn is queued (or it failed)."""

@@ -207,11 +207,26 @@ def p003_job_queue(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def p004_team_pulse(conn: psycopg.Connection[Any]) -> None:
+    """The team's pulse (one row, `queue.PULSE_SQL`): when anyone last reached the database,
+    and the last silence (out of everyone's reach): since when, and when it came back."""
+    _run(
+        conn,
+        """CREATE TABLE emdx_pulse (
+            one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+            pulse_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            silent_from TIMESTAMPTZ,
+            resumed_at TIMESTAMPTZ)""",
+        "INSERT INTO emdx_pulse DEFAULT VALUES",
+    )
+
+
 MIGRATIONS: list[Step] = [
     p000_documents,
     p001_executions,
     p002_execution_events,
     p003_job_queue,
+    p004_team_pulse,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1

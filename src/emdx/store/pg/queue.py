@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from emdx.errors import InvalidStateError, StoreError
 from emdx.models import ALLOWED, ExecutionEvent, ExecutionStatus, WorkerInfo
 from emdx.store.api import DEFAULT_QUEUE, Job
-from emdx.store.pg.connection import Connection, display_url
+from emdx.store.pg.connection import Connection
 from emdx.store.pg.events import PgEventLog
 
 TASK = "emdx.run"
@@ -31,6 +29,37 @@ TASK = "emdx.run"
 MISSED_BEATS = 3
 # How long a (re)starting worker may take to reach the database and register.
 CONNECT_GRACE_S = 30.0
+# After the team's database was out of everyone's reach, how long (past its own heartbeat limit)
+# a worker may take to reach it again before it is judged lost.
+REJOIN_S = 15.0
+# The team's pulse: every worker's heartbeat and every judge touch it. A pulse after a silence
+# longer than the shortest worker heartbeat limit means the database was out of everyone's
+# reach (restarted, failed over, cut off): `silent_from`..`resumed_at` records the silence, and
+# no worker that was alive when it began is judged lost until it has had the time to reach the
+# database again.
+_SILENCE = (
+    f"pulse_at < now() - make_interval(secs => {MISSED_BEATS} * (SELECT "
+    "COALESCE(MIN(heartbeat_s), 10.0) FROM emdx_workers WHERE stopped_at IS NULL))"
+)
+PULSE_SQL = (
+    f"UPDATE emdx_pulse SET pulse_at = now(), "
+    f"resumed_at = CASE WHEN {_SILENCE} THEN now() ELSE resumed_at END, "
+    f"silent_from = CASE WHEN {_SILENCE} THEN pulse_at ELSE silent_from END"
+)
+
+
+def _alive(p: str = "p", w: str = "w") -> str:
+    """SQL: whether the worker of `p` (procrastinate_workers, either row may be missing) and
+    `w` (emdx_workers) is alive: its heartbeat is fresh by its own interval (circus: interval ×
+    misses), or — not stopped — the team's database came back from an outage too recently for it
+    to have beaten since (its registration may even have been pruned meanwhile: it restores it)."""
+    limit = f"make_interval(secs => {MISSED_BEATS} * COALESCE({w}.heartbeat_s, 10.0))"
+    return (
+        f"COALESCE({p}.last_heartbeat > now() - {limit} OR ({w}.stopped_at IS NULL AND "
+        f"EXISTS (SELECT 1 FROM emdx_pulse t WHERE t.resumed_at > now() - {limit} - "
+        f"make_interval(secs => {REJOIN_S}) AND "
+        f"COALESCE({p}.last_heartbeat, t.silent_from) >= t.silent_from - {limit})), false)"
+    )
 
 
 Handler = Callable[[Job], Awaitable[None]]
@@ -130,9 +159,7 @@ class PgJobQueue:
                     WHERE e.status = 'queued' AND e.job_id IS NOT NULL AND (
                         j.id IS NULL
                         OR j.status IN ('succeeded', 'failed', 'aborted', 'cancelled')
-                        OR (j.status = 'doing' AND (p.id IS NULL OR p.last_heartbeat <
-                            now() - make_interval(
-                                secs => {MISSED_BEATS} * COALESCE(w.heartbeat_s, 10.0)))))
+                        OR (j.status = 'doing' AND NOT {_alive()}))
                     ORDER BY e.id"""
             ).fetchall()
             for row in rows:
@@ -189,12 +216,13 @@ class PgJobQueue:
     def live_workers(self) -> dict[int, tuple[str, ...]]:
         """The workers whose heartbeat is fresh (by each one's own interval) and the queues
         each takes (none yet for one that has not said who it is)."""
-        with self._db.read() as conn:
+        with self._db.write() as conn:
+            conn.execute(PULSE_SQL)  # this judge reached the database: the team's pulse
             rows = conn.execute(
-                f"""SELECT p.id, w.queues FROM procrastinate_workers p
-                    LEFT JOIN emdx_workers w ON w.worker_id = p.id
-                    WHERE p.last_heartbeat > now() - make_interval(
-                        secs => {MISSED_BEATS} * COALESCE(w.heartbeat_s, 10.0))"""
+                f"""SELECT COALESCE(p.id, w.worker_id) AS id, w.queues
+                    FROM procrastinate_workers p
+                    FULL JOIN emdx_workers w ON w.worker_id = p.id
+                    WHERE {_alive()}"""
             ).fetchall()
         return {int(r["id"]): tuple(json.loads(r["queues"])) if r["queues"] else () for r in rows}
 
@@ -205,8 +233,7 @@ class PgJobQueue:
             rows = conn.execute(
                 f"""SELECT w.*, p.last_heartbeat,
                         EXTRACT(EPOCH FROM now() - p.last_heartbeat) AS age_s,
-                        (p.last_heartbeat IS NOT NULL AND p.last_heartbeat > now() -
-                            make_interval(secs => {MISSED_BEATS} * w.heartbeat_s)) AS alive,
+                        {_alive()} AS alive,
                         (SELECT COUNT(*) FROM executions e WHERE e.worker_id = w.worker_id
                             AND e.status IN ('running', 'waiting')) AS running
                     FROM emdx_workers w
@@ -256,8 +283,10 @@ class PgJobQueue:
         is in the database, before it takes a job (again after the worker fell over and
         registered anew: a stalled registration is pruned by the other workers);
         `periodic()` every heartbeat (in a thread); `say` is told of each fall."""
+        from emdx.store.pg import worker
+
         asyncio.run(
-            _serve(
+            worker.serve(
                 self._db.url,
                 name,
                 list(queues),
@@ -269,168 +298,3 @@ class PgJobQueue:
                 say,
             )
         )
-
-
-async def _serve(
-    url: str,
-    name: str,
-    queues: list[str],
-    concurrency: int,
-    heartbeat_s: float,
-    handler: Handler,
-    on_registered: Callable[[int], None],
-    periodic: Callable[[], None] | None,
-    say: Callable[[str], None],
-) -> None:
-    import procrastinate
-    import procrastinate.exceptions
-    from procrastinate import worker as worker_module
-
-    # procrastinate logs its own tracebacks; the worker says what matters in one line each.
-    logging.getLogger("procrastinate").setLevel(logging.CRITICAL)
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
-    holder: dict[str, int] = {}
-    stopping = asyncio.Event()
-
-    @app.task(name=TASK, pass_context=True)
-    async def run(context: Any, execution_id: int, run_key: str) -> None:
-        while "worker" not in holder:  # a job fetched before on_registered returned
-            await asyncio.sleep(0.01)
-        job_id = context.job.id
-
-        def why() -> str | None:
-            reason = context.abort_reason()
-            if reason is None:
-                return None
-            if reason.value == "shutdown" and not stopping.is_set():
-                return "lost"  # the worker fell over (its registration, the database)
-            return str(reason.value)
-
-        await handler(Job(int(job_id), int(execution_id), str(run_key), holder["worker"], why))
-
-    loop = asyncio.get_running_loop()
-    current: list[Any] = []
-    # When the worker's heartbeat last reached the database (procrastinate's own update, timed).
-    beaten: dict[str, float] = {"at": loop.time()}
-    manager = app.job_manager
-    update_heartbeat = manager.update_heartbeat
-
-    async def timed_heartbeat(worker_id: int) -> None:
-        await update_heartbeat(worker_id)
-        beaten["at"] = loop.time()
-
-    setattr(manager, "update_heartbeat", timed_heartbeat)  # noqa: B010 (a method, timed)
-
-    def unretrieved(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # A job's bookkeeping that failed in procrastinate (its job ended meanwhile): one line.
-        failure = context.get("exception")
-        say(f"worker: {_one_line(failure) if failure else context.get('message', '?')}")
-
-    loop.set_exception_handler(unretrieved)
-
-    def stop() -> None:
-        stopping.set()
-        for worker in current:
-            worker.stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
-    while not stopping.is_set():
-        try:
-            async with app.open_async():
-                await _serve_once(
-                    app, worker_module, name, queues, concurrency, heartbeat_s, holder,
-                    on_registered, periodic, current, beaten, say,
-                )  # fmt: skip
-        except (OSError, procrastinate.exceptions.ProcrastinateException) as exc:
-            if stopping.is_set():
-                break
-            say(f"the worker lost {display_url(url)} ({_one_line(exc)}): registering again")
-        else:
-            if stopping.is_set():
-                break
-            say("the worker stopped on its own (its registration was pruned?): registering again")
-        current.clear()
-        await asyncio.sleep(max(1.0, heartbeat_s))
-
-
-async def _serve_once(
-    app: Any,
-    worker_module: Any,
-    name: str,
-    queues: list[str],
-    concurrency: int,
-    heartbeat_s: float,
-    holder: dict[str, int],
-    on_registered: Callable[[int], None],
-    periodic: Callable[[], None] | None,
-    current: list[Any],
-    beaten: dict[str, float],
-    say: Callable[[str], None],
-) -> None:
-    """One registration of the worker, until it stops (asked to, or fallen over)."""
-    worker = worker_module.Worker(
-        app,
-        queues=queues,
-        name=name,
-        concurrency=concurrency,
-        update_heartbeat_interval=heartbeat_s,
-        stalled_worker_timeout=MISSED_BEATS * heartbeat_s,
-        abort_job_polling_interval=max(0.5, heartbeat_s),
-        fetch_job_polling_interval=max(0.5, heartbeat_s),
-        shutdown_graceful_timeout=0.0,
-        install_signal_handlers=False,
-    )
-    current.append(worker)
-    loop = asyncio.get_running_loop()
-    limit = MISSED_BEATS * heartbeat_s + 2.0
-    beaten["at"] = loop.time()
-    task = asyncio.create_task(worker.run())
-    while worker.worker_id is None and not task.done():
-        if loop.time() - beaten["at"] > limit + CONNECT_GRACE_S:
-            say("the worker could not register with the database: trying again")
-            await _give_up(worker, task)
-            return
-        await asyncio.sleep(0.01)
-    if worker.worker_id is not None:
-        holder["worker"] = worker.worker_id
-        beaten["at"] = loop.time()
-        await asyncio.to_thread(on_registered, worker.worker_id)
-    beat = asyncio.create_task(_every(heartbeat_s, periodic)) if periodic else None
-    try:
-        # A worker whose heartbeat stops reaching the database (its pool wedged by a flapping
-        # server) is lost to everyone else: register again rather than sit there.
-        while not task.done():
-            await asyncio.wait({task}, timeout=heartbeat_s)
-            if not task.done() and loop.time() - beaten["at"] > limit:
-                say(
-                    f"the worker's heartbeat has not reached the database for "
-                    f"{loop.time() - beaten['at']:.0f}s: registering again"
-                )
-                await _give_up(worker, task)
-                return
-        task.result()
-    finally:
-        if beat is not None:
-            beat.cancel()
-
-
-async def _give_up(worker: Any, task: asyncio.Task[Any]) -> None:
-    """Stop a worker instance (its running jobs are aborted, so their runs are stopped); one
-    that does not stop in time is cancelled and left behind."""
-    worker.stop()
-    done, _ = await asyncio.wait({task}, timeout=10.0)
-    if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=5.0)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
-
-
-async def _every(interval_s: float, call: Callable[[], None]) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        await asyncio.to_thread(call)
