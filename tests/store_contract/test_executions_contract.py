@@ -580,3 +580,20 @@ def test_the_start_path_draws_another_key_after_a_collision(
     execution_id, key = service.scheduler._create_row(doc, ExecType.GENERIC, ExecOptions(), None)
     assert key == "drawn-fresh" and execution_id != taken
     assert store.executions.get(execution_id).run_key == "drawn-fresh"
+
+
+def test_writes_and_the_claim_of_a_stale_job_change_nothing(store: Store) -> None:
+    """A team worker's writes before its claim, and its claim, apply only while the row is
+    queued under its job: one frozen meanwhile (the run queued again under a new job, or taken
+    elsewhere) overwrites nothing and claims nothing."""
+    run = new_run(store, "stale")
+    assert store.executions.update(run, job_id=7)
+    assert store.executions.update(run, queued_job=7, host="a", working_dir="/a/runs/stale")
+    assert store.executions.update(run, job_id=8)  # queued again: job 8 is the run's now
+    assert not store.executions.update(run, queued_job=7, host="a", working_dir="/a/x")
+    assert store.executions.claim_slot(run, 5, S.QUEUED, 7) == "gone"
+    assert store.executions.get(run).status is S.QUEUED
+    assert store.executions.claim_slot(run, 5, S.QUEUED, 8) == "claimed"
+    assert not store.executions.update(run, queued_job=8, host="b")  # running: not queued
+    row = store.executions.get(run)
+    assert (row.status, row.host, row.working_dir) == (S.RUNNING, "a", "/a/runs/stale")

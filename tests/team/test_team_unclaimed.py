@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cleanup_helpers import branch_exists, worktrees
+from cleanup_helpers import branch_exists, git, worktrees
 from team_helpers import Team, Worker, new_repo
 from testkit import wait_until
 
@@ -70,3 +70,29 @@ def test_a_run_taken_again_on_the_host_that_died_preparing_it_runs_there(team: T
     assert row.branch and branch_exists(there, row.branch)
     if row.branch != branch:
         assert not branch_exists(there, branch)
+
+
+@pytest.mark.parametrize("target", ["empty", "dangling"])
+def test_a_link_planted_at_a_queued_runs_path_is_never_gone_through(
+    team: Team, target: str
+) -> None:
+    """A link named like a queued worktree run's key in the worker's runs/: git never writes
+    where it points, no branch is left, the run fails saying why."""
+    here = new_repo(team.root / "laptop-src" / "proj")
+    there = team.root / "alpha-src" / "proj"
+    there.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)
+    run = team.submit("laptop", team.save("laptop", "# in the repo\n"), "--worktree", cwd=here)
+    key = team.row(run).run_key or ""
+    victim = team.root / "victim"
+    if target == "empty":
+        victim.mkdir()
+    runs = team.root / "alpha" / "emdx-home" / "runs"
+    runs.mkdir(parents=True, mode=0o700)
+    (runs / key).symlink_to(victim)
+    team.start_worker("alpha", repos=(there,))
+    row = team.wait_final(run, 60)
+    assert (row.status.value, row.reason) == ("failed", "spawn_failed"), row
+    assert (list(victim.iterdir()) == []) if target == "empty" else not victim.exists()
+    assert list(worktrees(there)) == [str(there)], worktrees(there)
+    assert git(there, "branch", "--list", "exec-*") == ""
