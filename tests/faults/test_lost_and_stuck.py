@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,42 @@ def test_an_overdue_run_is_stopped_with_its_own_reason(
     assert final_triple(final) == ("failed", 124, "overdue")
     world.assert_gone(final)
     assert any("stopped by `emdx cleanup processes`" in m for m in _messages(world, final.id))
+
+
+def test_a_supervisor_dead_of_a_kill_is_killed_whoever_sweeps_first(
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`exec kill` has asked, and the supervisor died of it before it could record `killed`
+    (a SIGTERM before its handlers, here a SIGKILL): a sweep by another command (a worker's
+    periodic one in team mode) that gets there before the kill records the kill, not a lost
+    runner; the kill then finds the row final."""
+    execution = world.start("# killed\nFAKE:sleep=60\n")
+    row = world.wait_agent(execution.id)
+    mark, release = tmp_path / "asked", tmp_path / "release"
+    hold = {"proc": "cli", "target": "emdx.service.kill:ask_kill", "when": "after"}
+    hold.update(action="hold", mark=str(mark), release=str(release))
+    inject_faults(monkeypatch, hold)
+    killer = world.tracker.popen(
+        [sys.executable, "-m", "emdx", "exec", "kill", str(execution.id)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(mark.exists, 30, message="the kill asked")
+    monkeypatch.delenv("EMDX_FAULTS")
+    os.kill(int(row.pid or 0), signal.SIGKILL)  # it dies of the kill, nothing recorded
+    wait_until(lambda: not alive((row.pid or 0, row.pid_started_at or 0.0)), 15)
+
+    swept = cli("exec", "health")
+
+    assert swept.code == 1 and "zombie" in swept.stdout, swept
+    final = world.get(execution.id)
+    assert final_triple(final) == ("killed", 143, "killed_by_user"), final
+    assert any("its supervisor died of it" in m for m in _messages(world, final.id))
+    release.touch()
+    out, err = killer.communicate(timeout=60)
+    assert killer.returncode == 0, (out, err)
+    assert world.get(execution.id) == final
+    world.assert_gone(final)
 
 
 # -- 8. the output pump never waits on the database ----------------------------------------

@@ -475,6 +475,7 @@ def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: 
     run = team.submit("laptop", team.save("laptop", "# moves\n"))
     wait_until(mark.exists, 60, message=alpha.text)
     alpha.signal(signal.SIGTERM)  # while its directory is made, before the claim
+    wait_until(lambda: "worker: stopping" in alpha.text(), 30, message=alpha.text)
     release.touch()
     alpha.proc.wait(30)
     assert team.row(run).status.value == "queued", team.row(run)

@@ -92,6 +92,31 @@ def record_host_lost(store: Store, execution: Execution, who: str, detail: str) 
     return won
 
 
+KILL_ASKED_MAX = 4096
+
+
+def ask_kill(execution: Execution, who: str) -> None:
+    """Say (in the home) that a kill of this run was asked, before anything is signalled: a
+    sweep that meanwhile finds its supervisor dead (of the kill, before it could record it)
+    records the kill, not a lost runner (`kill_asked`)."""
+    if execution.run_key:
+        with contextlib.suppress(OSError):
+            paths.write_private(
+                paths.kill_asked_path(execution.run_key), who.encode("utf-8", "replace")
+            )
+
+
+def kill_asked(execution: Execution) -> str | None:
+    """Who asked this host to kill the run (`ask_kill`), or None."""
+    if not execution.run_key:
+        return None
+    try:
+        found = paths.read_bounded(paths.kill_asked_path(execution.run_key), KILL_ASKED_MAX)
+    except OSError:
+        return None
+    return found.decode("utf-8", "replace") or "a kill"
+
+
 def is_remote(execution: Execution) -> bool:
     """A run another host's worker runs (team mode): its processes are not ours to signal."""
     return execution.host is not None and execution.host != settings.host_name()
@@ -122,6 +147,7 @@ def kill_execution(
     if is_remote(execution):
         return _kill_remote(store, execution, who)
     grace = settings.kill_grace()
+    ask_kill(execution, who)
     if not force and system.same_process(execution.pid, execution.pid_started_at):
         system.signal_pid(execution.pid or 0, signal.SIGTERM)
         # Poll without repairing: a supervisor that died of our signal (before it could

@@ -11,11 +11,11 @@ from typing import Any
 
 from emdx import jsonio, paths, runlog, smart
 from emdx import tags as T
-from emdx.agent.outcome import EXIT_SIGKILL
+from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
 from emdx.errors import EmdxError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
-from emdx.service.kill import finish_from_outside, record_host_lost, stop_processes
+from emdx.service.kill import finish_from_outside, kill_asked, record_host_lost, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge
 from emdx.service.scheduler import fill_slots, queue_name
 from emdx.service.undo import discard
@@ -136,6 +136,17 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
                 f"{outcome['reason']})",
                 "🩹",
             )
+    elif (asked := kill_asked(execution)) is not None:
+        # It died of a kill (before it could record it): the kill's own record, whoever
+        # gets here first.
+        finish_from_outside(
+            store,
+            execution,
+            ExecutionStatus.KILLED,
+            EXIT_SIGTERM,
+            Reason.KILLED,
+            f"{asked} (its supervisor died of it; {who} recorded it)",
+        )
     else:
         finish_from_outside(
             store,

@@ -145,11 +145,15 @@ async def serve(
 
         def why() -> str | None:
             reason = context.abort_reason()
-            if reason is None:
-                return None
-            if reason.value == "shutdown" and not stopping.is_set():
+            if reason is not None and reason.value != "shutdown":
+                return str(reason.value)  # `exec kill`
+            if stopping.is_set():
+                # Asked to stop (SIGTERM/SIGINT), whether or not procrastinate has passed the
+                # shutdown on to this job yet: a run being prepared is left to the others.
+                return "shutdown"
+            if reason is not None:
                 return "lost"  # the worker fell over (its registration, the database)
-            return str(reason.value)
+            return None
 
         await handler(Job(int(job_id), int(execution_id), str(run_key), holder["worker"], why))
 
@@ -166,6 +170,8 @@ async def serve(
     loop.set_exception_handler(unretrieved)
 
     def stop() -> None:
+        if not stopping.is_set():
+            say("worker: stopping (its runs are stopped, its queued ones left to the others)")
         stopping.set()
         for worker in current:
             worker.stop()
