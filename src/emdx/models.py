@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emdx import jsonio
@@ -13,6 +16,34 @@ from emdx import jsonio
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# The clock stored times are on, for what compares them with now (a running run's duration, a
+# heartbeat's age): this host's, or in team mode the database server's (`open_store` sets the
+# reader of its offset; read when first needed, again after REFERENCE_EVERY_S).
+REFERENCE_EVERY_S = 30.0
+_reference: dict[str, Any] = {"read": None, "offset": 0.0, "at": None}
+
+
+def set_reference_clock(read_offset: Callable[[], float] | None) -> None:
+    """Whose clock `reference_now` is: this host's (None), or this host's plus the offset
+    `read_offset` returns (seconds; when it fails, the last offset read stays)."""
+    _reference.update(read=read_offset, offset=0.0, at=None)
+
+
+def reference_now() -> datetime:
+    """Now on the clock the stored times are on (see `set_reference_clock`)."""
+    read = _reference["read"]
+    if read is None:
+        return utc_now()
+    at = _reference["at"]
+    if at is None or time.monotonic() - at >= REFERENCE_EVERY_S:
+        # Whatever stops the read (a server away, a store closed): a view's clock never ends
+        # the view; the last offset read stays.
+        with contextlib.suppress(Exception):
+            _reference["offset"] = float(read())
+        _reference["at"] = time.monotonic()
+    return utc_now() + timedelta(seconds=_reference["offset"])
 
 
 def to_iso(moment: datetime) -> str:
@@ -332,7 +363,7 @@ class Execution:
         start = parse_time(self.started_at)
         if start is None:
             return None
-        end = parse_time(self.completed_at) or (utc_now() if self.status.is_active else None)
+        end = parse_time(self.completed_at) or (reference_now() if self.status.is_active else None)
         if end is None:
             return None
         return max(0.0, (end - start).total_seconds())
@@ -340,7 +371,7 @@ class Execution:
     @property
     def heartbeat_age_s(self) -> float | None:
         beat = parse_time(self.heartbeat_at)
-        return None if beat is None else max(0.0, (utc_now() - beat).total_seconds())
+        return None if beat is None else max(0.0, (reference_now() - beat).total_seconds())
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of DESIGN.md §4 (plus a few extra fields)."""

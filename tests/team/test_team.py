@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -421,6 +422,74 @@ def test_a_host_with_a_skewed_clock_is_judged_by_the_servers(team: Team) -> None
     wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
+
+
+def test_a_clock_stepped_on_a_worker_host_mid_run_moves_no_heartbeat(team: Team) -> None:
+    """A worker host's wall clock stepped an hour back while its run runs: the run's next
+    heartbeats and its end are still the database server's times (they go on by the host's
+    boot clock between two reads of the server's), so another host sees it healthy."""
+    import psycopg
+    from faults_helpers import LIBFAKETIME, faketime_env
+
+    assert LIBFAKETIME.exists(), "make test installs faketime"
+    env, rc = faketime_env(team.root)
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    alpha = team.start_worker("alpha", extra=env)
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=80\nFAKE:interval=0.1\n"))
+    wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
+    rc.write_text("-1h\n")
+    stepped = team.row(run).heartbeat_at
+
+    def server_now() -> datetime:
+        with psycopg.connect(team.url) as conn:
+            found = conn.execute("SELECT clock_timestamp()").fetchone()
+        assert found is not None
+        moment: datetime = found[0]
+        return moment
+
+    def beat_after(before: str | None) -> str:
+        def moved() -> str | None:
+            beat = team.row(run).heartbeat_at
+            return beat if beat != before else None
+
+        return wait_until(moved, 30, message=alpha.text)
+
+    stepped = beat_after(beat_after(stepped))  # two beats after the step: both stamped since
+    beat = parse_time(stepped)
+    assert beat is not None and abs(server_now() - beat) < timedelta(seconds=10), beat
+    seen = team.cli("laptop", "exec", "health")
+    assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
+    row = team.wait_final(run)
+    start, end = _span(row)
+    assert row.status.value == "completed" and start <= end <= server_now(), row
+
+
+def test_a_viewer_with_a_skewed_clock_reads_a_running_runs_age_on_the_servers(
+    team: Team,
+) -> None:
+    """Viewed from a host two hours ahead, a running run's duration and heartbeat age are
+    measured against the database server's now (its times are the server's), not two hours
+    more than they are."""
+    from faults_helpers import LIBFAKETIME, faketime_env
+
+    assert LIBFAKETIME.exists(), "make test installs faketime"
+    (team.root / "laptop").mkdir(exist_ok=True)
+    env, rc = faketime_env(team.root / "laptop")
+    rc.write_text("+2h\n")
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    alpha = team.start_worker("alpha")
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n"))
+    wait_until(lambda: team.row(run).event_count >= 3, 60, message=alpha.text)
+    shown = run_emdx("exec", "show", str(run), "--json", env=team.env("laptop", env), cwd=team.root)
+    assert shown.code == 0, shown.stderr
+    data = shown.json()
+    assert data["status"] == "running", data
+    assert 0 <= data["duration_s"] < 300, data
+    text = run_emdx("exec", "show", str(run), env=team.env("laptop", env), cwd=team.root)
+    beat = re.search(r"heartbeat\s+(\S+) ago", text.stdout)
+    assert beat and re.fullmatch(r"\d+s", beat[1]), text.stdout  # `2s ago`, not `2h00m ago`
+    listed = run_emdx("exec", "list", env=team.env("laptop", env), cwd=team.root)
+    assert listed.code == 0 and "2h0" not in listed.stdout and "1h5" not in listed.stdout, listed
 
 
 def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> None:

@@ -13,20 +13,22 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from emdx import paths, runlog
 from emdx.errors import EmdxError, NotFoundError
-from emdx.models import now_iso, percentile, to_iso, utc_now
+from emdx.models import now_iso, percentile, to_iso
 from emdx.store import Store, open_store
+from emdx.system.clock import boot_clock
 
 PROGRESS_EVERY_S = 0.5
 # Team mode: at most this much of the log is shipped to the team's copy per tick.
 SHIP_MAX_BYTES = 2 * 1024 * 1024
 
-# Team mode: the server's clock is read again every this many beats (a host's clock may step).
+# Team mode: the server's clock is read again every this many beats (between two reads, time
+# goes on by this host's boot clock: a step of its wall clock changes nothing).
 OFFSET_EVERY_BEATS = 30
 # Entries written from outside the supervisor (`runlog.note_entry`: source "emdx", right after
 # the time and level, which no agent controls) reach the team's copy from their writer.
@@ -117,7 +119,9 @@ class RowWriter:
         # that gave up on us, a repair, a host declared lost while its worker was frozen.
         self.on_row_gone = on_row_gone
         self._gone = False
-        self._offset: float | None = None
+        # Team mode: the server's clock (epoch seconds) at a moment of this host's monotonic
+        # clock, as last read.
+        self._server_at: tuple[float, float] | None = None
         self.shipper = LogShipper(log_path, key) if log_path is not None else None
         self.id = execution_id
         self.key = key
@@ -248,17 +252,21 @@ class RowWriter:
         queue = store.queue
         if queue is None:
             return now_iso()
-        if self._offset is None or len(self.beat_ms) % OFFSET_EVERY_BEATS == 0:
-            try:
-                self._offset = queue.clock_offset_s()
-            except EmdxError:
-                self._offset = self._offset or 0.0
+        if self._server_at is None or len(self.beat_ms) % OFFSET_EVERY_BEATS == 0:
+            with contextlib.suppress(EmdxError):
+                offset = queue.clock_offset_s()
+                self._server_at = (time.time() + offset, boot_clock())
         return self.clock()
 
     def clock(self) -> str:
-        """Now on the heartbeats' clock, as last read (never asking the database: a final
-        state is recorded at once, whether or not the server answers)."""
-        return to_iso(utc_now() + timedelta(seconds=self._offset or 0.0))
+        """Now on the heartbeats' clock (never asking the database: a final state is recorded
+        at once, whether or not the server answers): the server's as last read, moved on by
+        this host's boot clock (a step of its wall clock moves nothing); before the server was
+        ever read, this host's."""
+        if self._server_at is None:
+            return now_iso()
+        server, then = self._server_at
+        return to_iso(datetime.fromtimestamp(server + boot_clock() - then, UTC))
 
     def _check_row(self, store: Store) -> None:
         """A beat no row took: is ours finished (or gone)? Then nothing may go on acting for

@@ -12,7 +12,7 @@ from typing import Any
 
 from emdx import runlog, settings, system
 from emdx.errors import InvalidStateError, NotFoundError
-from emdx.models import Execution, ExecutionStatus, percentile, utc_now
+from emdx.models import Execution, ExecutionStatus, percentile, reference_now
 from emdx.service.holds import hold_reason, local_midnight
 from emdx.service.kill import is_remote, record_host_lost
 from emdx.service.liveness import Judgement, Verdict, default_probe, judge
@@ -147,7 +147,7 @@ def _rounded(value: float | None) -> float | None:
 
 
 def stats(store: Store, zombies: list[int] | None = None) -> ExecStats:
-    since = utc_now() - timedelta(hours=24)
+    since = reference_now() - timedelta(hours=24)
     rows = store.executions.stats_rows(since.isoformat(timespec="microseconds"))
     by_status: dict[str, int] = rows["by_status"]
     finished_ok = by_status.get("completed", 0)

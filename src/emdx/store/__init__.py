@@ -13,6 +13,7 @@ from pathlib import Path
 
 from emdx import paths, settings
 from emdx.errors import EnvironmentProblem, StoreError
+from emdx.models import set_reference_clock
 from emdx.store.api import Job, JobQueueAPI, Store
 from emdx.store.connection import connect, describe, read, write_transaction
 from emdx.store.documents import DocumentStore
@@ -145,10 +146,14 @@ def _open_pg(url: str) -> Store:
             f"team mode needs PostgreSQL support, which is not installed ({exc.name} missing)",
             ["pip install 'emdx[team]'"],
         ) from None
-    return open_pg_store(url)
+    store = open_pg_store(url)
+    # The team's times are the server's: so is the now a running run's duration is read at.
+    set_reference_clock(store.queue.clock_offset_s)
+    return store
 
 
 def _open_sqlite(path: Path) -> SqliteStore:
+    set_reference_clock(None)
     conn = connect(path)
     try:
         migrate(conn, path=str(path))
