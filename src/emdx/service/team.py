@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from emdx import paths, settings, smart, system
-from emdx.errors import EmdxError, InvalidStateError, NotFoundError
+from emdx.errors import EmdxError, EnvironmentProblem, InvalidStateError, NotFoundError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
-from emdx.service import cleanup, repair, unclaimed
+from emdx.service import cleanup, preflight, repair, unclaimed
 from emdx.service.environment import run_environment
 from emdx.service.holds import hold_reason
 from emdx.service.kill import finish_from_outside, kill_execution, note_run
@@ -90,6 +90,12 @@ def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> Non
         raise InvalidStateError(
             "`emdx worker` serves a team: set EMDX_DATABASE_URL to the team's PostgreSQL database"
         )
+    # A host that cannot run a run takes none (it would fail every run of the queue).
+    try:
+        check_host(bool(config.repos))
+    except EnvironmentProblem as exc:
+        exc.message = f"this host cannot run the team's runs: {exc.message}"
+        raise
     # This host's leftovers first: runs of an earlier worker here whose supervisor is gone,
     # and processes marked as theirs.
     for action in cleanup.processes(store):
@@ -118,6 +124,24 @@ def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> Non
                 queue.worker_stopped(worker.worker_id)
 
 
+def check_host(worktrees: bool) -> None:
+    """The pre-flight of a local start, on this host: its agent found and runnable, its home
+    writable, git there for worktree runs (EnvironmentProblem, with its fixes)."""
+    preflight.ensure_ready()
+    found = preflight.check_git(True)
+    if worktrees and not found.ok:
+        raise EnvironmentProblem(f"git: {found.detail}", [found.fix] if found.fix else [])
+
+
+def host_problem(worktrees: bool) -> str | None:
+    """Why this host cannot run a run now (see `check_host`), or None."""
+    try:
+        check_host(worktrees)
+    except EmdxError as exc:
+        return str(exc)
+    return None
+
+
 class _Worker:
     def __init__(
         self, store: Store, queue: JobQueueAPI, config: WorkerConfig, say: Callable[[str], None]
@@ -127,6 +151,8 @@ class _Worker:
         self.config = config
         self.say = say
         self.worker_id: int | None = None
+        self.cannot: str | None = None  # why this host cannot run runs now, as last said
+        self.left: set[str | None] = set()  # the runs whose log says so
 
     def registered(self, worker_id: int) -> None:
         self.worker_id = worker_id
@@ -344,6 +370,8 @@ class _Worker:
                 return False
         if delay is None and hold_reason(self.store) is not None:
             delay = RETRY_HELD_S
+        if delay is None and not self._can_run(row):
+            delay = RETRY_HELD_S  # for a worker that can (or this one, fixed meanwhile)
         if delay is None:
             return True
         self.queue.defer(
@@ -354,6 +382,28 @@ class _Worker:
             delay_s=delay,
         )
         return False
+
+    def _can_run(self, row: Execution) -> bool:
+        """Whether this host can run the run now (`host_problem`); a change is said once, and
+        the run's log says (once) why this worker left it queued."""
+        problem = host_problem(row.options.worktree is True)
+        if problem != self.cannot:
+            self.cannot = problem
+            self.say(
+                f"this host cannot run runs now: {problem}; they are left queued for the others"
+                if problem
+                else "this host can run runs again"
+            )
+        if problem is not None and row.run_key not in self.left:
+            self.left.add(row.run_key)
+            with contextlib.suppress(EmdxError):
+                note_run(
+                    self.store,
+                    row,
+                    f"left queued by worker {self.config.name} on {self.config.host}: {problem}",
+                    "⏸",
+                )
+        return problem is None
 
     def _make_workdir(self, row: Execution, job: int) -> Execution:
         """The run's directory on this host (a worktree of this host's copy of its

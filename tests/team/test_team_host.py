@@ -1,0 +1,63 @@
+"""A host that cannot run runs (no agent, an agent that stops working) takes none of the team's
+queue: a worker refuses to start there, and one whose agent goes away leaves its turns queued
+for the others instead of failing each run."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from faults_helpers import one_error_line
+from team_helpers import Team
+from testkit import FAKE_CLAUDE, run_emdx, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_worker_on_a_host_without_the_agent_refuses_to_start(team: Team) -> None:
+    missing = team.root / "nowhere" / "claude"
+    started = run_emdx(
+        *team.db_args(),
+        "worker",
+        "--name",
+        "w-alpha",
+        env=team.env("alpha", {"EMDX_CLAUDE_BIN": str(missing)}),
+        cwd=team.root,
+        timeout=60,
+    )
+    assert started.code == 127, started
+    line = one_error_line(started.stderr)
+    assert "this host cannot run the team's runs" in line and "not found" in line, line
+    listed = team.cli("laptop", "workers", "--all", "--json")
+    assert listed.code == 0 and listed.json() == [], listed.stdout
+
+
+def _agent_copy(where: Path) -> Path:
+    where.mkdir(parents=True)
+    copy = where / "claude"
+    shutil.copy2(FAKE_CLAUDE, copy)
+    return copy
+
+
+def test_a_worker_whose_agent_goes_away_leaves_the_queue_to_the_others(team: Team) -> None:
+    agent = _agent_copy(team.root / "alpha-bin")
+    alpha = team.start_worker("alpha", extra={"EMDX_CLAUDE_BIN": str(agent)})
+    agent.unlink()  # uninstalled under the running worker
+    doc = team.save("laptop", "# work\nFAKE:events=2\n")
+    runs = [team.submit("laptop", doc) for _ in range(3)]
+    wait_until(lambda: "this host cannot run runs now" in alpha.text(), 60, message=alpha.text)
+    assert all(team.row(run).status.value == "queued" for run in runs), alpha.text()
+    beta = team.start_worker("beta")
+    rows = [team.wait_final(run) for run in runs]
+    assert [(r.status.value, r.host) for r in rows] == [("completed", "beta")] * 3, alpha.text()
+    said = [str(e) for e in team.events(runs[0])]
+    assert any("left queued by worker w-alpha" in e for e in said), said
+    shutil.copy2(FAKE_CLAUDE, agent)  # installed again: alpha takes runs once more
+    beta.signal(signal.SIGTERM)
+    beta.proc.wait(30)
+    again = team.submit("laptop", doc)
+    row = team.wait_final(again)
+    assert (row.status.value, row.host) == ("completed", "alpha"), alpha.text()
+    assert "this host can run runs again" in alpha.text()
