@@ -370,7 +370,9 @@ def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) 
     """The abort arrives between the claim and the supervisor's spawn (held there): the start
     still ends, then the run is stopped and its supervisor reaped; the slot is not freed
     while it runs."""
-    alpha, mark, release = team.start_held_worker("alpha", "emdx.service.team:_Worker._prepare")
+    alpha, mark, release = team.start_held_worker(
+        "alpha", "emdx.service.preparing:Preparation._prepare"
+    )
     doc = team.save("laptop", "# long\nFAKE:events=300\nFAKE:interval=0.1\n")
     run = team.submit("laptop", doc)
     wait_until(mark.exists, 60, message=alpha.text)
@@ -539,7 +541,7 @@ def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> N
 
 def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: Team) -> None:
     alpha, mark, release = team.start_held_worker(
-        "alpha", "emdx.service.team:_Worker._make_workdir"
+        "alpha", "emdx.service.preparing:Preparation._make_workdir"
     )
     run = team.submit("laptop", team.save("laptop", "# moves\n"))
     wait_until(mark.exists, 60, message=alpha.text)

@@ -23,7 +23,7 @@ def _killed_after_its_worktree(team: Team, there: Path) -> tuple[Worker, int, st
     there.parent.mkdir(parents=True)
     subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)
     alpha, mark, _ = team.start_held_worker(
-        "alpha", "emdx.service.team:_Worker._make_workdir", repos=(there,)
+        "alpha", "emdx.service.preparing:Preparation._make_workdir", repos=(there,)
     )
     run = team.submit("laptop", team.save("laptop", "# in the repo\n"), "--worktree", cwd=here)
     wait_until(mark.exists, 60, message=alpha.text)
