@@ -4,6 +4,7 @@ for the others instead of failing each run."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from faults_helpers import one_error_line
 from team_helpers import Team
 from testkit import FAKE_CLAUDE, run_emdx, wait_until
+
+from emdx.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +64,27 @@ def test_a_worker_whose_agent_goes_away_leaves_the_queue_to_the_others(team: Tea
     row = team.wait_final(again)
     assert (row.status.value, row.host) == ("completed", "alpha"), alpha.text()
     assert "this host can run runs again" in alpha.text()
+
+
+def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_host_lost(team: Team) -> None:
+    """Alpha SIGKILLed between its claim and its supervisor's start; alpha's host starts a
+    worker again once the dead one is judged lost: its start-up sweep records the run
+    host_lost at once (as any other host would), not a lost runner 30 s later."""
+    alpha, mark, _ = team.start_held_worker("alpha", "emdx.service.preparing:Preparation._prepare")
+    run = team.submit("laptop", team.save("laptop", "# claimed\n"))
+    wait_until(mark.exists, 60, message=alpha.text)
+    assert team.row(run).status.value == "running" and team.row(run).pid is None
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    with contextlib.closing(open_store(team.url)) as store:
+        assert store.queue is not None
+        queue = store.queue
+        wait_until(lambda: not queue.live_workers(), 30)  # no command's sweep meanwhile
+    again = team.start_worker("alpha")
+    row = team.wait_final(run)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost"), (
+        row,
+        again.text(),
+    )
+    said = [str(e) for e in team.events(run)]
+    assert any("lost" in e and "worker" in e for e in said), said

@@ -42,7 +42,7 @@ def _probe(alive_workers: set[int] | frozenset[int] | None = frozenset({3}), **k
         boot_now=lambda: 1000.0,
         wall_now=lambda: NOW,
         marked=lambda key: False,
-        host="laptop",
+        host=kw.pop("host", "laptop"),
         alive_workers=None if alive_workers is None else frozenset(alive_workers),
         **kw,
     )
@@ -89,3 +89,22 @@ def test_queued_runs_with_no_live_worker_are_unserved() -> None:
     assert judge(queued, served).verdict is Verdict.QUEUED
     routed = replace(queued, options=ExecOptions(queue="gpu"))
     assert judge(routed, served).verdict is Verdict.UNSERVED  # workers alive, none takes gpu
+
+
+def test_a_run_its_worker_here_claimed_and_died_before_starting_is_not_left_starting() -> None:
+    """Claimed by a worker of this host (no supervisor yet) that is no longer alive: nothing
+    will ever start it — repaired at once, not after the start-up grace; while its worker
+    lives it is starting."""
+    claimed = _row(pid=None, pid_started_at=None, heartbeat_at=None)
+
+    def nothing_alive(pid: int | None, started: float | None) -> bool:
+        return False
+
+    here: dict[str, Any] = {"host": "alpha", "alive": nothing_alive}
+    starting = judge(claimed, _probe(**here))
+    assert starting.verdict is Verdict.STARTING
+    lost = judge(claimed, _probe(alive_workers=set(), **here))
+    assert lost.verdict is Verdict.ZOMBIE and "worker 3 on alpha lost" in lost.detail
+    # Outside team mode no worker is asked about.
+    alone = judge(replace(claimed, worker_id=None), _probe(alive_workers=None, **here))
+    assert alone.verdict is Verdict.STARTING

@@ -186,10 +186,25 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
         return Judgement(Verdict.UNRESPONSIVE, True, age, f"heartbeat {age:.0f}s old")
     if execution.pid is not None and execution.pid_started_at is not None:
         return Judgement(Verdict.ZOMBIE, False, age, "its supervisor is gone")
+    lost = lost_worker(execution, probe)
+    if lost is not None:  # claimed by a worker of this host that died before it started it
+        return Judgement(Verdict.ZOMBIE, False, None, f"its supervisor never started: {lost}")
     claimed = _wall_age(execution.started_at or execution.created_at, probe.wall_now()) or 0.0
     if claimed < STARTUP_GRACE_S or probe.marked(execution.run_key):
         return Judgement(Verdict.STARTING, False, None)
     return Judgement(Verdict.ZOMBIE, False, None, "its supervisor never started")
+
+
+def lost_worker(execution: Execution, probe: Probe) -> str | None:
+    """Team mode: "worker N on HOST lost" when the worker that took the run is not alive (its
+    heartbeat stopped, or it stopped), else None."""
+    if (
+        probe.alive_workers is None
+        or execution.worker_id is None
+        or execution.worker_id in probe.alive_workers
+    ):
+        return None
+    return f"worker {execution.worker_id} on {execution.host} lost"
 
 
 def _judge_remote(execution: Execution, probe: Probe) -> Judgement:
@@ -197,14 +212,9 @@ def _judge_remote(execution: Execution, probe: Probe) -> Judgement:
     heartbeat says whether the host is there, and the run's own heartbeat whether it is
     responsive (on the wall clock: the other host's boot clock is not ours)."""
     age = _wall_age(execution.heartbeat_at, probe.wall_now())
-    if (
-        probe.alive_workers is not None
-        and execution.worker_id is not None
-        and execution.worker_id not in probe.alive_workers
-    ):
-        return Judgement(
-            Verdict.HOST_LOST, False, age, f"worker {execution.worker_id} on {execution.host} lost"
-        )
+    lost = lost_worker(execution, probe)
+    if lost is not None:
+        return Judgement(Verdict.HOST_LOST, False, age, lost)
     if age is not None and age <= heartbeat_limit(execution):
         verdict = (
             Verdict.WAITING if execution.status is ExecutionStatus.WAITING else Verdict.HEALTHY

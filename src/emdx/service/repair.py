@@ -16,7 +16,7 @@ from emdx.errors import EmdxError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service.kill import finish_from_outside, kill_asked, record_host_lost, stop_processes
-from emdx.service.liveness import Probe, Verdict, default_probe, judge
+from emdx.service.liveness import Probe, Verdict, default_probe, judge, lost_worker
 from emdx.service.scheduler import fill_slots, queue_name
 from emdx.service.undo import discard
 from emdx.store import Store
@@ -147,6 +147,10 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
             Reason.KILLED,
             f"{asked} (its supervisor died of it; {who} recorded it)",
         )
+    elif (lost := _worker_lost(store, execution)) is not None:
+        # Team mode: its supervisor died with the worker that ran it (or that worker died
+        # before starting it) — the host's loss, whichever host records it.
+        record_host_lost(store, execution, who, lost)
     else:
         finish_from_outside(
             store,
@@ -157,6 +161,15 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
             f"the supervisor is gone; {who} repaired the row",
         )
     return store.executions.get(execution.id)
+
+
+def _worker_lost(store: Store, execution: Execution) -> str | None:
+    if store.queue is None or execution.worker_id is None:
+        return None
+    try:
+        return lost_worker(execution, default_probe(store))
+    except EmdxError:
+        return None  # the team's database does not answer: a lost runner is all that is known
 
 
 def apply_post_actions(store: Store, execution: Execution) -> bool:
