@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faults_helpers import one_error_line
 from pg_proxy import PgProxy
 from team_helpers import Team, fake_agent_env, team_database
-from testkit import wait_until
+from testkit import run_emdx, wait_until
 
 from emdx.models import Execution
 
@@ -184,3 +186,33 @@ def test_the_proxy_is_a_real_outage(tmp_path: Path) -> None:
             proxy.up()
         with psycopg.connect(proxy.url, autocommit=True, connect_timeout=5) as again:
             assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_worker_started_while_the_database_is_away_waits_for_it(
+    cut_team: tuple[Team, PgProxy],
+) -> None:
+    """`emdx worker` on a host that comes up before the team's database (main exited at once,
+    error and all): it says it waits, registers once the database answers, and runs the queue.
+    A database that does not exist is no outage: that worker ends at once, one line."""
+    team, proxy = cut_team
+    run = team.submit("laptop", team.save("laptop", "# queued\nFAKE:events=2\n"))
+    proxy.down()
+    out = team.root / f"w-alpha-{len(team.workers)}.out"
+
+    def bring_back() -> None:
+        wait_until(
+            lambda: out.exists() and "waiting for the team's database" in out.read_text(), 60
+        )
+        proxy.up()
+
+    back = threading.Thread(target=bring_back)
+    back.start()
+    try:
+        alpha = team.start_worker("alpha")
+    finally:
+        back.join()
+    assert alpha.text().count("waiting for the team's database") == 1, alpha.text()
+    assert team.wait_final(run).status.value == "completed", alpha.text()
+    missing = proxy.url.rsplit("/", 1)[0] + "/emdx_no_such_database"
+    ended = run_emdx("worker", env=team.env("beta", {"EMDX_DATABASE_URL": missing}), timeout=60)
+    assert ended.code == 1 and "does not exist" in one_error_line(ended.stderr), ended

@@ -1,8 +1,15 @@
 """`emdx worker` and `emdx workers`: team mode's hosts (DESIGN §9)."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from emdx.service import Service
 
 
 def worker(
@@ -28,9 +35,42 @@ def worker(
         from emdx.errors import UsageError
 
         raise UsageError("--concurrency must be at least 1")
-    with open_service() as service:
+    with _service_once_reachable(open_service, say) as service:
         service.serve_worker(name, queue, repo, concurrency, say)
     sys.stdout.flush()
+
+
+# A worker started while the team's database is away (a host that boots before the network,
+# a server restarting) waits for it, trying again this often; what the server refuses for good
+# (no such database or role, a password refused: PostgreSQL's own words) ends it at once.
+WAIT_FOR_DATABASE_S = 2.0
+_REFUSED_FOR_GOOD = ("does not exist", "authentication failed", "pg_hba.conf")
+
+
+def _service_once_reachable(
+    open_service: Callable[[], Service], say: Callable[[str], None]
+) -> Service:
+    import time
+
+    from emdx.errors import StoreUnavailable
+
+    said = False
+    while True:
+        service = open_service()
+        try:
+            service.store  # noqa: B018 - opened now (it is opened on first use)
+            if said:
+                say("the team's database answers")
+            return service
+        except StoreUnavailable as exc:
+            service.close()
+            if any(words in str(exc) for words in _REFUSED_FOR_GOOD):
+                raise
+            if not said:
+                say(f"waiting for the team's database ({exc}); Ctrl-C gives up")
+                said = True
+        # Paces the next try; nothing to wait on but time.
+        time.sleep(WAIT_FOR_DATABASE_S)
 
 
 def workers(
