@@ -153,7 +153,11 @@ class Team:
         return worker
 
     def start_held_worker(
-        self, host: str, target: str, repos: tuple[Path, ...] = ()
+        self,
+        host: str,
+        target: str,
+        repos: tuple[Path, ...] = (),
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[Worker, Path, Path]:
         """A worker that stops after `target` (module:Qualified.name) returns, the first time,
         until the returned release file exists (`hold` fault); the mark file says it got there."""
@@ -161,9 +165,8 @@ class Team:
         fault = {"proc": "cli", "target": target, "when": "after", "action": "hold"}
         fault.update(mark=str(mark), release=str(release))
         hooks = f"{FAULT_HOOKS}{os.pathsep}{self.base_env['PYTHONPATH']}"
-        worker = self.start_worker(
-            host, repos=repos, extra={"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
-        )
+        faults = {"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
+        worker = self.start_worker(host, repos=repos, extra={**(extra or {}), **faults})
         return worker, mark, release
 
     def cli(

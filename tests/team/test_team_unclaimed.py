@@ -4,6 +4,9 @@ once — on another host, or on the same host once it is back."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 from cleanup_helpers import branch_exists, git, worktrees
 from team_helpers import Team, Worker, new_repo
-from testkit import wait_until
+from testkit import FAULT_HOOKS, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +99,66 @@ def test_a_link_planted_at_a_queued_runs_path_is_never_gone_through(
     assert (list(victim.iterdir()) == []) if target == "empty" else not victim.exists()
     assert list(worktrees(there)) == [str(there)], worktrees(there)
     assert git(there, "branch", "--list", "exec-*") == ""
+
+
+def test_a_registration_whose_directory_is_gone_is_swept_with_its_branch(team: Team) -> None:
+    """Alpha died preparing; its directory was removed meanwhile (by hand, a tmp cleaner) but
+    git still lists the worktree: alpha's start-up sweep forgets it and deletes its branch."""
+    there = team.root / "alpha-src" / "proj"
+    alpha, run, key, branch = _killed_after_its_worktree(team, there)
+    beta_repo = team.root / "beta-src" / "proj"
+    beta_repo.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(there), str(beta_repo)], check=True)
+    team.start_worker("beta", repos=(beta_repo,))
+    assert team.wait_final(run, 90).status.value == "completed"
+    shutil.rmtree(alpha.home / "runs" / key)
+    assert str(alpha.home / "runs" / key) in worktrees(there)  # git still lists it
+    restarted = team.start_worker("alpha", repos=(there,))
+    assert "never claimed here" in restarted.text(), restarted.text()
+    _nothing_of_it_left(alpha, there, key, branch)
+
+
+def test_a_branch_git_made_before_the_worker_died_unmarked_is_swept(team: Team) -> None:
+    """SIGKILLed right after git made the run's worktree and branch, before emdx marked the
+    branch as the run's: the branch is still known as made for it (by its name) and goes."""
+    here = new_repo(team.root / "laptop-src" / "proj")
+    there = team.root / "alpha-src" / "proj"
+    there.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(here), str(there)], check=True)
+    fault = {"proc": "cli", "target": "emdx.system.git:add_worktree", "when": "after"}
+    fault["action"] = "sigkill"
+    hooks = f"{FAULT_HOOKS}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    alpha = team.start_worker(
+        "alpha", repos=(there,), extra={"PYTHONPATH": hooks, "EMDX_FAULTS": json.dumps([fault])}
+    )
+    run = team.submit("laptop", team.save("laptop", "# in the repo\n"), "--worktree", cwd=here)
+    alpha.proc.wait(60)
+    row = team.row(run)
+    key, branch = row.run_key or "", row.branch or ""
+    made = [b for b in git(there, "branch", "--list", "exec-*").split() if b not in ("*", "+")]
+    assert row.status.value == "queued" and made, (row, made)
+    assert git(there, "config", "--get-regexp", r"\.emdxrunkey$", check=False) == ""  # unmarked
+    restarted = team.start_worker("alpha", repos=(there,))
+    row = team.wait_final(run, 90)
+    assert (row.status.value, row.host) == ("completed", "alpha"), (row, restarted.text())
+    left = [b for b in git(there, "branch", "--list", "exec-*").split() if b not in ("*", "+")]
+    assert left == [row.branch], (made, left, branch, key)
+
+
+def test_a_home_shared_by_two_hosts_keeps_the_others_preparation(team: Team) -> None:
+    """Alpha and beta share one EMDX_HOME (an NFS home): beta starting while alpha prepares a
+    run in it leaves alpha's directory alone (alpha's, by its mark), and alpha runs it."""
+    shared = {"EMDX_HOME": str(team.root / "shared-home")}
+    alpha, mark, release = team.start_held_worker(
+        "alpha", "emdx.service.preparing:Preparation._make_workdir", extra=shared
+    )
+    run = team.submit("laptop", team.save("laptop", "# moves\n"))
+    wait_until(mark.exists, 60, message=alpha.text)
+    key = team.row(run).run_key or ""
+    made = team.root / "shared-home" / "runs" / key
+    assert made.is_dir()
+    beta = team.start_worker("beta", extra=shared)
+    assert made.is_dir() and "never claimed here" not in beta.text(), beta.text()
+    release.touch()
+    row = team.wait_final(run)
+    assert (row.status.value, row.host) == ("completed", "alpha"), (row, alpha.text())
