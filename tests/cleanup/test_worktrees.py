@@ -385,3 +385,43 @@ def test_cleanup_branches_with_nothing_deletable_is_no_dry_run_and_says_why_in_f
     dry = runs.cli("cleanup", "branches", "--dry-run", cwd=git_repo, env={"COLUMNS": "80"})
     assert dry.stdout.splitlines()[0] == "branches (dry run: nothing changed)"
     assert branch_exists(git_repo, "exec-7-made-by-hand")
+
+
+def _locked(repo: Path) -> set[str]:
+    """The worktrees `git worktree list` says are locked."""
+    found, path = set(), None
+    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = line[len("worktree ") :]
+        elif line.startswith("locked") and path:
+            found.add(path)
+    return found
+
+
+def test_a_namesake_worktree_of_another_home_is_never_unlocked_or_forgotten(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    """Two homes holding a run directory of the same key (a home copied to make a second one)
+    in one repository: ending one's worktree unlocks and unregisters that one only, by the
+    path git registered; asking for a third home's, where nothing is registered, touches
+    nothing."""
+    from emdx.system import git as emdx_git
+
+    key = "7-1796000000000000-42-0a1b2c3d"
+    ours, theirs = (tmp_path / home / "runs" / key for home in ("home-a", "home-b"))
+    for path, branch in ((theirs, "exec-7-theirs"), (ours, "exec-7-ours")):
+        path.parent.mkdir(parents=True)
+        assert emdx_git.add_worktree(git_repo, path, branch).ok
+    assert _locked(git_repo) == {str(ours), str(theirs)}
+    nowhere = tmp_path / "home-c" / "runs" / key
+    assert not emdx_git.unlock_worktree(git_repo, nowhere)
+    assert emdx_git.forget_worktree(git_repo, nowhere) is None
+    assert _locked(git_repo) == {str(ours), str(theirs)}
+
+    assert emdx_git.unlock_worktree(git_repo, ours)
+    assert _locked(git_repo) == {str(theirs)}
+    shutil.rmtree(ours)
+    forgotten = emdx_git.forget_worktree(git_repo, ours)
+    assert forgotten is not None and forgotten.ok
+    assert worktrees(git_repo) == {str(git_repo): "main", str(theirs): "exec-7-theirs"}
+    assert _locked(git_repo) == {str(theirs)} and theirs.is_dir()
