@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from faults_helpers import one_error_line
 from team_helpers import Team
-from testkit import FAKE_CLAUDE, run_emdx, wait_until
+from testkit import FAKE_CLAUDE, assert_gone, run_emdx, wait_until
 
+from emdx.models import Execution
 from emdx.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -88,3 +89,37 @@ def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_host_lost(tea
     )
     said = [str(e) for e in team.events(run)]
     assert any("lost" in e and "worker" in e for e in said), said
+
+
+def test_a_worker_that_gives_up_its_registration_records_its_runs_host_lost(team: Team) -> None:
+    """The worker's heartbeat stops reaching a database that answers (its row held by a lock
+    here: a wedge): the worker gives that registration up and registers again; the run it was
+    running could no longer be stopped from another host, so it ends as the host's loss —
+    failed/137/host_lost, said why — not as a kill nobody asked for; the worker goes on."""
+    import psycopg
+
+    alpha = team.start_worker("alpha")
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=900\nFAKE:interval=0.1\n"))
+
+    def going() -> Execution | None:
+        found = team.row(run)
+        return found if found.agent_pid else None
+
+    row = wait_until(going, 60, message=alpha.text)
+    with psycopg.connect(team.url) as wedge:
+        wedge.execute(
+            "SELECT 1 FROM procrastinate_workers WHERE id = %s FOR UPDATE", (row.worker_id,)
+        )
+        wait_until(lambda: team.row(run).status.is_final, 90, message=alpha.text)
+        wedge.rollback()
+    final = team.row(run)
+    assert (final.status.value, final.exit_code, final.reason) == ("failed", 137, "host_lost"), (
+        final,
+        alpha.text(),
+    )
+    assert "registering again" in alpha.text(), alpha.text()
+    said = [str(e) for e in team.events(run)]
+    assert any("lost its registration" in e for e in said), said
+    assert_gone([(row.pid or 0, row.pid_started_at or 0.0)], what="the run's supervisor")
+    after = team.submit("laptop", team.save("laptop", "# after\n"))
+    assert team.wait_final(after, 60).status.value == "completed", alpha.text()

@@ -24,10 +24,11 @@ from emdx.errors import EmdxError, EnvironmentProblem, InvalidStateError, NotFou
 from emdx.models import Execution
 from emdx.reasons import Reason
 from emdx.service import cleanup, repair, unclaimed
-from emdx.service.kill import kill_execution, note_run
+from emdx.service.kill import kill_execution, note_run, record_host_lost, stop_processes
 from emdx.service.liveness import Verdict, default_probe, judge
-from emdx.service.preparing import Preparation, WorkerConfig, check_host
+from emdx.service.preparing import CLAIMED_RETRY_S, Preparation, WorkerConfig, check_host
 from emdx.store import Job, JobQueueAPI, Store
+from emdx.store.connection import retry_transient
 from emdx.system import git, spawn
 
 # How often a waiting job looks at its row (a run declared lost while the worker was frozen).
@@ -196,11 +197,14 @@ class _Worker(Preparation):
         if why == "shutdown":
             who = f"stopped with worker {self.config.name} (the user stopped the worker)"
         elif why == "lost":
-            who = f"stopped: worker {self.config.name} lost the team's database"
+            who = (
+                f"worker {self.config.name} on {self.config.host} lost its registration with "
+                "the team (it registers again): nothing could stop this run from another host"
+            )
         else:
             who = f"stopped by worker {self.config.name} (`exec kill` asked, from any host)"
         self.say(f"execution #{execution.id}: {who}")
-        await asyncio.to_thread(self._stop, execution.id, pid, started, who)
+        await asyncio.to_thread(self._stop, execution.id, pid, started, who, why == "lost")
         while not system.reap(pid):
             await asyncio.sleep(0.05)
         await asyncio.to_thread(self._after, execution.id)
@@ -229,11 +233,25 @@ class _Worker(Preparation):
         except EmdxError:
             return False
 
-    def _stop(self, execution_id: int, pid: int, started: float | None, who: str) -> None:
+    def _stop(
+        self, execution_id: int, pid: int, started: float | None, who: str, lost: bool
+    ) -> None:
+        """Stop the run: a kill (`killed`) — or, when this worker lost its registration (the
+        run's job with it), the host's loss as any other host would record it (host_lost),
+        then its processes."""
         with contextlib.suppress(EmdxError):
-            note_run(self.store, self.store.executions.get(execution_id), who, "🛑")
-        with contextlib.suppress(EmdxError):
-            kill_execution(self.store, execution_id, who=who)
+            row = self.store.executions.get(execution_id)
+            if not lost:
+                note_run(self.store, row, who, "🛑")
+            else:
+                retry_transient(
+                    lambda: record_host_lost(self.store, row, f"worker {self.config.name}", who),
+                    CLAIMED_RETRY_S,
+                )
+                stop_processes(row, settings.kill_grace())
+        if not lost:
+            with contextlib.suppress(EmdxError):
+                kill_execution(self.store, execution_id, who=who)
         # Whatever the row says (a database that does not answer): its supervisor goes (a row
         # it could not finish is finished once it is reaped: `_after`).
         if system.same_process(pid, started):
