@@ -58,7 +58,7 @@ def _service_once_reachable(
     while True:
         service = open_service()
         try:
-            service.store  # noqa: B018 - opened now (it is opened on first use)
+            service.open()
             if said:
                 say("the team's database answers")
             return service

@@ -80,6 +80,10 @@ class Service:
             self._store = open_store()
         return self._store
 
+    def open(self) -> None:
+        """Open the store now (it is otherwise opened on first use): its errors, here."""
+        _ = self.store
+
     def cancel_when(self, cancelled: Callable[[], bool] | None) -> None:
         """Stop this service's database work soon after `cancelled()` turns true (a TUI worker
         superseded by a newer keystroke, or quitting); the call in progress raises StoreError."""
