@@ -29,6 +29,17 @@ def _span(row: Execution) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _server_now(team: Team) -> datetime:
+    """The database server's clock now."""
+    import psycopg
+
+    with psycopg.connect(team.url) as conn:
+        found = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert found is not None
+    moment: datetime = found[0]
+    return moment
+
+
 def _peak(rows: list[Execution]) -> int:
     """The most runs that were running at one moment."""
     moments = sorted([(s, 1) for s, _ in map(_span, rows)] + [(e, -1) for _, e in map(_span, rows)])
@@ -430,7 +441,6 @@ def test_a_clock_stepped_on_a_worker_host_mid_run_moves_no_heartbeat(team: Team)
     """A worker host's wall clock stepped an hour back while its run runs: the run's next
     heartbeats and its end are still the database server's times (they go on by the host's
     boot clock between two reads of the server's), so another host sees it healthy."""
-    import psycopg
     from faults_helpers import LIBFAKETIME, faketime_env
 
     assert LIBFAKETIME.exists(), "make test installs faketime"
@@ -442,13 +452,6 @@ def test_a_clock_stepped_on_a_worker_host_mid_run_moves_no_heartbeat(team: Team)
     rc.write_text("-1h\n")
     stepped = team.row(run).heartbeat_at
 
-    def server_now() -> datetime:
-        with psycopg.connect(team.url) as conn:
-            found = conn.execute("SELECT clock_timestamp()").fetchone()
-        assert found is not None
-        moment: datetime = found[0]
-        return moment
-
     def beat_after(before: str | None) -> str:
         def moved() -> str | None:
             beat = team.row(run).heartbeat_at
@@ -458,12 +461,12 @@ def test_a_clock_stepped_on_a_worker_host_mid_run_moves_no_heartbeat(team: Team)
 
     stepped = beat_after(beat_after(stepped))  # two beats after the step: both stamped since
     beat = parse_time(stepped)
-    assert beat is not None and abs(server_now() - beat) < timedelta(seconds=10), beat
+    assert beat is not None and abs(_server_now(team) - beat) < timedelta(seconds=10), beat
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
     row = team.wait_final(run)
     start, end = _span(row)
-    assert row.status.value == "completed" and start <= end <= server_now(), row
+    assert row.status.value == "completed" and start <= end <= _server_now(team), row
 
 
 def test_a_viewer_with_a_skewed_clock_reads_a_running_runs_age_on_the_servers(
@@ -498,7 +501,6 @@ def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> N
     """Submitted from a host 5 min ahead, run on one 90 s behind: the row's created, started
     and completed times are all read on the database server's clock (a duration never spans
     two hosts' clocks)."""
-    import psycopg
     from faults_helpers import LIBFAKETIME, faketime_env
 
     assert LIBFAKETIME.exists(), "make test installs faketime"
@@ -511,14 +513,7 @@ def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> N
         hosts[host] = env
     team.start_worker("alpha", extra=hosts["alpha"])
 
-    def server_now() -> datetime:
-        with psycopg.connect(team.url) as conn:
-            found = conn.execute("SELECT clock_timestamp()").fetchone()
-        assert found is not None
-        moment: datetime = found[0]
-        return moment
-
-    before = server_now()
+    before = _server_now(team)
     doc = team.save("laptop", "# timed\nFAKE:events=3\n")
     started = run_emdx(
         "claude",
@@ -531,7 +526,7 @@ def test_a_runs_times_are_the_servers_whatever_the_hosts_clocks(team: Team) -> N
     assert started.code == 0, started.stderr
     run = int(started.stdout.split("#", 1)[1].split(" ", 1)[0])
     row = team.wait_final(run)
-    after = server_now()
+    after = _server_now(team)
     assert row.status.value == "completed", row
     created, (start, end) = parse_time(row.created_at), _span(row)
     assert created is not None
