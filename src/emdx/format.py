@@ -169,7 +169,7 @@ def state_note(execution: Execution, hold: str | None = None) -> str:
     """What an active run is doing beyond its status, in words every view shows the same way:
     "waiting for usage limit until 23:54 (4h12m)", "retrying 3/10 after 529 overloaded",
     "held: usage limit until 23:54", "2 background tasks open". Empty when nothing to say."""
-    from emdx.models import ExecutionStatus, utc_now
+    from emdx.models import ExecutionStatus, reference_now
 
     status = execution.status
     if status is ExecutionStatus.WAITING:
@@ -177,7 +177,7 @@ def state_note(execution: Execution, hold: str | None = None) -> str:
             execution.waiting_reason or "", execution.waiting_reason or "?"
         )
         until = parse_time(execution.waiting_until)
-        left = (until - utc_now()).total_seconds() if until else None
+        left = (until - reference_now()).total_seconds() if until else None
         span = f" ({duration(max(0.0, left))})" if left is not None else ""
         return one_line(f"waiting for {what} until {clock_time(execution.waiting_until)}{span}")
     if status is ExecutionStatus.QUEUED and hold:

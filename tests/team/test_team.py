@@ -462,11 +462,40 @@ def test_a_clock_stepped_on_a_worker_host_mid_run_moves_no_heartbeat(team: Team)
     stepped = beat_after(beat_after(stepped))  # two beats after the step: both stamped since
     beat = parse_time(stepped)
     assert beat is not None and abs(_server_now(team) - beat) < timedelta(seconds=10), beat
+    event = parse_time(team.row(run).last_event_at)  # the agent's last event: the same clock
+    assert event is not None and abs(_server_now(team) - event) < timedelta(seconds=10), event
     seen = team.cli("laptop", "exec", "health")
     assert seen.code == 0 and f"#{run} healthy" in seen.stdout, seen.stdout + alpha.text()
     row = team.wait_final(run)
     start, end = _span(row)
     assert row.status.value == "completed" and start <= end <= _server_now(team), row
+
+
+def test_a_retry_backoff_on_a_host_whose_clock_steps_lasts_as_long_as_it_said(team: Team) -> None:
+    """A 3 s retry backoff on a worker host whose wall clock is stepped an hour back during it:
+    the run resumes ~3 s later (not an hour), and the end of its wait is written on the
+    server's clock (what every host shows), not the host's."""
+    from faults_helpers import LIBFAKETIME, faketime_env
+
+    assert LIBFAKETIME.exists(), "make test installs faketime"
+    env, rc = faketime_env(team.root)
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{team.base_env['PYTHONPATH']}"
+    env["EMDX_RETRY_BACKOFF_SECONDS"] = "3"
+    alpha = team.start_worker("alpha", extra=env)
+    run = team.submit(
+        "laptop", team.save("laptop", "# overloaded\nFAKE:api-error=529\n"), "--retries", "1"
+    )
+
+    def waiting_row() -> Execution | None:
+        found = team.row(run)
+        return found if found.status.value == "waiting" else None
+
+    waiting = wait_until(waiting_row, 60, message=alpha.text)
+    rc.write_text("-1h\n")
+    until = parse_time(waiting.waiting_until)
+    assert until is not None and abs(until - _server_now(team)) < timedelta(seconds=30), until
+    row = team.wait_final(run, 30)
+    assert (row.status.value, row.attempt) == ("completed", 2), (row, alpha.text())
 
 
 def test_a_viewer_with_a_skewed_clock_reads_a_running_runs_age_on_the_servers(

@@ -3,13 +3,12 @@ anything reads it) into the run's progress and its log; stderr lines masked, the
 
 from __future__ import annotations
 
-import time
-
 from emdx.agent.progress import Progress
 from emdx.agent.stream import StreamEvent, parse_line
 from emdx.agent.summary import summarize
 from emdx.masking import Masker
 from emdx.runlog import LogWriter
+from emdx.system.clock import boot_clock
 
 MAX_STDERR_LINES = 2000
 # Of each stderr line at most STDERR_TEXT_CHARS are shown (the framer keeps at most 64 KiB).
@@ -36,7 +35,7 @@ class AgentOutput:
         event = parse_line(line, self.masker)
         if event is None:
             return False
-        self.last_event_at = time.time()
+        self.last_event_at = boot_clock()  # on the heartbeats' clock when written
         self.progress.update(event)
         self._log_event(event, line)
         return True

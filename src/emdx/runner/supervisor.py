@@ -42,6 +42,7 @@ from emdx.runner.writer import RowWriter
 from emdx.store import Store
 from emdx.store.connection import retry_transient
 from emdx.system import git
+from emdx.system.clock import boot_clock
 
 POLL_S = 0.2
 # How long the supervisor's first write (its identity) retries through a database blip.
@@ -233,10 +234,10 @@ class Supervisor:
                 return outcome
             if wait.reason == "retry_backoff":
                 retries += 1
-            began = time.time()
+            began = boot_clock()
             if not self._wait(wait, resets_at):
                 return decide(None, None, killed=True)
-            waited += time.time() - began
+            waited += boot_clock() - began
             resume = self.banked.session_id or resume
             prompt = policy.CONTINUATION_PROMPT.format(why=wait.why).encode()
 
@@ -258,6 +259,7 @@ class Supervisor:
             session=self.banked.session_id or "-",
             stop_signal=lambda: self.watch.stop_signal,
             note=self.note,
+            now=self.writer.epoch,
         )
         if attempt is None:
             return False
@@ -371,7 +373,7 @@ class Supervisor:
         explained_by = current if current.event_count else self.last
         fields = self.banked.row_fields(current, self.attempt, explained_by)
         if self.output.last_event_at is not None:
-            fields["last_event_at"] = clock.iso(self.output.last_event_at)
+            fields["last_event_at"] = clock.iso(self.writer.epoch(self.output.last_event_at))
         return fields
 
     def _flush_progress(self) -> None:

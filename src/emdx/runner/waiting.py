@@ -14,6 +14,7 @@ from emdx.runner import clock
 from emdx.runner.finish import Note
 from emdx.runner.policy import Wait
 from emdx.store import Store
+from emdx.system.clock import boot_clock
 
 POLL_S = 0.2
 
@@ -29,35 +30,40 @@ def wait_out(
     session: str,
     stop_signal: Callable[[], int | None],
     note: Note,
+    now: Callable[[], float] = time.time,
 ) -> int | None:
     """`waiting` until `wait.until`, with `fields` written with the move; the number of the
     next attempt once the row is `running` again, or None when a signal stopped the wait (the
-    run is then killed) or the row was finished from outside."""
+    run is then killed) or the row was finished from outside. The wait is as long as it was
+    when it began, counted on the boot clock (a step of the wall clock neither stretches nor
+    cuts it); its end is written on `now`'s clock (the heartbeats', in team mode the server's)."""
+    left = max(0.0, wait.until - time.time())
+    deadline = boot_clock() + left
+    until = now() + left
     moved = store.executions.transition(
         execution_id,
         (ExecutionStatus.RUNNING,),
         ExecutionStatus.WAITING,
         key=key,
-        waiting_until=clock.iso(wait.until),
+        waiting_until=clock.iso(until),
         waiting_reason=wait.reason,
         **fields,
     )
     if not moved:
         return None
-    left = max(0.0, wait.until - time.time())
     note(
-        f"{wait.why}: waiting until {clock.time_of_day(wait.until)} ({clock.span(left)}), then "
+        f"{wait.why}: waiting until {clock.time_of_day(until)} ({clock.span(left)}), then "
         f"resuming session {session} (attempt {attempt + 1})",
         "warning",
         "⏳",
     )
-    while time.time() < wait.until:
+    while boot_clock() < deadline:
         signum = stop_signal()
         if signum is not None:
             name = signal.Signals(signum).name
             note(f"received {name} while waiting: stopping", "warning", "🛑")
             return None
-        time.sleep(min(POLL_S, max(0.0, wait.until - time.time())))
+        time.sleep(min(POLL_S, max(0.0, deadline - boot_clock())))
     moved = store.executions.transition(
         execution_id,
         (ExecutionStatus.WAITING,),

@@ -259,14 +259,20 @@ class RowWriter:
         return self.clock()
 
     def clock(self) -> str:
-        """Now on the heartbeats' clock (never asking the database: a final state is recorded
-        at once, whether or not the server answers): the server's as last read, moved on by
-        this host's boot clock (a step of its wall clock moves nothing); before the server was
-        ever read, this host's."""
+        """Now on the heartbeats' clock, as an ISO time (see `epoch`)."""
+        return to_iso(datetime.fromtimestamp(self.epoch(), UTC))
+
+    def epoch(self, boot: float | None = None) -> float:
+        """The heartbeats' clock (epoch seconds) now, or at the moment `boot` of this host's
+        boot clock — never asking the database (a final state is recorded at once, whether or
+        not the server answers): the server's as last read, moved on by this host's boot clock
+        (a step of its wall clock moves nothing); before the server was ever read, or outside
+        team mode, this host's."""
+        at = boot_clock() if boot is None else boot
         if self._server_at is None:
-            return now_iso()
+            return time.time() - (boot_clock() - at)
         server, then = self._server_at
-        return to_iso(datetime.fromtimestamp(server + boot_clock() - then, UTC))
+        return server + at - then
 
     def _check_row(self, store: Store) -> None:
         """A beat no row took: is ours finished (or gone)? Then nothing may go on acting for
