@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,45 @@ def test_a_worker_that_gives_up_its_registration_records_its_runs_host_lost(team
     assert_gone([(row.pid or 0, row.pid_started_at or 0.0)], what="the run's supervisor")
     after = team.submit("laptop", team.save("laptop", "# after\n"))
     assert team.wait_final(after, 60).status.value == "completed", alpha.text()
+
+
+def test_a_worker_whose_runs_directory_cannot_be_written_refuses_to_start(team: Team) -> None:
+    """runs/ on a read-only mount (its modes say nothing: root may write anywhere else): the
+    worker refuses to start, where before it took every run of the queue only to fail it."""
+    runs = team.root / "alpha" / "emdx-home" / "runs"
+    runs.mkdir(parents=True, mode=0o700)
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0700", "tmpfs", str(runs)]
+    subprocess.run(mount, check=True, capture_output=True)
+    try:
+        started = run_emdx(
+            *team.db_args(), "worker", "--name", "w-alpha", env=team.env("alpha"), timeout=60
+        )
+    finally:
+        subprocess.run(["umount", str(runs)], check=True, capture_output=True)
+    assert started.code != 0, started
+    line = one_error_line(started.stderr)
+    assert "this host cannot run the team's runs" in line and str(runs) in line, line
+    listed = team.cli("laptop", "workers", "--all", "--json")
+    assert listed.code == 0 and listed.json() == [], listed.stdout
+
+
+def test_a_worker_whose_agents_interpreter_goes_away_leaves_the_queue(team: Team) -> None:
+    """The agent file unchanged but the interpreter its `#!` names removed: the cached check of
+    the agent does not vouch for it (it is keyed by the interpreter too), runs stay queued."""
+    interp = team.root / "alpha-interp"
+    interp.mkdir()
+    (interp / "python3").symlink_to(sys.executable)
+    agent = team.root / "alpha-bin" / "claude"
+    agent.parent.mkdir()
+    body = FAKE_CLAUDE.read_text().split("\n", 1)[1]
+    agent.write_text(f"#!{interp / 'python3'}\n{body}")
+    agent.chmod(0o755)
+    alpha = team.start_worker("alpha", extra={"EMDX_CLAUDE_BIN": str(agent)})
+    (interp / "python3").unlink()
+    doc = team.save("laptop", "# work\nFAKE:events=2\n")
+    runs = [team.submit("laptop", doc) for _ in range(2)]
+    wait_until(lambda: "this host cannot run runs now" in alpha.text(), 60, message=alpha.text)
+    assert all(team.row(run).status.value == "queued" for run in runs), alpha.text()
+    (interp / "python3").symlink_to(sys.executable)
+    rows = [team.wait_final(run) for run in runs]
+    assert [(r.status.value, r.host) for r in rows] == [("completed", "alpha")] * 2, alpha.text()

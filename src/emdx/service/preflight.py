@@ -58,8 +58,20 @@ def _unusable(name: str) -> str | None:
 
 
 def _identity(binary: Path) -> dict[str, Any] | None:
-    """What the cached check is keyed by: the file the binary resolves to, as it is now."""
-    real = os.path.realpath(binary)
+    """What the cached check is keyed by: the file the binary resolves to, as it is now — and,
+    for a script, its interpreter's (`#!/usr/bin/env node`: node on PATH), so that an
+    interpreter removed or replaced is checked again."""
+    found = _file_identity(binary)
+    if found is None:
+        return None
+    interpreter = _interpreter(binary)
+    if interpreter is not None:
+        found["interpreter"] = _file_identity(interpreter) or str(interpreter)
+    return found
+
+
+def _file_identity(path: Path) -> dict[str, Any] | None:
+    real = os.path.realpath(path)
     try:
         info = os.stat(real)
     except OSError:
@@ -72,6 +84,25 @@ def _identity(binary: Path) -> dict[str, Any] | None:
         "device": info.st_dev,
         "mode": info.st_mode,
     }
+
+
+def _interpreter(binary: Path) -> Path | None:
+    """The program a `#!` line names (through `env`, what PATH finds), or None."""
+    try:
+        with binary.open("rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+    if not words:
+        return None
+    if os.path.basename(words[0]) == "env":
+        args = [w for w in words[1:] if not w.startswith("-")]
+        where = shutil.which(args[0]) if args else None
+        return Path(where) if where else Path(args[0] if args else words[0])
+    return Path(words[0])
 
 
 def _cached_version(identity: dict[str, Any] | None) -> str | None:
