@@ -357,6 +357,9 @@ class Execution:
     """Team mode: the procrastinate worker running it (its heartbeat judges the host)."""
     job_id: int | None = None
     """Team mode: the procrastinate job that dispatches it (a kill aborts it)."""
+    kill_asked: str | None = None
+    """Who asked to kill the run, written before anything is signalled or aborted: a run whose
+    supervisor dies meanwhile (of the kill, before recording it) is still a kill."""
 
     @property
     def duration_s(self) -> float | None:

@@ -59,12 +59,6 @@ def prepared_path(run_key: str) -> Path:
     return run_file(run_key, "prepared")
 
 
-def kill_asked_path(run_key: str) -> Path:
-    """Who asked this host to kill the run, written before its supervisor is signalled: a
-    supervisor that dies of that signal before recording `killed` is still a kill."""
-    return run_file(run_key, "kill")
-
-
 def runner_err_path(run_key: str) -> Path:
     """The supervisor's own stderr (tracebacks of emdx bugs)."""
     return run_file(run_key, "runner.err")

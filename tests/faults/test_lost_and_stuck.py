@@ -356,6 +356,20 @@ def test_a_supervisor_dead_of_a_kill_is_killed_whoever_sweeps_first(
     world.assert_gone(final)
 
 
+def test_a_kill_record_planted_by_the_agent_invents_no_kill(world: World, cli: Cli) -> None:
+    """The agent writes a kill record where a home keeps a run's files (its own run's name),
+    then its supervisor dies: no kill was asked, so it is a lost runner, not `killed`."""
+    execution = world.start("# planted\nFAKE:sleep=60\n")
+    row = world.wait_agent(execution.id)
+    for kind in ("kill", "kill.json"):
+        paths.run_file(row.run_key or "", kind).write_text("killed by `emdx exec kill`\n")
+    os.kill(int(row.pid or 0), signal.SIGKILL)
+    wait_until(lambda: not alive((row.pid or 0, row.pid_started_at or 0.0)), 15)
+    swept = cli("exec", "health")
+    assert swept.code == 1, swept
+    assert final_triple(world.get(execution.id)) == ("failed", 137, "runner_lost")
+
+
 # -- 8. the output pump never waits on the database ----------------------------------------
 
 

@@ -5,6 +5,7 @@ for the others instead of failing each run."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from faults_helpers import one_error_line
 from team_helpers import Team
-from testkit import FAKE_CLAUDE, assert_gone, run_emdx, wait_until
+from testkit import FAKE_CLAUDE, alive, assert_gone, run_emdx, wait_until
 
 from emdx.models import Execution
 from emdx.store import open_store
@@ -167,3 +168,39 @@ def test_a_worker_whose_agents_interpreter_goes_away_leaves_the_queue(team: Team
     (interp / "python3").symlink_to(sys.executable)
     rows = [team.wait_final(run) for run in runs]
     assert [(r.status.value, r.host) for r in rows] == [("completed", "alpha")] * 2, alpha.text()
+
+
+def test_a_kill_from_another_host_whose_supervisor_dies_meanwhile_is_a_kill(team: Team) -> None:
+    """`exec kill` from the laptop reaches alpha's worker late (frozen a moment), and the
+    run's supervisor dies meanwhile, before it could record the kill: the run is `killed`,
+    whoever records it (here a command on alpha's host, first): the asker is on the row."""
+    alpha = team.start_worker("alpha")
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=900\nFAKE:interval=0.1\n"))
+
+    def going() -> Execution | None:
+        found = team.row(run)
+        return found if found.agent_pid else None
+
+    row = wait_until(going, 60, message=alpha.text)
+    alpha.signal(signal.SIGSTOP)
+    try:
+        killer = subprocess.Popen(
+            [sys.executable, "-m", "emdx", "exec", "kill", str(run)],
+            env={**os.environ, **team.env("laptop")},
+            cwd=team.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(lambda: team.row(run).kill_asked, 30)
+        os.kill(row.pid or 0, signal.SIGKILL)  # dead before it could record the kill
+        wait_until(lambda: not alive((row.pid or 0, row.pid_started_at or 0.0)), 15)
+        # A command on alpha's host finds it first (the worker's own repair would, after).
+        swept = team.cli("alpha", "exec", "health")
+        assert swept.code == 1 and "zombie" in swept.stdout, swept
+    finally:
+        alpha.signal(signal.SIGCONT)
+    out, err = killer.communicate(timeout=90)
+    assert killer.returncode == 0, (out, err, alpha.text())
+    final = team.wait_final(run)
+    assert (final.status.value, final.reason) == ("killed", "killed_by_user"), (final, alpha.text())
+    assert_gone([(row.agent_pid or 0, row.agent_started_at or 0.0)], what="the run's agent")

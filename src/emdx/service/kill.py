@@ -92,29 +92,15 @@ def record_host_lost(store: Store, execution: Execution, who: str, detail: str) 
     return won
 
 
-KILL_ASKED_MAX = 4096
-
-
-def ask_kill(execution: Execution, who: str) -> None:
-    """Say (in the home) that a kill of this run was asked, before anything is signalled: a
-    sweep that meanwhile finds its supervisor dead (of the kill, before it could record it)
-    records the kill, not a lost runner (`kill_asked`)."""
-    if execution.run_key:
-        with contextlib.suppress(OSError):
-            paths.write_private(
-                paths.kill_asked_path(execution.run_key), who.encode("utf-8", "replace")
-            )
-
-
-def kill_asked(execution: Execution) -> str | None:
-    """Who asked this host to kill the run (`ask_kill`), or None."""
-    if not execution.run_key:
-        return None
-    try:
-        found = paths.read_bounded(paths.kill_asked_path(execution.run_key), KILL_ASKED_MAX)
-    except OSError:
-        return None
-    return found.decode("utf-8", "replace") or "a kill"
+def ask_kill(store: Store, execution: Execution, who: str) -> None:
+    """Write on the row who asks to kill the run, before anything is signalled or aborted: a
+    sweep (on any host, in any home) that meanwhile finds its supervisor dead — of the kill,
+    before it could record it — records the kill, not a lost runner (`repair_zombie`). In the
+    database, not in the home, where the run's agent can write."""
+    with contextlib.suppress(EmdxError):  # a kill goes on whatever the database says
+        store.executions.update(
+            execution.id, key=execution.run_key, only_supervised=True, kill_asked=who
+        )
 
 
 def is_remote(execution: Execution) -> bool:
@@ -147,7 +133,7 @@ def kill_execution(
     if is_remote(execution):
         return _kill_remote(store, execution, who)
     grace = settings.kill_grace()
-    ask_kill(execution, who)
+    ask_kill(store, execution, who)
     if not force and system.same_process(execution.pid, execution.pid_started_at):
         system.signal_pid(execution.pid or 0, signal.SIGTERM)
         # Poll without repairing: a supervisor that died of our signal (before it could
@@ -175,6 +161,7 @@ def _kill_remote(store: Store, execution: Execution, who: str) -> KillResult:
     if judgement.verdict is Verdict.HOST_LOST or queue is None or execution.job_id is None:
         record_host_lost(store, execution, who, judgement.detail or "its worker is gone")
         return KillResult(store.executions.get(execution.id), False)
+    ask_kill(store, execution, who)
     queue.request_abort(execution.job_id)
     # The worker's own kill may need all of its steps (a frozen supervisor: SIGTERM, its grace
     # and the wait for its write, then SIGKILL), after an abort it may only see at its poll.

@@ -15,7 +15,7 @@ from emdx.agent.outcome import EXIT_SIGKILL, EXIT_SIGTERM
 from emdx.errors import EmdxError
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
-from emdx.service.kill import finish_from_outside, kill_asked, record_host_lost, stop_processes
+from emdx.service.kill import finish_from_outside, record_host_lost, stop_processes
 from emdx.service.liveness import Probe, Verdict, default_probe, judge, lost_worker
 from emdx.service.scheduler import fill_slots, queue_name
 from emdx.service.undo import discard
@@ -115,6 +115,8 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
     """A running row whose supervisor is gone: kill what it left, then finish the row as the
     supervisor decided (its outcome file) or failed/137/runner_lost."""
     stop_processes(execution, grace_s=2.0)
+    with contextlib.suppress(EmdxError):
+        execution = store.executions.get(execution.id)  # a kill asked since it was read
     outcome = read_outcome(execution)
     if outcome is not None:
         fields = {k: v for k, v in dict(outcome.get("fields") or {}).items() if k != "status"}
@@ -136,7 +138,7 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
                 f"{outcome['reason']})",
                 "🩹",
             )
-    elif (asked := kill_asked(execution)) is not None:
+    elif (asked := execution.kill_asked) is not None:
         # It died of a kill (before it could record it): the kill's own record, whoever
         # gets here first.
         finish_from_outside(

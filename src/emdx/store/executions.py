@@ -59,6 +59,7 @@ UPDATABLE = frozenset(
         "host",
         "worker_id",
         "job_id",
+        "kill_asked",
     }
 )
 TRANSITION_FIELDS = UPDATABLE | {

@@ -345,6 +345,11 @@ def m011_team_columns(conn: sqlite3.Connection) -> None:
     )
 
 
+def m012_kill_asked(conn: sqlite3.Connection) -> None:
+    """Who asked to kill a run (`Execution.kill_asked`)."""
+    _run(conn, "ALTER TABLE executions ADD COLUMN kill_asked TEXT")
+
+
 MIGRATIONS: list[Step] = [
     m000_documents,
     m001_tags,
@@ -358,6 +363,7 @@ MIGRATIONS: list[Step] = [
     m009_crash_safe_runs,
     m010_agent_fidelity,
     m011_team_columns,
+    m012_kill_asked,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1

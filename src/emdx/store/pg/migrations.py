@@ -221,12 +221,18 @@ def p004_team_pulse(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def p005_kill_asked(conn: psycopg.Connection[Any]) -> None:
+    """Who asked to kill a run (`Execution.kill_asked`)."""
+    _run(conn, "ALTER TABLE executions ADD COLUMN kill_asked TEXT")
+
+
 MIGRATIONS: list[Step] = [
     p000_documents,
     p001_executions,
     p002_execution_events,
     p003_job_queue,
     p004_team_pulse,
+    p005_kill_asked,
 ]
 
 LATEST_VERSION = len(MIGRATIONS) - 1
