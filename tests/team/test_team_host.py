@@ -204,3 +204,21 @@ def test_a_kill_from_another_host_whose_supervisor_dies_meanwhile_is_a_kill(team
     final = team.wait_final(run)
     assert (final.status.value, final.reason) == ("killed", "killed_by_user"), (final, alpha.text())
     assert_gone([(row.agent_pid or 0, row.agent_started_at or 0.0)], what="the run's agent")
+
+
+def test_a_worker_started_again_at_once_records_its_dead_runs_host_lost(team: Team) -> None:
+    """Alpha SIGKILLed mid-run (its supervisor dies with it) and started again at once, before
+    its heartbeat is stale (and within the grace the team's pulse gives after a silence): the
+    dead registration's process is gone from this host, so the run is host_lost, as any other
+    host would record it later — not runner_lost."""
+    alpha = team.start_worker("alpha")
+    run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=900\nFAKE:interval=0.1\n"))
+    wait_until(lambda: team.row(run).agent_pid, 60, message=alpha.text)
+    alpha.signal(signal.SIGKILL)
+    alpha.proc.wait(10)
+    again = team.start_worker("alpha")
+    row = team.wait_final(run, 30)
+    assert (row.status.value, row.exit_code, row.reason) == ("failed", 137, "host_lost"), (
+        row,
+        again.text(),
+    )

@@ -106,6 +106,9 @@ class Probe:
     """Team mode: the workers whose heartbeat is fresh; None outside team mode."""
     served_queues: frozenset[str] | None = None
     """Team mode: the queues a live worker takes; None outside team mode."""
+    gone_here: frozenset[int] = frozenset()
+    """Team mode: workers of this host that count as alive (a fresh heartbeat, the grace after
+    an outage) though their process is gone: lost, as this host can see."""
 
 
 @dataclass(frozen=True)
@@ -198,11 +201,11 @@ def judge(execution: Execution, probe: Probe | None = None) -> Judgement:
 def lost_worker(execution: Execution, probe: Probe) -> str | None:
     """Team mode: "worker N on HOST lost" when the worker that took the run is not alive (its
     heartbeat stopped, or it stopped), else None."""
-    if (
-        probe.alive_workers is None
-        or execution.worker_id is None
-        or execution.worker_id in probe.alive_workers
-    ):
+    if probe.alive_workers is None or execution.worker_id is None:
+        return None
+    if execution.worker_id in probe.gone_here:
+        return f"worker {execution.worker_id} on {execution.host} lost (its process is gone)"
+    if execution.worker_id in probe.alive_workers:
         return None
     return f"worker {execution.worker_id} on {execution.host} lost"
 
@@ -236,10 +239,13 @@ def default_probe(store: Store | None = None) -> Probe:
     # The team's heartbeats are the database server's times: judged by its clock too.
     offset = timedelta(seconds=queue.clock_offset_s())
     live = queue.live_workers()
+    host = settings.host_name()
+    here = queue.workers_here(host)
     return Probe(
         kill_grace_s=settings.kill_grace(),
-        host=settings.host_name(),
+        host=host,
         alive_workers=frozenset(live),
+        gone_here=frozenset(w for w, pid in here.items() if system.process_start_time(pid) is None),
         served_queues=frozenset(name for queues in live.values() for name in queues),
         wall_now=lambda: utc_now() + offset,
     )

@@ -222,6 +222,10 @@ class JobQueueAPI(Protocol):
 
     def live_workers(self) -> dict[int, tuple[str, ...]]: ...
 
+    def workers_here(self, host: str) -> dict[int, int]:
+        """The live workers (as `live_workers` judges) registered on `host`: id → pid."""
+        ...
+
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]: ...
 
     def serve(

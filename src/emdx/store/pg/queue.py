@@ -226,6 +226,16 @@ class PgJobQueue:
             ).fetchall()
         return {int(r["id"]): tuple(json.loads(r["queues"])) if r["queues"] else () for r in rows}
 
+    def workers_here(self, host: str) -> dict[int, int]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"""SELECT w.worker_id, w.pid FROM emdx_workers w
+                    LEFT JOIN procrastinate_workers p ON p.id = w.worker_id
+                    WHERE w.host = %s AND {_alive()}""",
+                (host,),
+            ).fetchall()
+        return {int(r["worker_id"]): int(r["pid"]) for r in rows}
+
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         """Every worker that said who it is, newest first: alive, or (with `include_gone`)
         stopped and lost ones too."""
