@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from faults_helpers import one_error_line
-from team_helpers import Team
+from team_helpers import Team, team_database
 from testkit import FAKE_CLAUDE, alive, assert_gone, run_emdx, wait_until
 
 from emdx.models import Execution
@@ -222,3 +222,26 @@ def test_a_worker_started_again_at_once_records_its_dead_runs_host_lost(team: Te
         row,
         again.text(),
     )
+
+
+def test_a_worker_with_a_wrong_repo_leaves_the_database_untouched(team: Team) -> None:
+    """Its command line is checked before the database is opened (and migrated): `--repo` not
+    a repository, or no git on PATH, is one line and an empty database stays empty."""
+    import psycopg
+
+    not_a_repo = team.root / "plain-dir"
+    not_a_repo.mkdir()
+    no_git = team.root / "no-git-bin"
+    no_git.mkdir()
+    with team_database() as empty:
+        for path in (os.environ["PATH"], str(no_git)):
+            env = team.env("alpha", {"EMDX_DATABASE_URL": empty, "PATH": path})
+            started = run_emdx("worker", "--repo", str(not_a_repo), env=env, timeout=60)
+            assert started.code == 1, started
+            line = one_error_line(started.stderr)
+            assert "not a git repository" in line or "needs git" in line, line
+        with psycopg.connect(empty) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone()
+        assert tables == (0,), tables

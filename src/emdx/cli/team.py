@@ -35,8 +35,12 @@ def worker(
         from emdx.errors import UsageError
 
         raise UsageError("--concurrency must be at least 1")
+    from emdx.service.preparing import worker_config
+
+    # Checked before the database is opened (and migrated): a wrong --repo touches nothing.
+    config = worker_config(name, queue, repo, concurrency)
     with _service_once_reachable(open_service, say) as service:
-        service.serve_worker(name, queue, repo, concurrency, say)
+        service.serve_worker(config, say)
     sys.stdout.flush()
 
 

@@ -42,6 +42,7 @@ from emdx.store import Store, open_store
 if TYPE_CHECKING:  # imported by the commands that use them only (listings stay quick)
     from emdx.service import cleanup as cleanups
     from emdx.service.monitor import ExecStats, RunHealth
+    from emdx.service.preparing import WorkerConfig
 
 
 def __getattr__(name: str) -> object:
@@ -329,18 +330,11 @@ class Service:
 
     # -- team mode ---------------------------------------------------------------------------
 
-    def serve_worker(
-        self,
-        name: str | None,
-        queues: list[str],
-        repos: list[Path],
-        concurrency: int,
-        say: Callable[[str], None],
-    ) -> None:
+    def serve_worker(self, config: WorkerConfig, say: Callable[[str], None]) -> None:
         """`emdx worker`: take the team's queued runs until stopped (see `service.team`)."""
         from emdx.service import team
 
-        team.serve(self.store, team.worker_config(name, queues, repos, concurrency), say)
+        team.serve(self.store, config, say)
 
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         """The team's workers (alive ones; with `include_gone` stopped and lost ones too)."""

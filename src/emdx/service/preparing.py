@@ -47,6 +47,35 @@ class WorkerConfig:
     heartbeat_s: float = 10.0
 
 
+def worker_config(
+    name: str | None, queues: list[str], repos: list[Path], concurrency: int
+) -> WorkerConfig:
+    """The worker's settings, checked: repositories must be git repositories here."""
+    from emdx.store.api import DEFAULT_QUEUE, repo_queue
+
+    if concurrency < 1:
+        raise InvalidStateError("--concurrency must be at least 1")
+    found: dict[str, Path] = {}
+    if repos and git.available() is None:
+        raise EnvironmentProblem(
+            "--repo needs git, which is not on PATH", ["install git (e.g. apt-get install git)"]
+        )
+    for repo in repos:
+        top = git.toplevel(repo)
+        if top is None:
+            raise InvalidStateError(f"--repo {repo} is not a git repository")
+        found[repo_queue(top.name, git.root_commit(top))] = top
+    host = settings.host_name()
+    return WorkerConfig(
+        name=name or f"{host}-{os.getpid()}",
+        host=host,
+        queues=tuple(queues or [DEFAULT_QUEUE]),
+        repos=found,
+        concurrency=concurrency,
+        heartbeat_s=settings.worker_heartbeat(),
+    )
+
+
 def check_host(worktrees: bool) -> None:
     """The pre-flight of a local start, on this host: its agent found and runnable, its home
     writable, git there for worktree runs (EnvironmentProblem, with its fixes)."""

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 from emdx import paths, settings, system
 from emdx.errors import EmdxError, EnvironmentProblem, InvalidStateError, NotFoundError
@@ -29,35 +28,10 @@ from emdx.service.liveness import Verdict, default_probe, judge
 from emdx.service.preparing import CLAIMED_RETRY_S, Preparation, WorkerConfig, check_host
 from emdx.store import Job, JobQueueAPI, Store
 from emdx.store.connection import retry_transient
-from emdx.system import git, spawn
+from emdx.system import spawn
 
 # How often a waiting job looks at its row (a run declared lost while the worker was frozen).
 ROW_CHECK_S = 1.0
-
-
-def worker_config(
-    name: str | None, queues: list[str], repos: list[Path], concurrency: int
-) -> WorkerConfig:
-    """The worker's settings, checked: repositories must be git repositories here."""
-    from emdx.store.api import DEFAULT_QUEUE, repo_queue
-
-    if concurrency < 1:
-        raise InvalidStateError("--concurrency must be at least 1")
-    found: dict[str, Path] = {}
-    for repo in repos:
-        top = git.toplevel(repo)
-        if top is None:
-            raise InvalidStateError(f"--repo {repo} is not a git repository")
-        found[repo_queue(top.name, git.root_commit(top))] = top
-    host = settings.host_name()
-    return WorkerConfig(
-        name=name or f"{host}-{os.getpid()}",
-        host=host,
-        queues=tuple(queues or [DEFAULT_QUEUE]),
-        repos=found,
-        concurrency=concurrency,
-        heartbeat_s=settings.worker_heartbeat(),
-    )
 
 
 def serve(store: Store, config: WorkerConfig, say: Callable[[str], None]) -> None:
