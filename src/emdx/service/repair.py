@@ -116,7 +116,9 @@ def repair_zombie(store: Store, execution: Execution, who: str) -> Execution:
     supervisor decided (its outcome file) or failed/137/runner_lost."""
     stop_processes(execution, grace_s=2.0)
     with contextlib.suppress(EmdxError):
-        execution = store.executions.get(execution.id)  # a kill asked since it was read
+        current = store.executions.get(execution.id)  # a kill asked since it was read
+        if current.run_key == execution.run_key:
+            execution = current
     outcome = read_outcome(execution)
     if outcome is not None:
         fields = {k: v for k, v in dict(outcome.get("fields") or {}).items() if k != "status"}
