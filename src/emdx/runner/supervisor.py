@@ -89,6 +89,8 @@ class Supervisor:
         self.banked = Banked()
         self.last = self.output.progress
         self.attempt = execution.attempt
+        # The agent's last event (on the boot clock) and its time as written (once per event).
+        self._last_event: tuple[float, str] | None = None
         self.writer = RowWriter(
             store.location,
             self.id,
@@ -372,8 +374,11 @@ class Supervisor:
         current = self.output.progress
         explained_by = current if current.event_count else self.last
         fields = self.banked.row_fields(current, self.attempt, explained_by)
-        if self.output.last_event_at is not None:
-            fields["last_event_at"] = clock.iso(self.writer.epoch(self.output.last_event_at))
+        at = self.output.last_event_at
+        if at is not None:
+            if self._last_event is None or self._last_event[0] != at:
+                self._last_event = (at, clock.iso(self.writer.epoch(at)))
+            fields["last_event_at"] = self._last_event[1]
         return fields
 
     def _flush_progress(self) -> None:
