@@ -225,6 +225,25 @@ class Team:
             ),
         )
 
+    def wait_agent(self, execution_id: int, worker: Worker, events: int = 0) -> Execution:
+        """The run's row once its agent runs (and has sent `events` events)."""
+
+        def going() -> Execution | None:
+            row = self.row(execution_id)
+            return row if row.agent_pid and row.event_count >= events else None
+
+        return wait_until(going, 60, message=lambda: f"{self.row(execution_id)}\n{worker.text()}")
+
+    def start_cli(self, host: str, *args: str) -> subprocess.Popen[bytes]:
+        """`emdx ARGS` as host `host`, in the background (output piped)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "emdx", *self.db_args(), *args],
+            env={**os.environ, **self.env(host)},
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
     def stop(self) -> None:
         """SIGKILL every worker (SIGCONT first: a stopped one too), then every run process
         under the test's homes."""

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 
@@ -96,11 +95,7 @@ def test_a_run_on_one_host_is_killed_and_followed_from_another(team: Team) -> No
     doc = team.save("laptop", "# long\nFAKE:events=200\nFAKE:interval=0.1\n")
     run = team.submit("laptop", doc)
 
-    def going() -> Execution | None:
-        row = team.row(run)
-        return row if row.agent_pid and row.event_count >= 3 else None
-
-    row = wait_until(going, 60, message=lambda: f"{team.row(run)}\n{worker.text()}")
+    row = team.wait_agent(run, worker, events=3)
     assert row.host == "alpha"
     # The log, from the laptop: its file is on alpha, its copy in the team's database.
     logs = team.cli("laptop", "exec", "logs", str(run))
@@ -388,13 +383,7 @@ def test_a_kill_that_lands_while_the_worker_starts_the_run_stops_it(team: Team) 
     run = team.submit("laptop", doc)
     wait_until(mark.exists, 60, message=alpha.text)
     assert team.row(run).status.value == "running"  # claimed, no supervisor yet
-    killer = subprocess.Popen(
-        [sys.executable, "-m", "emdx", "exec", "kill", str(run)],
-        env={**os.environ, **team.env("laptop")},
-        cwd=team.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    killer = team.start_cli("laptop", "exec", "kill", str(run))
 
     def abort_asked() -> bool:
         import psycopg
@@ -584,7 +573,7 @@ def test_a_worker_stopped_while_it_prepares_a_run_leaves_it_to_the_others(team: 
 def test_a_kill_from_another_host_of_a_frozen_supervisor_succeeds(team: Team) -> None:
     alpha = team.start_worker("alpha", extra={"EMDX_KILL_GRACE_SECONDS": "1"})
     run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=600\nFAKE:interval=0.1\n"))
-    row = wait_until(lambda: ((r := team.row(run)).agent_pid and r) or None, 60, message=alpha.text)
+    row = team.wait_agent(run, alpha)
     assert row.pid and row.pid_started_at is not None
     supervisor = (row.pid, row.pid_started_at)
     identities = _host_processes(team, "alpha")
@@ -607,13 +596,7 @@ def test_a_flapping_database_wedges_no_worker_and_loses_no_submit(team: Team) ->
     # The cut lands at a different moment of each submit (connect, insert, defer, read back):
     # the delays pace the fault on purpose, they wait for nothing.
     for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6):
-        submit = subprocess.Popen(
-            [sys.executable, "-m", "emdx", "claude", "execute", str(doc), "--background"],
-            env={**os.environ, **team.env("laptop")},
-            cwd=team.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        submit = team.start_cli("laptop", "claude", "execute", str(doc), "--background")
         time.sleep(delay)
         drop_connections(team.url)
         out, err = submit.communicate(timeout=120)

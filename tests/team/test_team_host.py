@@ -17,7 +17,6 @@ from faults_helpers import one_error_line
 from team_helpers import Team, team_database
 from testkit import FAKE_CLAUDE, alive, assert_gone, run_emdx, wait_until
 
-from emdx.models import Execution
 from emdx.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -103,12 +102,7 @@ def test_a_worker_that_gives_up_its_registration_records_its_runs_host_lost(team
 
     alpha = team.start_worker("alpha")
     run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=900\nFAKE:interval=0.1\n"))
-
-    def going() -> Execution | None:
-        found = team.row(run)
-        return found if found.agent_pid else None
-
-    row = wait_until(going, 60, message=alpha.text)
+    row = team.wait_agent(run, alpha)
     with psycopg.connect(team.url) as wedge:
         wedge.execute(
             "SELECT 1 FROM procrastinate_workers WHERE id = %s FOR UPDATE", (row.worker_id,)
@@ -176,21 +170,10 @@ def test_a_kill_from_another_host_whose_supervisor_dies_meanwhile_is_a_kill(team
     whoever records it (here a command on alpha's host, first): the asker is on the row."""
     alpha = team.start_worker("alpha")
     run = team.submit("laptop", team.save("laptop", "# long\nFAKE:events=900\nFAKE:interval=0.1\n"))
-
-    def going() -> Execution | None:
-        found = team.row(run)
-        return found if found.agent_pid else None
-
-    row = wait_until(going, 60, message=alpha.text)
+    row = team.wait_agent(run, alpha)
     alpha.signal(signal.SIGSTOP)
     try:
-        killer = subprocess.Popen(
-            [sys.executable, "-m", "emdx", "exec", "kill", str(run)],
-            env={**os.environ, **team.env("laptop")},
-            cwd=team.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        killer = team.start_cli("laptop", "exec", "kill", str(run))
         wait_until(lambda: team.row(run).kill_asked, 30)
         os.kill(row.pid or 0, signal.SIGKILL)  # dead before it could record the kill
         wait_until(lambda: not alive((row.pid or 0, row.pid_started_at or 0.0)), 15)

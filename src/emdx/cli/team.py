@@ -25,7 +25,6 @@ def worker(
     """Run the team's queued executions on this host until Ctrl-C (team mode)."""
     import sys
 
-    from emdx.cli.render import open_service
     from emdx.format import one_line
 
     def say(line: str) -> None:
@@ -39,7 +38,7 @@ def worker(
 
     # Checked before the database is opened (and migrated): a wrong --repo touches nothing.
     config = worker_config(name, queue, repo, concurrency)
-    with _service_once_reachable(open_service, say) as service:
+    with _service_once_reachable(say) as service:
         service.serve_worker(config, say)
     sys.stdout.flush()
 
@@ -51,11 +50,10 @@ WAIT_FOR_DATABASE_S = 2.0
 _REFUSED_FOR_GOOD = ("does not exist", "authentication failed", "pg_hba.conf")
 
 
-def _service_once_reachable(
-    open_service: Callable[[], Service], say: Callable[[str], None]
-) -> Service:
+def _service_once_reachable(say: Callable[[str], None]) -> Service:
     import time
 
+    from emdx.cli.render import open_service
     from emdx.errors import StoreUnavailable
 
     said = False

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,21 @@ class Check:
         return asdict(self)
 
 
-def _needs_node(binary: Path) -> bool:
+def _shebang(binary: Path) -> list[str]:
+    """The words of the binary's `#!` line (the kernel reads its first 256 bytes); none when it
+    is no script."""
     try:
         with binary.open("rb") as handle:
-            head = handle.read(128)
+            head = handle.read(256)
     except OSError:
-        return False
-    return head.startswith(b"#!") and b"node" in head.split(b"\n", 1)[0]
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    return head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+
+
+def _needs_node(binary: Path) -> bool:
+    return any("node" in word for word in _shebang(binary))
 
 
 def _unusable(name: str) -> str | None:
@@ -88,14 +97,7 @@ def _file_identity(path: Path) -> dict[str, Any] | None:
 
 def _interpreter(binary: Path) -> Path | None:
     """The program a `#!` line names (through `env`, what PATH finds), or None."""
-    try:
-        with binary.open("rb") as handle:
-            head = handle.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+    words = _shebang(binary)
     if not words:
         return None
     if os.path.basename(words[0]) == "env":
@@ -177,6 +179,22 @@ def check_data_dir() -> Check:
     if not os.access(home, os.W_OK):
         return Check("data dir", False, f"{home} is not writable", f"chmod u+w {home}")
     return Check("data dir", True, str(home))
+
+
+def check_writable(where: Path) -> Check:
+    """A directory emdx writes in, written to (a file made and removed): its modes say nothing
+    of an immutable directory or a read-only mount."""
+    try:
+        paths.private_dir(where)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".emdx-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except (OSError, EmdxError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Check(
+            where.name, False, f"{where} cannot be written: {why}", f"make {where} writable"
+        )
+    return Check(where.name, True, str(where))
 
 
 def check_git(required: bool) -> Check:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,22 +79,17 @@ def check_host(worktrees: bool) -> None:
     """The pre-flight of a local start, on this host: its agent found and runnable, its home
     writable, git there for worktree runs (EnvironmentProblem, with its fixes)."""
     preflight.ensure_ready()
-    for where in (paths.runs_dir(), paths.logs_dir()):
-        # Where each run's directory and files go: written to, not only judged by their modes
-        # (an immutable directory, a read-only mount).
-        try:
-            paths.private_dir(where)
-            fd, probe = tempfile.mkstemp(dir=where, prefix=".emdx-check-")
-            os.close(fd)
-            os.unlink(probe)
-        except (OSError, EmdxError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise EnvironmentProblem(
-                f"{where} cannot be written: {why}", [f"make {where} writable"]
-            ) from None
-    found = preflight.check_git(True)
-    if worktrees and not found.ok:
-        raise EnvironmentProblem(f"git: {found.detail}", [found.fix] if found.fix else [])
+    # Where each run's directory and files go; git for worktree runs.
+    checks = [
+        preflight.check_writable(paths.runs_dir()),
+        preflight.check_writable(paths.logs_dir()),
+    ]
+    if worktrees:
+        checks.append(preflight.check_git(True))
+    for check in checks:
+        if not check.ok:
+            detail = check.detail if check.name != "git" else f"git: {check.detail}"
+            raise EnvironmentProblem(detail, [check.fix] if check.fix else [])
 
 
 def host_problem(worktrees: bool) -> str | None:

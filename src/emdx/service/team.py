@@ -213,17 +213,17 @@ class _Worker(Preparation):
         """Stop the run: a kill (`killed`) — or, when this worker lost its registration (the
         run's job with it), the host's loss as any other host would record it (host_lost),
         then its processes."""
-        with contextlib.suppress(EmdxError):
-            row = self.store.executions.get(execution_id)
-            if not lost:
-                note_run(self.store, row, who, "🛑")
-            else:
+        if lost:
+            with contextlib.suppress(EmdxError):
+                row = self.store.executions.get(execution_id)
                 retry_transient(
                     lambda: record_host_lost(self.store, row, f"worker {self.config.name}", who),
                     CLAIMED_RETRY_S,
                 )
                 stop_processes(row, settings.kill_grace())
-        if not lost:
+        else:
+            with contextlib.suppress(EmdxError):
+                note_run(self.store, self.store.executions.get(execution_id), who, "🛑")
             with contextlib.suppress(EmdxError):
                 kill_execution(self.store, execution_id, who=who)
         # Whatever the row says (a database that does not answer): its supervisor goes (a row
