@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from emdx import paths, settings, smart
-from emdx.errors import EmdxError, EnvironmentProblem, InvalidStateError, NotFoundError
+from emdx.errors import (
+    EmdxError,
+    EnvironmentProblem,
+    InvalidStateError,
+    NotFoundError,
+    StoreUnavailable,
+)
 from emdx.models import ExecType, Execution, ExecutionStatus
 from emdx.reasons import Reason
 from emdx.service import preflight, unclaimed
@@ -141,6 +147,12 @@ class Preparation:
             return None
         try:
             execution = self._make_workdir(row, job.job_id)
+        except StoreUnavailable as exc:
+            # The database blipped while the run was prepared (it never started): it stays
+            # queued, and the next sweep gives it a new job (its job ends with this one).
+            self._leave(row)
+            self.say(f"execution #{row.id}: left queued, the database did not answer: {exc}")
+            return None
         except (OSError, EmdxError) as exc:
             self._leave(row)
             if self._still_queued(row.id, job.job_id):
